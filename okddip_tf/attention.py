@@ -1,0 +1,51 @@
+"""The peer attention of OKDDip (Eq. 7): each auxiliary peer's weights over all peers."""
+
+import math
+
+import keras
+from keras import layers, ops
+
+
+def torch_linear_initializer(fan_in):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for nn.Linear weights and biases."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+@keras.saving.register_keras_serializable(package="okddip_tf")
+class PeerAttention(layers.Layer):
+    """Attention weights alpha [B, P, P] from the peers' pooled features h [B, P, D].
+
+    alpha_ab = softmax_b( (W_L h_a) . (W_E h_b) ), self included, shared projections without bias
+    and, as in the authors' code, no 1/sqrt(dim) scaling unless `scale=True`.
+
+    Args:
+      dim: the projection size (the authors use feature_dim // 8).
+      scale: divide the energies by sqrt(dim), as in Transformer attention.
+    """
+
+    def __init__(self, dim, scale=False, **kwargs):
+        super().__init__(**kwargs)
+        if dim < 1:
+            raise ValueError(f"attention dim must be >= 1, got {dim}.")
+        self.dim = dim
+        self.scale = scale
+
+    def build(self, features_shape):
+        feature_dim = features_shape[-1]
+        init = torch_linear_initializer(feature_dim)
+        self.query = layers.Dense(self.dim, use_bias=False, kernel_initializer=init, name="query")
+        self.key = layers.Dense(self.dim, use_bias=False, kernel_initializer=init, name="key")
+        self.query.build(features_shape)
+        self.key.build(features_shape)
+
+    def call(self, features):
+        queries = self.query(features)  # [B, P, dim]
+        keys = self.key(features)  # [B, P, dim]
+        energy = ops.einsum("bid,bjd->bij", queries, keys)  # [B, P, P]
+        if self.scale:
+            energy = energy / math.sqrt(self.dim)
+        return ops.softmax(energy, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "scale": self.scale}

@@ -1,0 +1,341 @@
+"""Input pipelines: CIFAR-style image classification data from tfds or a folder.
+
+Images stay ``uint8`` in ``[0, 255]`` (the models normalise them themselves) and
+labels are ``int32`` of shape ``[batch]``. Nothing here ever downloads data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+PAD = 4
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+KNOWN_PIXEL_STATS = {
+    "cifar10": (tuple(255.0 * m for m in (0.4914, 0.4822, 0.4465)),
+                tuple(255.0 * s for s in (0.2470, 0.2435, 0.2616))),
+    "cifar100": (tuple(255.0 * m for m in (0.5071, 0.4865, 0.4409)),
+                 tuple(255.0 * s for s in (0.2673, 0.2564, 0.2762))),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a training loop need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...] | None
+    num_train_examples: int
+    num_eval_examples: int
+    pixel_mean: tuple[float, ...]
+    pixel_std: tuple[float, ...]
+
+
+def augment_image(image, seed_or_none=None):
+    """Zero-pads 4 pixels, takes a random crop of the input size, flips at random.
+
+    Args:
+      image: ``[H, W, C]`` tensor of any dtype; the dtype is preserved.
+      seed_or_none: a stateless seed (int or shape-``[2]`` integer tensor) for
+        reproducible output, or None for fresh randomness.
+
+    Returns:
+      The augmented ``[H, W, C]`` image.
+    """
+    if seed_or_none is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    elif isinstance(seed_or_none, int):
+        seed = tf.constant([seed_or_none, 0], tf.int64)
+    else:
+        seed = seed_or_none
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.convert_to_tensor(image)
+    padded = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed)
+
+
+def compute_pixel_stats(dataset_of_images, max_examples=5000):
+    """Per-channel mean and (population) std in pixel units over the first images.
+
+    Args:
+      dataset_of_images: a ``tf.data.Dataset`` (or array) of ``[H, W, C]`` images,
+        or of ``(image, label)`` pairs.
+      max_examples: how many leading examples to use.
+
+    Returns:
+      ``(mean, std)``, each a tuple of floats, one per channel.
+    """
+    ds = dataset_of_images
+    if not isinstance(ds, tf.data.Dataset):
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(ds))
+    if isinstance(ds.element_spec, tuple):
+        ds = ds.map(lambda image, *_: image)
+    total, total_sq, count = 0.0, 0.0, 0
+    for batch in ds.take(max_examples).batch(256).as_numpy_iterator():
+        pixels = batch.reshape(-1, batch.shape[-1]).astype(np.float64)
+        total = total + pixels.sum(axis=0)
+        total_sq = total_sq + np.square(pixels).sum(axis=0)
+        count += pixels.shape[0]
+    if count == 0:
+        raise ValueError("compute_pixel_stats got an empty dataset; pass at least one image.")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=None,
+                    seed=None, cache=False):
+    """Batches an ``(image, label)`` dataset for training or evaluation.
+
+    Training: cache -> shuffle (reshuffled every epoch) -> augment -> batch with
+    ``drop_remainder=True`` -> prefetch. Evaluation: cache -> batch -> prefetch.
+
+    Args:
+      ds: dataset of ``(image [H, W, C], integer label)`` pairs.
+      batch_size: examples per batch (>= 1).
+      training: build the training pipeline (shuffle, augment, drop remainder).
+      augment: apply `augment_image`; defaults to ``training``.
+      shuffle_buffer: shuffle buffer size; defaults to the dataset size if known,
+        else 50 000.
+      seed: seed for shuffling and augmentation (None: nondeterministic).
+      cache: cache the decoded examples in memory before shuffling.
+
+    Returns:
+      The batched ``tf.data.Dataset`` of ``(images, int32 labels)``.
+    """
+    _check_batch_size(batch_size)
+    augment = training if augment is None else augment
+    ds = ds.map(lambda image, label: (image, tf.cast(label, tf.int32)))
+    if cache:
+        ds = ds.cache()
+    if training:
+        if shuffle_buffer is None:
+            size = int(ds.cardinality())
+            shuffle_buffer = size if size > 0 else 50_000
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda example, s: (augment_image(example[0], tf.stack([s, tf.zeros_like(s)])),
+                                example[1]),
+            num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def make_dataset(images, labels, *, num_classes, batch_size, training, augment=None,
+                 shuffle_buffer=None, seed=None):
+    """Builds a pipeline (see `prepare_dataset`) from in-memory NumPy arrays.
+
+    Args:
+      images: ``[N, H, W, 3]`` array; integer pixels must lie in ``[0, 255]``
+        (stored as uint8), float pixels too (stored as float32).
+      labels: ``[N]`` integer array with values in ``[0, num_classes)``.
+      num_classes: number of classes.
+      batch_size, training, augment, shuffle_buffer, seed: as in `prepare_dataset`.
+
+    Returns:
+      The batched ``tf.data.Dataset``.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape [N, H, W, 3], got {images.shape}; "
+                         "add a batch axis or convert grayscale/RGBA images to RGB.")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) \
+            or len(labels) != len(images):
+        raise ValueError(f"labels must be a 1-D integer array of length {len(images)} "
+                         f"(one per image), got shape {labels.shape} dtype {labels.dtype}.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes="
+                         f"{num_classes}, found min {labels.min()} max {labels.max()}; "
+                         "fix num_classes or remap the labels.")
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError(f"pixel values must lie in [0, 255], found [{images.min()}, "
+                         f"{images.max()}]; rescale images (e.g. multiply [0, 1] floats by 255).")
+    images = images.astype(np.float32 if images.dtype.kind == "f" else np.uint8)
+    if training and len(images) < batch_size:
+        raise ValueError(f"{len(images)} training examples are fewer than batch_size="
+                         f"{batch_size}; with drop_remainder there would be 0 steps.")
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    return prepare_dataset(ds, batch_size=batch_size, training=training, augment=augment,
+                           shuffle_buffer=shuffle_buffer, seed=seed)
+
+
+def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
+                  train_split="train", eval_split="test", train_examples=None,
+                  eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
+                  shuffle_buffer=50_000, cache=True, seed=None):
+    """Loads the training and evaluation pipelines and their `DatasetInfo`.
+
+    Args:
+      source: ``"tfds"`` (a prepared tfds dataset, never downloaded) or ``"folder"``
+        (``<directory>/<split>/<class_name>/*.png|jpg|jpeg``).
+      name: tfds dataset name (for ``"folder"``: only a label for `DatasetInfo`).
+      data_dir: tfds data dir; defaults to ``$TFDS_DATA_DIR``, then tfds' default.
+      directory: root folder of a ``"folder"`` dataset.
+      train_split, eval_split: split names (tfds splits or subfolder names).
+      train_examples, eval_examples: use only the first N examples of the split.
+      batch_size: training batch size; eval_batch_size defaults to it.
+      augment: random crop + flip for training.
+      shuffle_buffer, cache, seed: pipeline options, see `prepare_dataset`.
+
+    Returns:
+      ``(train_ds, eval_ds, info)``.
+
+    Raises:
+      ValueError: bad arguments, unknown tfds name, inconsistent folder data.
+      FileNotFoundError: dataset not prepared in the data dir, or folder missing.
+    """
+    _check_batch_size(batch_size)
+    _check_batch_size(eval_batch_size or batch_size)
+    if source == "tfds":
+        train, evals, meta = _load_tfds(name, data_dir, train_split, eval_split,
+                                        train_examples, eval_examples)
+    elif source == "folder":
+        train, evals, meta = _load_folder(directory, train_split, eval_split,
+                                          train_examples, eval_examples)
+    else:
+        raise ValueError(f"Unknown data source {source!r}; use 'tfds' or 'folder'.")
+    num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
+    if num_train < batch_size:
+        raise ValueError(f"The training set has {num_train} examples, fewer than "
+                         f"batch_size={batch_size}: drop_remainder would give 0 steps. "
+                         "Use more train_examples or a smaller batch_size.")
+    if source == "tfds" and name in KNOWN_PIXEL_STATS:
+        mean, std = KNOWN_PIXEL_STATS[name]
+    else:
+        mean, std = compute_pixel_stats(train)
+    info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
+                       pixel_mean=tuple(mean), pixel_std=tuple(std), **meta)
+    train_ds = prepare_dataset(train, batch_size=batch_size, training=True, augment=augment,
+                               shuffle_buffer=shuffle_buffer, seed=seed, cache=cache)
+    eval_ds = prepare_dataset(evals, batch_size=eval_batch_size or batch_size,
+                              training=False, cache=cache)
+    return train_ds, eval_ds, info
+
+
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
+
+
+def _subset_size(requested, available, what):
+    if requested is None:
+        return available
+    if not 1 <= requested <= available:
+        raise ValueError(f"{what}={requested} but the split has {available} examples; "
+                         f"use a value between 1 and {available} (or None for all).")
+    return requested
+
+
+def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_examples):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
+        raise ValueError(f"tfds does not know a dataset named {name!r}. Close matches: "
+                         f"{', '.join(close) or 'none'}. List all names with "
+                         "`python -c 'import tensorflow_datasets as tfds; "
+                         "print(tfds.list_builders())'`.") from None
+    if not builder.is_prepared():
+        searched = data_dir or "the tfds default (~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"tfds dataset {name!r} is not prepared in data_dir {searched} (downloads are "
+            f"disabled). Set TFDS_DATA_DIR or data.data_dir to a folder holding "
+            f"'{builder.name}/<version>/', or prepare it on a networked machine with "
+            f"`tfds build {name} --data_dir=<dir>` and copy it over.")
+    splits = []
+    for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
+        if split.split("[")[0] not in builder.info.splits:
+            raise ValueError(f"{name!r} has no split {split!r}; available: "
+                             f"{sorted(builder.info.splits)}.")
+        size = _subset_size(requested, builder.info.splits[split].num_examples,
+                            f"examples of {split!r}")
+        if requested is not None and "[" not in split:
+            split = f"{split}[:{size}]"
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        splits.append(ds.take(size))
+    label = builder.info.features["label"]
+    meta = dict(num_classes=label.num_classes,
+                image_shape=tuple(builder.info.features["image"].shape),
+                class_names=tuple(label.names) if label.names else None)
+    return splits[0], splits[1], meta
+
+
+def _list_folder_split(directory, split):
+    root = os.path.join(directory, split)
+    if not tf.io.gfile.isdir(root):
+        raise FileNotFoundError(f"Split folder {root} does not exist; expected "
+                                f"<directory>/{split}/<class_name>/*.png|jpg|jpeg.")
+    classes = sorted(c for c in tf.io.gfile.listdir(root)
+                     if tf.io.gfile.isdir(os.path.join(root, c.rstrip("/"))))
+    classes = [c.rstrip("/") for c in classes]
+    files = {c: sorted(f for f in tf.io.gfile.listdir(os.path.join(root, c))
+                       if f.lower().endswith(IMAGE_EXTENSIONS)) for c in classes}
+    return root, classes, files
+
+
+def _image_size(path):
+    """Returns (height, width) from the file header, without decoding pixels."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    try:
+        return tuple(int(v) for v in tf.io.extract_jpeg_shape(data)[:2].numpy())
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(f"{path} is neither a PNG nor a JPEG image.") from None
+
+
+def _folder_split(directory, split, class_names, requested, what):
+    root, classes, files = _list_folder_split(directory, split)
+    if classes != list(class_names):
+        raise ValueError(f"Class folders of {root} {classes} differ from those of the "
+                         f"training split {list(class_names)}; both splits need the same.")
+    paths = [os.path.join(root, c, f) for c in classes for f in files[c]]
+    labels = [i for i, c in enumerate(classes) for _ in files[c]]
+    if not paths:
+        raise ValueError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
+    order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
+    order = order[:_subset_size(requested, len(paths), what)]
+    return [paths[i] for i in order], [labels[i] for i in order]
+
+
+def _load_folder(directory, train_split, eval_split, train_examples, eval_examples):
+    if not directory or not tf.io.gfile.isdir(directory):
+        raise FileNotFoundError(f"Dataset folder {directory!r} does not exist; pass "
+                                "directory=<root> holding <split>/<class_name>/*.png.")
+    root, class_names, _ = _list_folder_split(directory, train_split)
+    if len(class_names) < 2:
+        raise ValueError(f"{root} has {len(class_names)} class folder(s); a classifier "
+                         "needs at least 2 (<split>/<class_name>/ subfolders).")
+    splits = [_folder_split(directory, s, class_names, n, f"examples of {s!r}")
+              for s, n in ((train_split, train_examples), (eval_split, eval_examples))]
+    height, width = _image_size(splits[0][0][0])
+    for path in splits[0][0] + splits[1][0]:
+        if _image_size(path) != (height, width):
+            raise ValueError(f"{path} is {_image_size(path)} (HxW) but the images must "
+                             f"all be {(height, width)} like {splits[0][0][0]}; resize it.")
+    shape = (height, width, 3)
+
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                   expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(image, shape), label
+
+    datasets = [tf.data.Dataset.from_tensor_slices((paths, np.int32(labels)))
+                .map(decode, num_parallel_calls=AUTOTUNE) for paths, labels in splits]
+    meta = dict(num_classes=len(class_names), image_shape=shape,
+                class_names=tuple(class_names))
+    return datasets[0], datasets[1], meta

@@ -1,0 +1,263 @@
+"""The group model: m students of one backbone trained together, with a leader to deploy."""
+
+import keras
+from keras import ops
+
+from okddip_tf import metrics as group_metrics
+from okddip_tf.attention import PeerAttention
+from okddip_tf.losses import TARGET_SPACES, mix_peer_logits
+from okddip_tf.methods import get_method
+from okddip_tf.models import get_backbone
+from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
+from okddip_tf.normalization import check_image_shape
+
+SHARINGS = ("branch", "network")
+IS_TENSORFLOW = keras.backend.backend() == "tensorflow"
+
+
+def resolve_sync_batchnorm(sync_batchnorm):
+    """"auto": synchronise BatchNorm when a TF strategy spreads each batch over several replicas."""
+    if sync_batchnorm != "auto":
+        return bool(sync_batchnorm)
+    if not IS_TENSORFLOW:
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
+@keras.saving.register_keras_serializable(package="okddip_tf")
+class GroupModel(keras.Model):
+    """OKDDip's group of m students: m - 1 auxiliary peers and one group leader.
+
+    `group(images)` returns a dict: `leader_logits` [B, C]; with peers, `peer_logits` [B, m-1, C];
+    with the peer attention (method "okddip"), `attention` [B, m-1, m-1] (rows sum to 1) and
+    `peer_targets` [B, m-1, C], the attention-mixed peer logits. `group.leader` is the deployable
+    functional model (raw images -> logits) that shares the trained weights.
+
+    Example:
+    ```python
+    group = okddip_tf.GroupModel(backbone="resnet32", num_classes=100, num_students=4)
+    group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=390))
+    group.fit(train_ds, validation_data=test_ds, epochs=300,
+              callbacks=[okddip_tf.DistillWeightRampup(length=80)])
+    leader = group.leader
+    ```
+
+    Args:
+      backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`).
+      num_classes: number of classes.
+      num_students: m, the group size including the leader (2..8; 1 for "baseline").
+      sharing: "branch" (shared trunk, last stage per student) or "network" (m networks).
+      temperature: T of the distillation terms.
+      method: "okddip", "independent" or "baseline" (see `okddip_tf.methods`).
+      attention_dim: projection size of W_L and W_E; None means feature_dim // 8.
+      attention_scale: divide attention energies by sqrt(attention_dim) (the code does not).
+      detach_targets: stop gradients through both distillation targets (the code does not).
+      target_space: mix peer "logits" (code) or "probabilities" (paper Eq. 5).
+      image_shape: (H, W, 3) of the inputs the leader is built for; None keeps H, W dynamic.
+      pixel_mean, pixel_std: per-channel normalisation in [0, 255] units (first layer).
+      sync_batchnorm: True, False or "auto" (synchronise under a multi-replica TF strategy).
+    """
+
+    def __init__(
+        self,
+        backbone="resnet32",
+        num_classes=100,
+        num_students=4,
+        sharing="branch",
+        temperature=3.0,
+        method="okddip",
+        attention_dim=None,
+        attention_scale=False,
+        detach_targets=False,
+        target_space="logits",
+        image_shape=None,
+        pixel_mean=CIFAR100_MEAN,
+        pixel_std=CIFAR100_STD,
+        sync_batchnorm="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        spec = get_backbone(backbone)
+        self.method = get_method(method)
+        validate_group_args(self.method, method, num_classes, num_students, sharing, temperature,
+                            target_space)
+        self.backbone_name, self.method_name = backbone, method
+        self.num_classes, self.num_students, self.sharing = num_classes, num_students, sharing
+        self.num_peers = num_students - 1
+        self.temperature = float(temperature)
+        self.attention_dim = attention_dim or max(1, spec.feature_dim // 8)
+        self.attention_scale, self.detach_targets = attention_scale, detach_targets
+        self.target_space = target_space
+        self.image_shape = tuple(image_shape) if image_shape else None
+        self.sync_batchnorm = sync_batchnorm
+        sync_bn = resolve_sync_batchnorm(sync_batchnorm)
+
+        self.normalizer = PixelNormalization(pixel_mean, pixel_std, name="normalize")
+        names = [f"peer_{i}" for i in range(self.num_peers)] + ["leader"]
+        if sharing == "branch":
+            self.trunks = [spec.build_trunk("trunk", sync_bn)]
+        else:
+            self.trunks = [spec.build_trunk(f"{n}_trunk", sync_bn) for n in names]
+        self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn) for n in names]
+        self.attention = None
+        if self.method.uses_attention:
+            self.attention = PeerAttention(self.attention_dim, attention_scale, name="attention")
+            self.attention.build((None, self.num_peers, spec.feature_dim))
+        self.distill_weight = None
+        if self.method.distills:
+            # A variable, not a float: a compiled step reads its current value every call.
+            self.distill_weight = self.add_weight(
+                shape=(), initializer="ones", trainable=False, name="distill_weight"
+            )
+        self._loss_fn = self.method.bind(
+            temperature=self.temperature, detach_targets=detach_targets, target_space=target_space
+        )
+        self.trackers = group_metrics.GroupTrackers(self.method.terms, self.num_peers,
+                                                    self.method.distills)
+        object.__setattr__(self, "_leader", None)
+        self.build((None,) + (self.image_shape or (None, None, 3)))
+
+    def build(self, input_shape):
+        self.normalizer.build(input_shape)
+        self.built = True
+
+    # The forward pass.
+
+    def call(self, images, training=False):
+        check_image_shape(images.shape, len(self.normalizer.mean))
+        x = self.normalizer(images)
+        if self.sharing == "branch":
+            shared = self.trunks[0](x, training=training)
+            feature_maps = [shared] * self.num_students
+        else:
+            feature_maps = [trunk(x, training=training) for trunk in self.trunks]
+        features, logits = zip(
+            *(head(h, training=training) for head, h in zip(self.heads, feature_maps))
+        )
+        outputs = {"leader_logits": logits[-1]}  # [B, C]
+        if self.num_peers:
+            outputs["peer_logits"] = ops.stack(logits[:-1], axis=1)  # [B, P, C]
+        if self.attention is not None:
+            attention = self.attention(ops.stack(features[:-1], axis=1))  # [B, P, P]
+            outputs["attention"] = attention
+            outputs["peer_targets"] = mix_peer_logits(attention, outputs["peer_logits"])
+        return outputs
+
+    def leader_logits(self, images, training=False):
+        """The leader alone: no peer or attention computation."""
+        x = self.normalizer(images)
+        _, logits = self.heads[-1](self.trunks[-1](x, training=training), training=training)
+        return logits
+
+    @property
+    def leader(self):
+        """The deployable leader: a functional `keras.Model`, raw images -> logits.
+
+        It shares the group's layer objects (so its weights are the trained ones) and holds
+        nothing of the peers or the attention.
+        """
+        if self._leader is None:
+            images = keras.Input(shape=self.image_shape or (None, None, 3), name="images")
+            leader = keras.Model(images, self.leader_logits(images), name="leader")
+            # Not tracked as a sub-layer: it holds no state of its own and must not change
+            # what the group saves.
+            object.__setattr__(self, "_leader", leader)
+        return self._leader
+
+    # Training and evaluation.
+
+    @property
+    def metrics(self):
+        # Exactly our trackers: Keras' built-in "loss" tracker would otherwise be logged as 0.
+        return self.trackers.all()
+
+    def compute_group_loss(self, labels, outputs):
+        """The method's loss terms for one batch (a dict with the total under `loss`)."""
+        weight = self.distill_weight if self.distill_weight is not None else 0.0
+        return self._loss_fn(labels, outputs, weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total loss, scaled for the replicas; lets Keras' default steps train the group."""
+        return scale_for_replicas(self.compute_group_loss(y, y_pred)["loss"])
+
+    if IS_TENSORFLOW:
+
+        def train_step(self, data):
+            images, labels = self.unpack_batch(data)
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                outputs = self(images, training=True)
+                terms = self.compute_group_loss(labels, outputs)
+                # Gradients are summed over replicas: each replica contributes loss / replicas.
+                scaled = self.optimizer.scale_loss(scale_for_replicas(terms["loss"]))
+            gradients = tape.gradient(scaled, self.trainable_variables)
+            self.optimizer.apply(gradients, self.trainable_variables)
+            return self.trackers.update(labels, outputs, terms, self.distill_weight)
+
+        def test_step(self, data):
+            images, labels = self.unpack_batch(data)
+            outputs = self(images, training=False)
+            terms = self.compute_group_loss(labels, outputs)
+            return self.trackers.update(labels, outputs, terms, self.distill_weight)
+
+        def predict_step(self, data):
+            images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            return self.leader_logits(images, training=False)
+
+        def unpack_batch(self, data):
+            images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            if labels is None:
+                raise ValueError("Training and evaluation need (images, labels) batches; got images only.")
+            if sample_weight is not None:
+                raise ValueError("GroupModel does not support sample weights; pass (images, labels).")
+            return images, group_metrics.check_labels(labels, self.num_classes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": self.backbone_name,
+            "num_classes": self.num_classes,
+            "num_students": self.num_students,
+            "sharing": self.sharing,
+            "temperature": self.temperature,
+            "method": self.method_name,
+            "attention_dim": self.attention_dim,
+            "attention_scale": self.attention_scale,
+            "detach_targets": self.detach_targets,
+            "target_space": self.target_space,
+            "image_shape": self.image_shape,
+            "pixel_mean": self.normalizer.mean,
+            "pixel_std": self.normalizer.std,
+            "sync_batchnorm": self.sync_batchnorm,
+        }
+
+
+def scale_for_replicas(loss):
+    """loss / replicas under a TF strategy (its gradients are summed), else unchanged."""
+    if not IS_TENSORFLOW:
+        return loss
+    import tensorflow as tf
+
+    return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
+
+
+def validate_group_args(method, method_name, num_classes, num_students, sharing, temperature,
+                        target_space):
+    """Fails fast, saying what was wrong and how to fix it."""
+    if not method.min_students <= num_students <= method.max_students:
+        raise ValueError(
+            f"Method {method_name!r} needs num_students between {method.min_students} and "
+            f"{method.max_students}, got {num_students}. Set --config.model.num_students "
+            "(OKDDip's default is 4: 3 peers and a leader; 'baseline' uses 1)."
+        )
+    if sharing not in SHARINGS:
+        raise ValueError(f"sharing must be one of {SHARINGS}, got {sharing!r}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}. The paper uses 3.")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}.")
+    if target_space not in TARGET_SPACES:
+        raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")

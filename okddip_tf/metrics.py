@@ -1,0 +1,81 @@
+"""What the group logs each step: loss terms, accuracies, ensemble and diversity trackers."""
+
+import keras
+from keras import ops
+
+from okddip_tf.losses import pairwise_diversity
+
+
+class GroupTrackers:
+    """The group model's metric objects, built once from the method and group size.
+
+    Keys (an API: tests and callbacks rely on them): `loss`, each loss term, `distill_weight`
+    (distilling methods), `leader_accuracy`; with peers `peer_accuracy` (mean over peers),
+    `ensemble_accuracy` (argmax of the peers' mean logits, leader excluded),
+    `ensemble_prob_accuracy` (argmax of the peers' mean probabilities) and `peer_{i}_accuracy`;
+    with two or more peers `diversity` (see `losses.pairwise_diversity`).
+    """
+
+    def __init__(self, terms, num_peers, distills):
+        mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
+        self.losses = [mean(name="loss")] + [mean(name=term) for term in terms]
+        self.weight = mean(name="distill_weight") if distills else None
+        self.leader = accuracy(name="leader_accuracy")
+        self.num_peers = num_peers
+        self.peer_mean = mean(name="peer_accuracy") if num_peers else None
+        self.ensemble = accuracy(name="ensemble_accuracy") if num_peers else None
+        self.ensemble_prob = accuracy(name="ensemble_prob_accuracy") if num_peers else None
+        self.diversity = mean(name="diversity") if num_peers >= 2 else None
+        self.peers = [accuracy(name=f"peer_{i}_accuracy") for i in range(num_peers)]
+
+    def all(self):
+        """Every tracker, in logging order."""
+        single = [self.weight, self.leader, self.peer_mean, self.ensemble, self.ensemble_prob,
+                  self.diversity]
+        return self.losses + [m for m in single if m is not None] + self.peers
+
+    def update(self, labels, outputs, terms, distill_weight):
+        """Updates every tracker from one batch; returns {name: result}."""
+        for tracker in self.losses:
+            tracker.update_state(terms[tracker.name])
+        if self.weight is not None:
+            self.weight.update_state(distill_weight)
+        self.leader.update_state(labels, outputs["leader_logits"])
+        if self.num_peers:
+            self.update_peers(labels, outputs["peer_logits"])
+        return {m.name: m.result() for m in self.all()}
+
+    def update_peers(self, labels, peer_logits):
+        for i, tracker in enumerate(self.peers):
+            tracker.update_state(labels, peer_logits[:, i])
+        predictions = ops.argmax(peer_logits, axis=-1)  # [B, P]
+        hits = ops.cast(ops.equal(predictions, ops.cast(labels[:, None], predictions.dtype)), "float32")
+        self.peer_mean.update_state(ops.mean(hits, axis=1))
+        self.ensemble.update_state(labels, ops.mean(peer_logits, axis=1))
+        self.ensemble_prob.update_state(labels, ops.mean(ops.softmax(peer_logits, axis=-1), axis=1))
+        if self.diversity is not None:
+            self.diversity.update_state(pairwise_diversity(peer_logits))
+
+
+def check_labels(labels, num_classes):
+    """Integer class ids of shape [batch], asserted to lie in [0, num_classes) (TF backend)."""
+    import tensorflow as tf
+
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 2 and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, axis=-1)
+    if labels.shape.rank != 1:
+        raise ValueError(
+            f"Labels must be integer class ids of shape [batch], got shape {labels.shape}. "
+            "For one-hot labels pass argmax(labels, axis=-1)."
+        )
+    labels = tf.cast(labels, tf.int32)
+    message = (
+        f"Labels must lie in [0, {num_classes}). Check the dataset's labels against "
+        "num_classes (--config.model.num_classes is read from the dataset by `okddip train`)."
+    )
+    with tf.control_dependencies([
+        tf.debugging.assert_non_negative(labels, message=message),
+        tf.debugging.assert_less(labels, num_classes, message=message),
+    ]):
+        return tf.identity(labels)
