@@ -49,12 +49,11 @@ def augment_image(image, seed_or_none=None):
     Returns:
       The augmented ``[H, W, C]`` image.
     """
-    if seed_or_none is None:
+    seed = seed_or_none
+    if seed is None:
         seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-    elif isinstance(seed_or_none, int):
-        seed = tf.constant([seed_or_none, 0], tf.int64)
-    else:
-        seed = seed_or_none
+    elif isinstance(seed, int):
+        seed = tf.constant([seed, 0], tf.int64)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = tf.convert_to_tensor(image)
     padded = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
@@ -182,7 +181,8 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
       data_dir: tfds data dir; defaults to ``$TFDS_DATA_DIR``, then tfds' default.
       directory: root folder of a ``"folder"`` dataset.
       train_split, eval_split: split names (tfds splits or subfolder names).
-      train_examples, eval_examples: use only the first N examples of the split.
+      train_examples, eval_examples: use only the first N examples of the split
+        (for folders: first in a fixed, class-mixing order of the files).
       batch_size: training batch size; eval_batch_size defaults to it.
       augment: random crop + flip for training.
       shuffle_buffer, cache, seed: pipeline options, see `prepare_dataset`.
@@ -227,12 +227,12 @@ def _check_batch_size(batch_size):
         raise ValueError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
 
 
-def _subset_size(requested, available, what):
+def _subset_size(requested, available, split):
     if requested is None:
         return available
     if not 1 <= requested <= available:
-        raise ValueError(f"{what}={requested} but the split has {available} examples; "
-                         f"use a value between 1 and {available} (or None for all).")
+        raise ValueError(f"Asked for {requested} examples of split {split!r}, which has "
+                         f"{available}; use a value between 1 and {available} (or None).")
     return requested
 
 
@@ -260,12 +260,14 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
         if split.split("[")[0] not in builder.info.splits:
             raise ValueError(f"{name!r} has no split {split!r}; available: "
                              f"{sorted(builder.info.splits)}.")
-        size = _subset_size(requested, builder.info.splits[split].num_examples,
-                            f"examples of {split!r}")
+        size = _subset_size(requested, builder.info.splits[split].num_examples, split)
         if requested is not None and "[" not in split:
             split = f"{split}[:{size}]"
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         splits.append(ds.take(size))
+    if not {"image", "label"} <= set(builder.info.features):
+        raise ValueError(f"{name!r} has features {list(builder.info.features)}; only "
+                         "datasets with 'image' and 'label' features are supported.")
     label = builder.info.features["label"]
     meta = dict(num_classes=label.num_classes,
                 image_shape=tuple(builder.info.features["image"].shape),
@@ -273,17 +275,31 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
     return splits[0], splits[1], meta
 
 
-def _list_folder_split(directory, split):
+def _folder_split(directory, split, requested, class_names=None):
+    """Lists ``<directory>/<split>/<class>/*`` as (class names, paths, labels)."""
     root = os.path.join(directory, split)
     if not tf.io.gfile.isdir(root):
         raise FileNotFoundError(f"Split folder {root} does not exist; expected "
                                 f"<directory>/{split}/<class_name>/*.png|jpg|jpeg.")
-    classes = sorted(c for c in tf.io.gfile.listdir(root)
-                     if tf.io.gfile.isdir(os.path.join(root, c.rstrip("/"))))
-    classes = [c.rstrip("/") for c in classes]
-    files = {c: sorted(f for f in tf.io.gfile.listdir(os.path.join(root, c))
-                       if f.lower().endswith(IMAGE_EXTENSIONS)) for c in classes}
-    return root, classes, files
+    classes = sorted(c.rstrip("/") for c in tf.io.gfile.listdir(root)
+                     if tf.io.gfile.isdir(os.path.join(root, c)))
+    if class_names is None and len(classes) < 2:
+        raise ValueError(f"{root} has {len(classes)} class folder(s); a classifier "
+                         "needs at least 2 (<split>/<class_name>/ subfolders).")
+    if class_names is not None and classes != class_names:
+        raise ValueError(f"Class folders of {root} {classes} differ from those of the "
+                         f"training split {class_names}; both splits need the same.")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in tf.io.gfile.listdir(os.path.join(root, name))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        paths += [os.path.join(root, name, f) for f in files]
+        labels += [label] * len(files)
+    if not paths:
+        raise ValueError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
+    order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
+    order = order[:_subset_size(requested, len(paths), split)]
+    return classes, [paths[i] for i in order], [labels[i] for i in order]
 
 
 def _image_size(path):
@@ -298,35 +314,17 @@ def _image_size(path):
         raise ValueError(f"{path} is neither a PNG nor a JPEG image.") from None
 
 
-def _folder_split(directory, split, class_names, requested, what):
-    root, classes, files = _list_folder_split(directory, split)
-    if classes != list(class_names):
-        raise ValueError(f"Class folders of {root} {classes} differ from those of the "
-                         f"training split {list(class_names)}; both splits need the same.")
-    paths = [os.path.join(root, c, f) for c in classes for f in files[c]]
-    labels = [i for i, c in enumerate(classes) for _ in files[c]]
-    if not paths:
-        raise ValueError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
-    order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
-    order = order[:_subset_size(requested, len(paths), what)]
-    return [paths[i] for i in order], [labels[i] for i in order]
-
-
 def _load_folder(directory, train_split, eval_split, train_examples, eval_examples):
     if not directory or not tf.io.gfile.isdir(directory):
         raise FileNotFoundError(f"Dataset folder {directory!r} does not exist; pass "
                                 "directory=<root> holding <split>/<class_name>/*.png.")
-    root, class_names, _ = _list_folder_split(directory, train_split)
-    if len(class_names) < 2:
-        raise ValueError(f"{root} has {len(class_names)} class folder(s); a classifier "
-                         "needs at least 2 (<split>/<class_name>/ subfolders).")
-    splits = [_folder_split(directory, s, class_names, n, f"examples of {s!r}")
-              for s, n in ((train_split, train_examples), (eval_split, eval_examples))]
-    height, width = _image_size(splits[0][0][0])
-    for path in splits[0][0] + splits[1][0]:
+    class_names, *train = _folder_split(directory, train_split, train_examples)
+    _, *evals = _folder_split(directory, eval_split, eval_examples, class_names)
+    height, width = _image_size(train[0][0])
+    for path in train[0] + evals[0]:
         if _image_size(path) != (height, width):
             raise ValueError(f"{path} is {_image_size(path)} (HxW) but the images must "
-                             f"all be {(height, width)} like {splits[0][0][0]}; resize it.")
+                             f"all be {(height, width)} like {train[0][0]}; resize it.")
     shape = (height, width, 3)
 
     def decode(path, label):
@@ -335,7 +333,7 @@ def _load_folder(directory, train_split, eval_split, train_examples, eval_exampl
         return tf.ensure_shape(image, shape), label
 
     datasets = [tf.data.Dataset.from_tensor_slices((paths, np.int32(labels)))
-                .map(decode, num_parallel_calls=AUTOTUNE) for paths, labels in splits]
+                .map(decode, num_parallel_calls=AUTOTUNE) for paths, labels in (train, evals)]
     meta = dict(num_classes=len(class_names), image_shape=shape,
                 class_names=tuple(class_names))
     return datasets[0], datasets[1], meta

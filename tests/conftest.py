@@ -1,0 +1,33 @@
+"""Shared pytest fixtures."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir():
+    """The tfds data dir from $TFDS_DATA_DIR, holding a prepared cifar100.
+
+    Relative paths are taken relative to the repository root (CI sets
+    ``../shared/tfds``). When the data is missing the test fails under CI
+    (``$CI`` set) and is skipped, with the reason, elsewhere.
+    """
+    value = os.environ.get("TFDS_DATA_DIR", "")
+    path = pathlib.Path(value)
+    if value and not path.is_absolute():
+        path = REPO_ROOT / path
+    if not value:
+        problem = "TFDS_DATA_DIR is not set"
+    elif not (path / "cifar100").is_dir() or not any((path / "cifar100").iterdir()):
+        problem = f"TFDS_DATA_DIR={value} holds no prepared cifar100/<version>/"
+    else:
+        return str(path)
+    message = (f"{problem}; point it at a tfds data dir with cifar100 prepared "
+               "(e.g. `tfds build cifar100` on a networked machine) to run real-data tests.")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
