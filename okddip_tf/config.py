@@ -1,0 +1,103 @@
+"""The base config: every key okddip_tf reads, with its default. Files in configs/ change a few.
+
+Defaults follow the paper's CIFAR recipe and the authors' code (see decisions.md in the docs).
+"""
+
+from ml_collections import config_dict
+
+placeholder = config_dict.placeholder
+
+
+def get_base_config():
+    config = config_dict.ConfigDict()
+
+    config.model = config_dict.ConfigDict()
+    config.model.method = "okddip"  # okddip | independent | baseline
+    config.model.backbone = "resnet32"
+    config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
+    config.model.sharing = "branch"  # branch (shared trunk) | network (m independent networks)
+    config.model.temperature = 3.0
+    config.model.attention_dim = placeholder(int)  # None: feature_dim // 8
+    config.model.attention_scale = False  # the code does not divide by sqrt(dim)
+    config.model.detach_targets = False  # the code keeps gradients through the targets
+    config.model.target_space = "logits"  # logits (code) | probabilities (paper Eq. 5)
+    config.model.sync_batchnorm = "auto"
+
+    config.data = config_dict.ConfigDict()
+    config.data.source = "tfds"  # tfds | folder
+    config.data.name = "cifar100"  # the tfds name
+    config.data.data_dir = placeholder(str)  # None: $TFDS_DATA_DIR, then tfds' default
+    config.data.directory = placeholder(str)  # source=folder: <directory>/<split>/<class>/*.png
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.train_examples = placeholder(int)  # None: the whole split
+    config.data.eval_examples = placeholder(int)
+    config.data.batch_size = 128  # the global batch
+    config.data.eval_batch_size = 256
+    config.data.augment = True  # zero-pad 4, random crop, horizontal flip
+    config.data.shuffle_buffer = 50_000
+    config.data.cache = True
+
+    config.optim = config_dict.ConfigDict()
+    config.optim.learning_rate = 0.1
+    config.optim.momentum = 0.9
+    config.optim.nesterov = True
+    config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
+    config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
+    config.optim.drop_factor = 0.1
+
+    config.rampup = config_dict.ConfigDict()
+    config.rampup.length = 80  # epochs; w(e) = exp(-5 (1 - e/L)^2)
+    config.rampup.max_weight = 1.0
+    config.rampup.per_step = False  # True: the paper's iteration-dependent ramp-up
+
+    config.train = config_dict.ConfigDict()
+    config.train.epochs = 300
+    config.train.seed = 0
+    config.train.verbose = 1  # Keras progress bars: 1 bar, 2 one line per epoch
+    config.train.probe_images = 512  # test images the diversity/attention logger runs on
+    return config
+
+
+def parse_arg(arg, **defaults):
+    """Parses "key=value,flag" config arguments (e.g. "smoke") into a dict over `defaults`."""
+    result = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in result:
+            raise ValueError(f"Unknown config argument {key!r}; known: {sorted(result)}.")
+        result[key] = type(result[key])(value) if value else True
+    return result
+
+
+def apply_smoke(config):
+    """A seconds-long run on a real CIFAR subset with the tiny backbone (tests, CI)."""
+    config.model.backbone = "tiny"
+    config.data.train_examples = 256
+    config.data.eval_examples = 128
+    config.data.batch_size = 32
+    config.data.eval_batch_size = 64
+    config.data.shuffle_buffer = 256
+    config.train.epochs = 2
+    config.train.verbose = 2
+    config.train.probe_images = 64
+    config.rampup.length = 2
+    return config
+
+
+def validate_config(config):
+    """Checks values the builders do not check themselves; raises ValueError saying the fix."""
+    checks = [
+        (config.train.epochs >= 1, "train.epochs must be >= 1"),
+        (config.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (config.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
+        (config.optim.l2 >= 0, "optim.l2 must be >= 0"),
+        (config.rampup.length >= 0, "rampup.length must be >= 0 epochs"),
+        (list(config.optim.drop_epochs) == sorted(config.optim.drop_epochs),
+         "optim.drop_epochs must be increasing"),
+        (config.model.temperature > 0, "model.temperature must be > 0 (the paper uses 3)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"Invalid config: {message}. Fix it in the config file or with "
+                             f"--config.<section>.<key>=<value>.")

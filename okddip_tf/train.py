@@ -1,0 +1,138 @@
+"""Training as a library call: config -> data -> group model -> fit -> metrics in a workdir.
+
+`train_and_evaluate(config, workdir)` is what `okddip train` runs. The workdir holds:
+  config.json          the resolved config
+  dataset_info.json    classes, class names, image shape and pixel statistics
+  checkpoints/last.keras   the whole group after the last finished epoch
+  tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
+  history.json         every logged value, per epoch
+  metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test)
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from okddip_tf import callbacks as group_callbacks
+from okddip_tf import checkpointing, data, io_utils
+from okddip_tf.config import validate_config
+from okddip_tf.group import GroupModel
+from okddip_tf.optim import CoupledSGD, step_schedule
+
+# The four numbers metrics.json reports, read from the test split after each epoch.
+REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "diversity")
+
+
+def build_group(model_config, info):
+    """The group model for a dataset: the config's model section plus the dataset's shapes."""
+    return GroupModel(
+        num_classes=info.num_classes,
+        image_shape=info.image_shape,
+        pixel_mean=info.pixel_mean,
+        pixel_std=info.pixel_std,
+        **model_config,
+    )
+
+
+def build_optimizer(optim_config, steps_per_epoch):
+    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops."""
+    schedule = step_schedule(
+        steps_per_epoch,
+        optim_config.learning_rate,
+        tuple(optim_config.drop_epochs),
+        optim_config.drop_factor,
+    )
+    return CoupledSGD(
+        schedule,
+        momentum=optim_config.momentum,
+        nesterov=optim_config.nesterov,
+        l2=optim_config.l2,
+    )
+
+
+def take_images(dataset, count):
+    """The first `count` images of a batched (images, labels) dataset, as a NumPy array."""
+    images, total = [], 0
+    for batch, _ in dataset:
+        images.append(np.asarray(batch))
+        total += len(images[-1])
+        if total >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+def build_callbacks(config, group, workdir, eval_ds):
+    """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints."""
+    tensorboard_dir = os.path.join(workdir, "tensorboard")
+    result = []
+    if group.distill_weight is not None:
+        result.append(group_callbacks.DistillWeightRampup(**config.rampup))
+    result.append(group_callbacks.NaNGuard())
+    if group.num_peers >= 2 and config.train.probe_images > 0:
+        probe = take_images(eval_ds, config.train.probe_images)
+        result.append(group_callbacks.DiversityLogger(probe, tensorboard_dir))
+    result += [
+        keras.callbacks.TensorBoard(tensorboard_dir),
+        checkpointing.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
+        checkpointing.HistoryWriter(os.path.join(workdir, "history.json")),
+    ]
+    return result
+
+
+def summarize(history):
+    """metrics.json's content from the per-epoch history of a run validated on the test split."""
+    keys = [key for key in REPORTED if f"val_{key}" in history]
+    epochs = len(history["loss"])
+    final = {key: history[f"val_{key}"][-1] for key in keys}
+    best = int(np.argmax(history["val_leader_accuracy"]))
+    return {
+        "epochs": epochs,
+        "final_epoch": {"epoch": epochs - 1, **final},
+        "best_epoch_selected_on_test_split": {
+            "epoch": best,
+            **{key: history[f"val_{key}"][best] for key in keys},
+            "note": "Chosen by test-set leader accuracy, as the paper's code does; optimistic.",
+        },
+    }
+
+
+def format_summary(metrics):
+    """A small table of the final and best-epoch test metrics."""
+    final, best = metrics["final_epoch"], metrics["best_epoch_selected_on_test_split"]
+    keys = [key for key in REPORTED if key in final]
+    rows = [f"{'test split':<22}{'final (epoch %d)' % final['epoch']:>18}"
+            f"{'best (epoch %d)*' % best['epoch']:>18}"]
+    rows += [f"{key:<22}{final[key]:>18.4f}{best[key]:>18.4f}" for key in keys]
+    rows.append("* selected on the test split, like the paper's code: an optimistic number.")
+    return "\n".join(rows)
+
+
+def train_and_evaluate(config, workdir):
+    """Trains the configured group and writes everything into `workdir`.
+
+    Returns:
+      (group, history dict, metrics dict).
+    """
+    validate_config(config)
+    keras.utils.set_random_seed(config.train.seed)
+    os.makedirs(workdir, exist_ok=True)
+    io_utils.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    train_ds, eval_ds, info = data.load_datasets(**config.data, seed=config.train.seed)
+    io_utils.write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
+    group = build_group(config.model, info)
+    steps_per_epoch = info.num_train_examples // config.data.batch_size
+    group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch))
+    history = group.fit(
+        train_ds,
+        validation_data=eval_ds,
+        epochs=config.train.epochs,
+        callbacks=build_callbacks(config, group, workdir, eval_ds),
+        verbose=config.train.verbose,
+        shuffle=False,  # the training dataset shuffles itself
+    ).history
+    metrics = summarize(history)
+    io_utils.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    print(format_summary(metrics))
+    return group, history, metrics
