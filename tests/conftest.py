@@ -31,3 +31,17 @@ def tfds_data_dir():
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` run only with --runslow or OKDDIP_RUN_SLOW=1."""
+    if config.getoption("--runslow") or os.environ.get("OKDDIP_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with `pytest --runslow` or OKDDIP_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
