@@ -7,7 +7,11 @@ from keras import layers, ops
 
 
 def torch_linear_initializer(fan_in):
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for nn.Linear weights and biases."""
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for nn.Linear weights and biases.
+
+    Returns a new instance on every call; use one per weight (Keras 3 unseeded initializers
+    return identical values each time the same instance is called).
+    """
     limit = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-limit, limit)
 
@@ -33,9 +37,12 @@ class PeerAttention(layers.Layer):
 
     def build(self, features_shape):
         feature_dim = features_shape[-1]
-        init = torch_linear_initializer(feature_dim)
-        self.query = layers.Dense(self.dim, use_bias=False, kernel_initializer=init, name="query")
-        self.key = layers.Dense(self.dim, use_bias=False, kernel_initializer=init, name="key")
+        # One initializer instance per weight: an unseeded Keras 3 initializer draws the same
+        # values on every call, so a shared one would make W_L == W_E.
+        self.query = layers.Dense(self.dim, use_bias=False, name="query",
+                                  kernel_initializer=torch_linear_initializer(feature_dim))
+        self.key = layers.Dense(self.dim, use_bias=False, name="key",
+                                kernel_initializer=torch_linear_initializer(feature_dim))
         self.query.build(features_shape)
         self.key.build(features_shape)
 

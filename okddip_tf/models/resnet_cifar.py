@@ -17,7 +17,15 @@ from keras import layers
 from okddip_tf.attention import torch_linear_initializer
 from okddip_tf.models import Backbone, register_backbone
 
-CONV_INIT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+def conv_init():
+    """Kaiming-normal, fan-out, ReLU gain: a new instance per layer.
+
+    A Keras 3 initializer without a seed returns the same values every time one instance is
+    called, so a shared module-level instance would give every same-shaped conv (and every
+    student's head) identical weights.
+    """
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def batch_norm(name, sync_batchnorm):
@@ -32,7 +40,7 @@ def conv(filters, kernel_size, stride, name):
     ops_.append(
         layers.Conv2D(
             filters, kernel_size, strides=stride, padding="valid", use_bias=False,
-            kernel_initializer=CONV_INIT, name=name,
+            kernel_initializer=conv_init(), name=name,
         )
     )
 
@@ -95,9 +103,11 @@ def build_head(name, num_classes, sync_batchnorm, *, block, depths, widths, trun
     x = stage(feature_map, block, widths[2], depths[2], 2, "stage3", sync_batchnorm)
     pooled = layers.GlobalAveragePooling2D(name="pool")(x)
     feature_dim = pooled.shape[-1]
-    init = torch_linear_initializer(feature_dim)
     logits = layers.Dense(
-        num_classes, kernel_initializer=init, bias_initializer=init, name="classifier"
+        num_classes,
+        kernel_initializer=torch_linear_initializer(feature_dim),
+        bias_initializer=torch_linear_initializer(feature_dim),
+        name="classifier",
     )(pooled)
     # Under a mixed-precision policy the loss still sees float32 features and logits.
     features = layers.Activation("linear", dtype="float32", name="features")(pooled)
