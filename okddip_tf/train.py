@@ -53,13 +53,15 @@ def build_optimizer(optim_config, steps_per_epoch):
 
 
 def take_images(dataset, count):
-    """The first `count` images of a batched (images, labels) dataset, as a NumPy array."""
+    """The first `count` images of a batched (images, labels) dataset, as a NumPy array.
+
+    It reads the whole dataset: stopping early would throw away a cache being filled.
+    """
     images, total = [], 0
     for batch, _ in dataset:
-        images.append(np.asarray(batch))
-        total += len(images[-1])
-        if total >= count:
-            break
+        if total < count:
+            images.append(np.asarray(batch))
+            total += len(images[-1])
     return np.concatenate(images)[:count]
 
 
