@@ -56,6 +56,13 @@ def get_base_config():
     config.train.seed = 0
     config.train.verbose = 1  # Keras progress bars: 1 bar, 2 one line per epoch
     config.train.probe_images = 512  # test images the diversity/attention logger runs on
+    # default (one device) | mirrored | multi_worker_mirrored | tpu | auto (mirrored on >1 GPU)
+    config.train.strategy = "default"
+    config.train.tpu = ""  # strategy=tpu: the TPU name or address ("" = local / from the env)
+    config.train.precision = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    config.train.jit_compile = False  # XLA; measured slower on CPU, and fails under a strategy
+    config.train.deterministic = False  # seeds and op determinism: identical reruns
+    config.train.resume = True  # continue from <workdir>/checkpoints when it holds a run
     return config
 
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, data, io_utils
+from okddip_tf import checkpointing, data, io_utils, runtime
 from okddip_tf.config import validate_config
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
@@ -118,14 +118,18 @@ def train_and_evaluate(config, workdir):
       (group, history dict, metrics dict).
     """
     validate_config(config)
-    keras.utils.set_random_seed(config.train.seed)
+    runtime.set_determinism(config.train.seed, config.train.deterministic)
+    runtime.set_precision(config.train.precision)
+    strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
     os.makedirs(workdir, exist_ok=True)
     io_utils.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     train_ds, eval_ds, info = data.load_datasets(**config.data, seed=config.train.seed)
     io_utils.write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
-    group = build_group(config.model, info)
     steps_per_epoch = info.num_train_examples // config.data.batch_size
-    group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch))
+    with strategy.scope():  # the model and optimizer variables live on the strategy's devices
+        group = build_group(config.model, info)
+        group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
+                      jit_compile=config.train.jit_compile)
     history = group.fit(
         train_ds,
         validation_data=eval_ds,
