@@ -1,18 +1,58 @@
-"""Checkpoints of the whole group (weights, optimizer, ramp-up state) as .keras files."""
+"""Runs that survive a kill: per-epoch checkpoints of the whole group, and resuming from them.
 
+After every epoch a run writes, in this order and each atomically (beside, then renamed):
+  history.json             every logged value, per epoch
+  checkpoints/last.keras   the group: weights, optimizer variables and iteration count
+  checkpoints/state.json   {"epochs_done": n, "checkpoint_sha256": <hash of that last.keras>}
+A kill at any moment leaves a consistent run. `read_progress` takes state.json's n, plus one when
+last.keras is not the file state.json describes (saved for epoch n + 1 just before a kill), and
+cuts history.json to that many epochs. Ramp-up and learning rate follow from the epoch and the
+optimizer's iteration count, and the training data of epoch e depends only on (seed, e).
+"""
+
+import hashlib
+import json
 import os
+import tempfile
+import time
+import warnings
 
 import keras
+import numpy as np
 
 from okddip_tf import io_utils
+from okddip_tf.callbacks import non_finite_losses
 
 LAST_CHECKPOINT = "last.keras"
+STATE = "state.json"
+# Keys a resumed run may change: none changes what the finished epochs computed.
+RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data_dir")
+# What a run writes into its workdir: `train.resume=False` moves these aside.
+RUN_ENTRIES = ("config.json", "dataset_info.json", "history.json", "metrics.json",
+               "checkpoints", "tensorboard")
+LOG_MARGIN_BYTES = 16 * 2**20  # history, metrics, TensorBoard events
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
 
 
 class GroupCheckpoint(keras.callbacks.Callback):
-    """Saves the group to `<directory>/last.keras` after every epoch, atomically.
+    """Saves the group to `<directory>/last.keras` after every epoch, then `state.json`.
 
-    A crash mid-save leaves the previous checkpoint intact (the file is renamed into place).
+    Both writes are atomic: a crash mid-save leaves the previous checkpoint intact. An epoch
+    whose logged losses are NaN or infinite is not saved (a NaNGuard before it stops the run).
     """
 
     def __init__(self, directory):
@@ -24,18 +64,146 @@ class GroupCheckpoint(keras.callbacks.Callback):
         return os.path.join(self.directory, LAST_CHECKPOINT)
 
     def on_epoch_end(self, epoch, logs=None):
+        bad = non_finite_losses(logs)
+        if bad:
+            warnings.warn(f"Not saving epoch {epoch}: its {sorted(bad)} are not finite. "
+                          f"{self.path} keeps the last good epoch.")
+            return
         io_utils.save_model(self.model, self.path)
+        io_utils.write_json(os.path.join(self.directory, STATE), {
+            "epochs_done": epoch + 1,
+            "checkpoint": LAST_CHECKPOINT,
+            "checkpoint_sha256": file_sha256(self.path),
+        })
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Keeps `history.json` current after every epoch, so a killed run still shows its curves."""
+    """Keeps `history.json` current after every epoch, so a killed run still shows its curves.
 
-    def __init__(self, path):
+    Args:
+      path: the JSON file.
+      history: the history of the epochs before (a resumed run), {key: [value per epoch]}.
+    """
+
+    def __init__(self, path, history=None):
         super().__init__()
         self.path = path
-        self.history = {}
+        self.history = {key: list(values) for key, values in (history or {}).items()}
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         io_utils.write_json(self.path, self.history)
+
+
+def holds_run(workdir):
+    return any(os.path.exists(os.path.join(workdir, name))
+               for name in ("config.json", "history.json", os.path.join("checkpoints", STATE),
+                            os.path.join("checkpoints", LAST_CHECKPOINT)))
+
+
+def flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved, config):
+    """The keys (outside RESUMABLE_CHANGES) where `config` differs from a saved config dict."""
+    current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
+    saved = flatten(saved)
+    keys = (saved.keys() | current.keys()) - set(RESUMABLE_CHANGES)
+    return {key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
+            for key in sorted(keys) if saved.get(key, "<absent>") != current.get(key, "<absent>")}
+
+
+def check_same_config(workdir, config):
+    differences = config_differences(read_json(os.path.join(workdir, "config.json"), {}), config)
+    if differences:
+        listed = "; ".join(f"{key}: {old!r} there, {new!r} now"
+                           for key, (old, new) in list(differences.items())[:8])
+        raise ValueError(
+            f"{workdir} holds a run with a different config ({listed}), so it cannot be resumed. "
+            "Use a new --workdir, or --config.train.resume=False to start over there (the old "
+            "run is then moved into a replaced-* folder inside the workdir, not deleted).")
+
+
+def set_aside(workdir):
+    """Moves the run in `workdir` into a new `<workdir>/replaced-<time>-*` folder; returns it."""
+    target = tempfile.mkdtemp(dir=workdir, prefix=time.strftime("replaced-%Y%m%d-%H%M%S-"))
+    for name in RUN_ENTRIES:
+        if os.path.exists(os.path.join(workdir, name)):
+            os.rename(os.path.join(workdir, name), os.path.join(target, name))
+    return target
+
+
+def read_progress(workdir):
+    """(epochs done, their history) of the run in `workdir`, consistent after a kill anywhere."""
+    directory = os.path.join(workdir, "checkpoints")
+    state = read_json(os.path.join(directory, STATE), {"epochs_done": 0})
+    done, path = state["epochs_done"], os.path.join(directory, LAST_CHECKPOINT)
+    if os.path.exists(path) and file_sha256(path) != state.get("checkpoint_sha256"):
+        done += 1  # saved for the next epoch by a run killed before it updated state.json
+    elif done and not os.path.exists(path):
+        raise FileNotFoundError(f"{directory}/{STATE} records {done} finished epochs, but "
+                                f"{path} is missing. Start over with a new --workdir or "
+                                "--config.train.resume=False.")
+    history = read_json(os.path.join(workdir, "history.json"), {})
+    if done and (not history or min(len(values) for values in history.values()) < done):
+        raise ValueError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
+                         "checkpoint: the run cannot be resumed exactly. Start over with a new "
+                         "--workdir or --config.train.resume=False.")
+    return done, {key: values[:done] for key, values in history.items()}
+
+
+def prepare_run(workdir, config):
+    """Checks `workdir` before anything runs: (first epoch to train, history so far).
+
+    A workdir holding a run with the same config (up to RESUMABLE_CHANGES) is resumed;
+    a different config fails; `train.resume=False` moves an existing run aside and starts over.
+    """
+    io_utils.check_writable(workdir)
+    if holds_run(workdir) and not config.train.resume:
+        print(f"train.resume=False: moved the run in {workdir} to {set_aside(workdir)}.")
+    elif holds_run(workdir):
+        check_same_config(workdir, config)
+    directory = os.path.join(workdir, "checkpoints")
+    io_utils.check_writable(directory)
+    io_utils.remove_leftovers(directory)
+    io_utils.remove_leftovers(workdir)
+    return read_progress(workdir)
+
+
+def checkpoint_bytes(group):
+    """The bytes of the group's weights plus its optimizer's variables: a checkpoint's size."""
+    variables = list(group.weights) + list(getattr(group.optimizer, "variables", []))
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def check_disk_space(workdir, group):
+    """Fails before training when a checkpoint could not be written beside the last one."""
+    size = checkpoint_bytes(group)
+    io_utils.check_free_space(
+        os.path.join(workdir, "checkpoints"), 2 * size + LOG_MARGIN_BYTES,
+        f"checkpointing this {size / 2**20:.1f} MiB group (each new checkpoint is written "
+        "beside the last, plus logs)")
+
+
+def restore(group, workdir):
+    """Loads the last checkpoint into a compiled group: weights, optimizer variables, step."""
+    if not group.optimizer.built:
+        group.optimizer.build(group.trainable_variables)
+    group.load_weights(os.path.join(workdir, "checkpoints", LAST_CHECKPOINT))
+
+
+def describe_last(workdir):
+    """A sentence on the checkpoint a failed run leaves behind."""
+    done, _ = read_progress(workdir)
+    if not done:
+        return "No epoch finished, so no checkpoint was saved."
+    path = os.path.join(workdir, "checkpoints", LAST_CHECKPOINT)
+    return f"The last good checkpoint, after {done} finished epoch(s), is kept at {path}."

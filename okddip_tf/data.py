@@ -91,11 +91,20 @@ def compute_pixel_stats(dataset_of_images, max_examples=5000):
 
 
 def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=None,
-                    seed=None, cache=False):
+                    seed=None, cache=False, epochs=None, initial_epoch=0):
     """Batches an ``(image, label)`` dataset for training or evaluation.
 
-    Training: cache -> shuffle (reshuffled every epoch) -> augment -> batch with
+    Training: cache -> per epoch: shuffle -> augment -> batch with
     ``drop_remainder=True`` -> prefetch. Evaluation: cache -> batch -> prefetch.
+
+    An epoch's order and augmentation are a pure function of its key (one half of
+    its `stateless_split` seeds the shuffle, the other, folded with the example's
+    position, its augmentation), not of TensorFlow's global seed or of how many
+    epochs came before. Without `epochs`, each pass over the dataset is one epoch
+    whose key is drawn afresh from `seed` (reshuffled each pass). With `epochs`, the
+    dataset holds epochs ``initial_epoch .. epochs - 1`` back to back (pass it to
+    ``fit`` with ``steps_per_epoch``) and epoch e's key is ``(seed, e)``: a run
+    resumed at epoch e sees the batches of a run that never stopped.
 
     Args:
       ds: dataset of ``(image [H, W, C], integer label)`` pairs.
@@ -106,6 +115,8 @@ def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=No
         else 50 000.
       seed: seed for shuffling and augmentation (None: nondeterministic).
       cache: cache the decoded examples in memory before shuffling.
+      epochs: None (one epoch per pass), or the epoch to stop before.
+      initial_epoch: the first epoch the dataset holds (needs `epochs`).
 
     Returns:
       The batched ``tf.data.Dataset`` of ``(images, int32 labels)``.
@@ -115,19 +126,56 @@ def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=No
     ds = ds.map(lambda image, label: (image, tf.cast(label, tf.int32)))
     if cache:
         ds = ds.cache()
+    if not (training or augment):
+        return ds.batch(batch_size, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    size = int(ds.cardinality())
+    if training and shuffle_buffer is None:
+        shuffle_buffer = size if size > 0 else 50_000
+    keys = _epoch_keys(seed, epochs, initial_epoch)
+    result = keys.flat_map(lambda key: _one_epoch(
+        ds, key, batch_size=batch_size, training=training, augment=augment,
+        shuffle_buffer=shuffle_buffer))
+    if size >= 0:  # flat_map forgets the length; Keras and progress bars want it
+        per_epoch = size // batch_size if training else -(-size // batch_size)
+        num_epochs = 1 if epochs is None else epochs - initial_epoch
+        result = result.apply(tf.data.experimental.assert_cardinality(per_epoch * num_epochs))
+    return result.prefetch(AUTOTUNE)
+
+
+def _epoch_keys(seed, epochs, initial_epoch):
+    """A dataset of the ``int64 [2]`` key of every epoch a pipeline holds."""
+    if epochs is None:
+        if initial_epoch:
+            raise ValueError("initial_epoch needs epochs: pass the epoch to stop before.")
+        draw = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        return draw.map(lambda value: tf.stack([value, tf.constant(-1, tf.int64)]))
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(f"Need 0 <= initial_epoch < epochs, got initial_epoch={initial_epoch}"
+                         f" and epochs={epochs}.")
+    if seed is None:  # one draw: the epochs differ, but the dataset repeats itself
+        seed = int(np.random.default_rng().integers(2**31))
+    base = tf.constant(int(seed), tf.int64)
+    return tf.data.Dataset.range(initial_epoch, epochs).map(lambda e: tf.stack([base, e]))
+
+
+def _one_epoch(ds, key, *, batch_size, training, augment, shuffle_buffer):
+    """One epoch of `ds`, shuffled, augmented and batched as a pure function of `key`."""
+    shuffle_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     if training:
-        if shuffle_buffer is None:
-            size = int(ds.cardinality())
-            shuffle_buffer = size if size > 0 else 50_000
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # The graph seed of this traced function only (the global seed is not touched): the
+        # shuffle then depends on `key` alone, and a global seed of 0 cannot meet the tensor
+        # op seed in `random_seed.get_seed`'s `seeds == (0, 0)` test.
+        tf.random.set_seed(1)
+        shuffle_seed = tf.random.stateless_uniform([], shuffle_key, minval=None, maxval=None,
+                                                   dtype=tf.int64)
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda example, s: (augment_image(example[0], tf.stack([s, tf.zeros_like(s)])),
-                                example[1]),
+        ds = ds.enumerate().map(
+            lambda i, example: (
+                augment_image(example[0], tf.random.experimental.stateless_fold_in(augment_key, i)),
+                example[1]),
             num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
 
 
 def make_dataset(images, labels, *, num_classes, batch_size, training, augment=None,
@@ -171,7 +219,7 @@ def make_dataset(images, labels, *, num_classes, batch_size, training, augment=N
 def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
                   train_split="train", eval_split="test", train_examples=None,
                   eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
-                  shuffle_buffer=50_000, cache=True, seed=None):
+                  shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0):
     """Loads the training and evaluation pipelines and their `DatasetInfo`.
 
     Args:
@@ -186,6 +234,8 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
       batch_size: training batch size; eval_batch_size defaults to it.
       augment: random crop + flip for training.
       shuffle_buffer, cache, seed: pipeline options, see `prepare_dataset`.
+      epochs, initial_epoch: None, or the training dataset holds these epochs, each
+        a pure function of (seed, epoch): see `prepare_dataset`.
 
     Returns:
       ``(train_ds, eval_ds, info)``.
@@ -216,7 +266,8 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
     info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
                        pixel_mean=tuple(mean), pixel_std=tuple(std), **meta)
     train_ds = prepare_dataset(train, batch_size=batch_size, training=True, augment=augment,
-                               shuffle_buffer=shuffle_buffer, seed=seed, cache=cache)
+                               shuffle_buffer=shuffle_buffer, seed=seed, cache=cache,
+                               epochs=epochs, initial_epoch=initial_epoch)
     eval_ds = prepare_dataset(evals, batch_size=eval_batch_size or batch_size,
                               training=False, cache=cache)
     return train_ds, eval_ds, info

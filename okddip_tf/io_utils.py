@@ -1,9 +1,13 @@
 """Writes that are never left half-done: write beside the target, then rename into place."""
 
+import errno
 import json
 import os
 import shutil
 import tempfile
+
+# The names of in-progress writes: never a finished file.
+TEMPORARY_PREFIXES = (".tmp-", ".partial-", ".probe-")
 
 
 def write_json(path, obj):
@@ -15,6 +19,8 @@ def write_json(path, obj):
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True, default=float)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -29,10 +35,27 @@ def save_model(model, path):
     tmp = os.path.join(directory, f".partial-{os.getpid()}-{os.path.basename(path)}")
     try:
         model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_leftovers(directory):
+    """Deletes the temporary files that writes killed mid-way left in `directory`; returns them.
+
+    Folders are left alone: `replace_directory` of another command may be building one.
+    """
+    if not os.path.isdir(directory):
+        return []
+    leftovers = [name for name in sorted(os.listdir(directory))
+                 if name.startswith(TEMPORARY_PREFIXES)
+                 and os.path.isfile(os.path.join(directory, name))]
+    for name in leftovers:
+        os.remove(os.path.join(directory, name))
+    return leftovers
 
 
 def replace_directory(build, path):
@@ -49,3 +72,28 @@ def replace_directory(build, path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable(directory):
+    """Creates `directory` if needed and proves it writable with a probe file, or fails clearly."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise PermissionError(
+            f"Cannot write to {directory} ({err.strerror or err}): the run could not save "
+            "checkpoints there. Choose a writable --workdir, or fix its permissions."
+        ) from err
+
+
+def check_free_space(directory, needed_bytes, what):
+    """Fails clearly when the file system of `directory` has fewer than `needed_bytes` free."""
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"{directory} has {free / 2**20:.1f} MiB free, but {what} needs about "
+            f"{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.",
+        )

@@ -3,10 +3,16 @@
 `train_and_evaluate(config, workdir)` is what `okddip train` runs. The workdir holds:
   config.json          the resolved config
   dataset_info.json    classes, class names, image shape and pixel statistics
-  checkpoints/last.keras   the whole group after the last finished epoch
+  checkpoints/last.keras   the whole group (optimizer included) after the last finished epoch
+  checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.checkpointing)
   tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
   history.json         every logged value, per epoch
   metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test)
+
+Running the same command again continues a killed run from its last checkpoint; with
+`train.deterministic=True` it ends with the weights and history of a run never interrupted.
+A workdir with a finished run is reported, not retrained; one with a different config is refused
+(`train.resume=False` moves the old run into `<workdir>/replaced-*/` and starts over).
 """
 
 import dataclasses
@@ -65,8 +71,12 @@ def take_images(dataset, count):
     return np.concatenate(images)[:count]
 
 
-def build_callbacks(config, group, workdir, eval_ds):
-    """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints."""
+def build_callbacks(config, group, workdir, eval_ds, history=None):
+    """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints.
+
+    The NaN guard comes before the history and checkpoint writers, so a non-finite epoch is
+    never saved; the history is written before the checkpoint (see okddip_tf.checkpointing).
+    """
     tensorboard_dir = os.path.join(workdir, "tensorboard")
     result = []
     if group.distill_weight is not None:
@@ -77,8 +87,8 @@ def build_callbacks(config, group, workdir, eval_ds):
         result.append(group_callbacks.DiversityLogger(probe, tensorboard_dir))
     result += [
         keras.callbacks.TensorBoard(tensorboard_dir),
+        checkpointing.HistoryWriter(os.path.join(workdir, "history.json"), history),
         checkpointing.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
-        checkpointing.HistoryWriter(os.path.join(workdir, "history.json")),
     ]
     return result
 
@@ -111,33 +121,75 @@ def format_summary(metrics):
     return "\n".join(rows)
 
 
-def train_and_evaluate(config, workdir):
-    """Trains the configured group and writes everything into `workdir`.
-
-    Returns:
-      (group, history dict, metrics dict).
-    """
-    validate_config(config)
-    runtime.set_determinism(config.train.seed, config.train.deterministic)
-    runtime.set_precision(config.train.precision)
-    strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
-    os.makedirs(workdir, exist_ok=True)
-    io_utils.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    train_ds, eval_ds, info = data.load_datasets(**config.data, seed=config.train.seed)
-    io_utils.write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
-    steps_per_epoch = info.num_train_examples // config.data.batch_size
-    with strategy.scope():  # the model and optimizer variables live on the strategy's devices
+def build_compiled_group(config, info, strategy, steps_per_epoch):
+    """The compiled group with its optimizer built, inside the strategy's scope."""
+    with strategy.scope():
         group = build_group(config.model, info)
         group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
                       jit_compile=config.train.jit_compile)
-    history = group.fit(
-        train_ds,
-        validation_data=eval_ds,
-        epochs=config.train.epochs,
-        callbacks=build_callbacks(config, group, workdir, eval_ds),
-        verbose=config.train.verbose,
-        shuffle=False,  # the training dataset shuffles itself
-    ).history
+        group.optimizer.build(group.trainable_variables)  # to size and to restore it
+    return group
+
+
+def finished_run(config, workdir, epochs_done, history):
+    """A workdir whose run has done every epoch: report it, retrain nothing."""
+    if epochs_done > config.train.epochs:
+        raise ValueError(f"{workdir} holds a run of {epochs_done} epochs, more than "
+                         f"train.epochs={config.train.epochs}: it cannot be shortened. Use a new "
+                         "--workdir, or --config.train.resume=False to start over there.")
+    print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "
+          "(A larger --config.train.epochs would continue it.)")
+    metrics = summarize(history)
+    io_utils.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    print(format_summary(metrics))
+    path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
+    return keras.saving.load_model(path), history, metrics
+
+
+def fit(group, config, workdir, datasets, initial_epoch, history):
+    """Trains epochs initial_epoch .. train.epochs - 1; returns the whole run's history."""
+    train_ds, eval_ds, steps_per_epoch = datasets
+    callbacks = build_callbacks(config, group, workdir, eval_ds, history)
+    try:
+        group.fit(train_ds, validation_data=eval_ds, epochs=config.train.epochs,
+                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=config.train.verbose,
+                  shuffle=False)  # the training dataset shuffles itself, per epoch
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{err} {checkpointing.describe_last(workdir)}") from err
+    writer = next(c for c in callbacks if isinstance(c, checkpointing.HistoryWriter))
+    return writer.history
+
+
+def train_and_evaluate(config, workdir):
+    """Trains the configured group and writes everything into `workdir`.
+
+    Resumes the run already in `workdir`, if any (see the module's docstring).
+
+    Returns:
+      (group, history dict of every epoch, metrics dict).
+    """
+    validate_config(config)
+    initial_epoch, history = checkpointing.prepare_run(workdir, config)
+    if initial_epoch >= config.train.epochs:
+        return finished_run(config, workdir, initial_epoch, history)
+    runtime.set_determinism(config.train.seed, config.train.deterministic)
+    runtime.set_precision(config.train.precision)
+    strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
+    io_utils.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    train_ds, eval_ds, info = data.load_datasets(
+        **config.data, seed=config.train.seed, epochs=config.train.epochs,
+        initial_epoch=initial_epoch)
+    io_utils.write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
+    steps_per_epoch = info.num_train_examples // config.data.batch_size
+    group = build_compiled_group(config, info, strategy, steps_per_epoch)
+    checkpointing.check_disk_space(workdir, group)
+    if initial_epoch:
+        with strategy.scope():
+            checkpointing.restore(group, workdir)
+        print(f"Resuming {workdir} after its {initial_epoch} finished epoch(s).")
+    history = fit(group, config, workdir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
+                  history)
     metrics = summarize(history)
     io_utils.write_json(os.path.join(workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
