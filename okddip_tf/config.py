@@ -63,6 +63,26 @@ def get_base_config():
     config.train.jit_compile = False  # XLA; measured slower on CPU, and fails under a strategy
     config.train.deterministic = False  # seeds and op determinism: identical reruns
     config.train.resume = True  # continue from <workdir>/checkpoints when it holds a run
+
+    # `okddip tune` (okddip_tf/tuner.py). Each trial trains the first tuner.epochs epochs of this
+    # config's run. A search dimension is a (low, high) range for floats, a tuple of choices for
+    # ints; () keeps the config's value.
+    config.tuner = config_dict.ConfigDict()
+    config.tuner.algorithm = "random"  # random | hyperband | bayesian (needs scikit-learn)
+    config.tuner.objective = "val_leader_accuracy"  # a logged metric; "val_" ones are on eval_split
+    config.tuner.max_trials = 20  # random and bayesian; hyperband sizes itself from epochs, factor
+    config.tuner.epochs = 30  # training epochs per trial (hyperband: the most a trial gets)
+    config.tuner.hyperband_factor = 3
+    config.tuner.executions_per_trial = 1  # > 1: the objective is averaged over repeated fits
+    # The trials' data: a held-out part of the training split, so the search never sees the test
+    # split. "" uses data.train_split / data.eval_split.
+    config.tuner.train_split = "train[:90%]"
+    config.tuner.eval_split = "train[90%:]"
+    config.tuner.temperature = (1.0, 6.0)  # model.temperature, a range
+    config.tuner.learning_rate = (0.01, 0.2)  # optim.learning_rate, a range sampled in log scale
+    config.tuner.rampup_length = (0, 20, 80)  # rampup.length, choices
+    config.tuner.num_students = (2, 3, 4, 5)  # model.num_students, choices
+    config.tuner.attention_dim = (4, 8, 16)  # model.attention_dim, choices
     return config
 
 
@@ -89,6 +109,8 @@ def apply_smoke(config):
     config.train.verbose = 2
     config.train.probe_images = 64
     config.rampup.length = 2
+    config.tuner.max_trials = 2
+    config.tuner.epochs = 1
     return config
 
 
