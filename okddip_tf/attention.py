@@ -50,6 +50,9 @@ class PeerAttention(layers.Layer):
         queries = self.query(features)  # [B, P, dim]
         keys = self.key(features)  # [B, P, dim]
         energy = ops.einsum("bid,bjd->bij", queries, keys)  # [B, P, P]
+        if features.shape[1] == 1:
+            # A single peer attends only to itself: the weight is 1 (softmax over one entry).
+            return ops.ones_like(energy)
         if self.scale:
             energy = energy / math.sqrt(self.dim)
         return ops.softmax(energy, axis=-1)
