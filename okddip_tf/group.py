@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from okddip_tf import metrics as group_metrics
+from okddip_tf import portable
 from okddip_tf.attention import PeerAttention
 from okddip_tf.losses import TARGET_SPACES, mix_peer_logits
 from okddip_tf.methods import get_method
@@ -34,6 +35,11 @@ class GroupModel(keras.Model):
     with the peer attention (method "okddip"), `attention` [B, m-1, m-1] (rows sum to 1) and
     `peer_targets` [B, m-1, C], the attention-mixed peer logits. `group.leader` is the deployable
     functional model (raw images -> logits) that shares the trained weights.
+
+    On TensorFlow the group runs its own steps, and `predict` returns the leader's logits. Other
+    backends (JAX) train through Keras' default steps, with `compute_loss`/`compute_metrics`
+    logging the same keys; there `predict` returns the output dict, label ranges are not asserted
+    (see `okddip_tf.portable`), and `group.leader.predict` gives the leader's logits.
 
     Example:
     ```python
@@ -179,8 +185,21 @@ class GroupModel(keras.Model):
         return self._loss_fn(labels, outputs, weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The total loss, scaled for the replicas; lets Keras' default steps train the group."""
-        return scale_for_replicas(self.compute_group_loss(y, y_pred)["loss"])
+        """The total loss, scaled for the replicas; lets Keras' default steps train the group.
+
+        It updates the loss trackers too (`compute_metrics` updates the others).
+        """
+        if sample_weight is not None:
+            raise ValueError("GroupModel does not support sample weights; pass (images, labels).")
+        labels = group_metrics.check_labels(y, self.num_classes)
+        terms = self.compute_group_loss(labels, y_pred)
+        logged = terms if IS_TENSORFLOW else portable.log_terms(terms, labels, self.num_classes)
+        self.trackers.update_losses(logged, self.distill_weight)
+        return scale_for_replicas(terms["loss"])
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels = group_metrics.check_labels(y, self.num_classes)
+        return self.trackers.update_predictions(labels, y_pred)
 
     if IS_TENSORFLOW:
 

@@ -36,10 +36,18 @@ class GroupTrackers:
 
     def update(self, labels, outputs, terms, distill_weight):
         """Updates every tracker from one batch; returns {name: result}."""
+        self.update_losses(terms, distill_weight)
+        return self.update_predictions(labels, outputs)
+
+    def update_losses(self, terms, distill_weight):
+        """The loss and weight trackers (Keras' default steps call this from `compute_loss`)."""
         for tracker in self.losses:
             tracker.update_state(terms[tracker.name])
         if self.weight is not None:
             self.weight.update_state(distill_weight)
+
+    def update_predictions(self, labels, outputs):
+        """The accuracy, ensemble and diversity trackers; returns {name: result} of all."""
         self.leader.update_state(labels, outputs["leader_logits"])
         if self.num_peers:
             self.update_peers(labels, outputs["peer_logits"])
@@ -58,7 +66,15 @@ class GroupTrackers:
 
 
 def check_labels(labels, num_classes):
-    """Integer class ids of shape [batch], asserted to lie in [0, num_classes) (TF backend)."""
+    """Integer class ids of shape [batch], asserted to lie in [0, num_classes).
+
+    The range assertion needs TensorFlow; other backends get the shape check and the cast only
+    (see `okddip_tf.portable.check_labels`).
+    """
+    if keras.backend.backend() != "tensorflow":
+        from okddip_tf import portable
+
+        return portable.check_labels(labels)
     import tensorflow as tf
 
     labels = tf.convert_to_tensor(labels)
