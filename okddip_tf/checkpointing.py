@@ -160,12 +160,19 @@ def read_progress(workdir):
     return done, {key: values[:done] for key, values in history.items()}
 
 
-def prepare_run(workdir, config):
+def prepare_run(workdir, config, chief=True):
     """Checks `workdir` before anything runs: (first epoch to train, history so far).
 
     A workdir holding a run with the same config (up to RESUMABLE_CHANGES) is resumed;
     a different config fails; `train.resume=False` moves an existing run aside and starts over.
+    A non-chief multi-worker task (`chief=False`) changes nothing there: it reads the chief's
+    progress, which needs the workdir on storage the workers share.
     """
+    if not chief:
+        if not (config.train.resume and holds_run(workdir)):
+            return 0, {}
+        check_same_config(workdir, config)
+        return read_progress(workdir)
     io_utils.check_writable(workdir)
     if holds_run(workdir) and not config.train.resume:
         print(f"train.resume=False: moved the run in {workdir} to {set_aside(workdir)}.")
@@ -187,6 +194,7 @@ def checkpoint_bytes(group):
 def check_disk_space(workdir, group):
     """Fails before training when a checkpoint could not be written beside the last one."""
     size = checkpoint_bytes(group)
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)  # a new worker's temp dir
     io_utils.check_free_space(
         os.path.join(workdir, "checkpoints"), 2 * size + LOG_MARGIN_BYTES,
         f"checkpointing this {size / 2**20:.1f} MiB group (each new checkpoint is written "

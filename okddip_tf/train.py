@@ -128,11 +128,12 @@ def build_compiled_group(config, info, strategy, steps_per_epoch):
         group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
                       jit_compile=config.train.jit_compile)
         group.optimizer.build(group.trainable_variables)  # to size and to restore it
+    runtime.enable_multi_worker_fit(group, strategy)
     return group
 
 
-def finished_run(config, workdir, epochs_done, history):
-    """A workdir whose run has done every epoch: report it, retrain nothing."""
+def finished_run(config, workdir, epochs_done, history, out_dir=None):
+    """A workdir whose run has done every epoch: report it (into out_dir), retrain nothing."""
     if epochs_done > config.train.epochs:
         raise ValueError(f"{workdir} holds a run of {epochs_done} epochs, more than "
                          f"train.epochs={config.train.epochs}: it cannot be shortened. Use a new "
@@ -140,7 +141,7 @@ def finished_run(config, workdir, epochs_done, history):
     print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "
           "(A larger --config.train.epochs would continue it.)")
     metrics = summarize(history)
-    io_utils.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    io_utils.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
     path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
     return keras.saving.load_model(path), history, metrics
@@ -164,33 +165,48 @@ def fit(group, config, workdir, datasets, initial_epoch, history):
 def train_and_evaluate(config, workdir):
     """Trains the configured group and writes everything into `workdir`.
 
-    Resumes the run already in `workdir`, if any (see the module's docstring).
+    Resumes the run already in `workdir`, if any (see the module's docstring). Under
+    MultiWorkerMirroredStrategy every worker runs this; only the chief writes into `workdir`
+    (the others into a temporary folder they delete), and resuming reads the chief's workdir, so
+    it must be on storage all workers share.
 
     Returns:
       (group, history dict of every epoch, metrics dict).
     """
     validate_config(config)
-    initial_epoch, history = checkpointing.prepare_run(workdir, config)
-    if initial_epoch >= config.train.epochs:
-        return finished_run(config, workdir, initial_epoch, history)
-    runtime.set_determinism(config.train.seed, config.train.deterministic)
-    runtime.set_precision(config.train.precision)
+    runtime.set_precision(config.train.precision)  # fails on an unknown one before any write
+    # MultiWorkerMirroredStrategy must be made before TensorFlow runs any op.
     strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
-    io_utils.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    runtime.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
+                           config.train.jit_compile, config.train.deterministic)
+    initial_epoch, history = checkpointing.prepare_run(workdir, config,
+                                                       chief=runtime.is_chief(strategy))
+    runtime.check_same_on_workers(strategy, initial_epoch, "the epochs finished in the workdir")
+    with runtime.write_dir(workdir, strategy) as out_dir:
+        if initial_epoch >= config.train.epochs:
+            return finished_run(config, workdir, initial_epoch, history, out_dir)
+        return run_training(config, workdir, out_dir, strategy, initial_epoch, history)
+
+
+def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
+    """Trains epochs initial_epoch.. of the run in `workdir`, writing into `out_dir`."""
+    runtime.set_determinism(config.train.seed, config.train.deterministic)
+    io_utils.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
     train_ds, eval_ds, info = data.load_datasets(
         **config.data, seed=config.train.seed, epochs=config.train.epochs,
         initial_epoch=initial_epoch)
-    io_utils.write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
+    train_ds, eval_ds = runtime.shard_by_example(train_ds), runtime.shard_by_example(eval_ds)
+    io_utils.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
     steps_per_epoch = info.num_train_examples // config.data.batch_size
     group = build_compiled_group(config, info, strategy, steps_per_epoch)
-    checkpointing.check_disk_space(workdir, group)
+    checkpointing.check_disk_space(out_dir, group)
     if initial_epoch:
         with strategy.scope():
             checkpointing.restore(group, workdir)
         print(f"Resuming {workdir} after its {initial_epoch} finished epoch(s).")
-    history = fit(group, config, workdir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
+    history = fit(group, config, out_dir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
                   history)
     metrics = summarize(history)
-    io_utils.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(format_summary(metrics))
     return group, history, metrics
