@@ -1,7 +1,11 @@
-"""The `okddip` command: `okddip train --config=FILE --workdir=DIR` (plus config overrides).
+"""The `okddip` command.
 
-Config overrides use ml_collections' syntax on a locked config, so a mistyped key fails:
-    okddip train --config=configs/quickstart.py --workdir=runs/q --config.model.temperature=4
+    okddip train --config=FILE --workdir=DIR [--config.model.temperature=4 ...]
+    okddip export --workdir=DIR [--checkpoint=PATH] [--export_dir=DIR] [--overwrite]
+    okddip tune --config=FILE --workdir=DIR [--config.tuner.max_trials=20 ...]
+
+Config overrides use ml_collections' syntax on a locked config, so a mistyped key fails. `okddip
+export` writes the leader's SavedModel, TFLite files and report (see okddip_tf/export.py).
 """
 
 import os
@@ -12,19 +16,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-COMMANDS = ("train", "tune")
+COMMANDS = ("train", "export", "tune")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.DEFINE_string("checkpoint", None, "export: a .keras group (default: the workdir's last).")
+flags.DEFINE_string("export_dir", None, "export: where to write (default: <workdir>/export).")
+flags.DEFINE_string("model_name", "leader", "export: the TF Serving model name.")
+flags.DEFINE_integer("model_version", None, "export: version to write (default: latest + 1).")
+flags.DEFINE_bool("overwrite", False, "export: replace --model_version (default: the latest).")
+flags.DEFINE_list("formats", None, "export: of saved_model,float32,float16,dynamic_int8,int8.")
+flags.DEFINE_integer("eval_examples", None, "export: test images for the report (0: none).")
 
 
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"Usage: okddip {{{'|'.join(COMMANDS)}}} --config=FILE --workdir=DIR")
+        raise app.UsageError(f"Usage: okddip {{{'|'.join(COMMANDS)}}} --workdir=DIR ...")
+    logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO
+    if argv[1] == "export":
+        return export()
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError(f"okddip {argv[1]} needs --config=FILE and --workdir=DIR.")
-    logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO
     if argv[1] == "tune":
         from okddip_tf import tuner
 
@@ -36,6 +49,21 @@ def main(argv):
     from okddip_tf import train
 
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def export():
+    if FLAGS.workdir is None and FLAGS.checkpoint is None:
+        raise app.UsageError("okddip export needs --workdir=DIR or --checkpoint=PATH.")
+    from okddip_tf import export as exporting, parity
+
+    try:
+        report = exporting.export_workdir(
+            FLAGS.workdir, FLAGS.checkpoint, FLAGS.export_dir, model_name=FLAGS.model_name,
+            version=FLAGS.model_version, overwrite=FLAGS.overwrite, formats=FLAGS.formats,
+            eval_examples=FLAGS.eval_examples)
+    except (OSError, ValueError) as error:  # the messages say what was expected
+        raise SystemExit(f"okddip export: {error}") from error
+    print(parity.format_report(report))
 
 
 def run():

@@ -1,0 +1,292 @@
+"""Exports the deployable leader: a TF Serving SavedModel, TFLite files and a parity report.
+
+`export_workdir(workdir)` (what `okddip export` runs) writes one version directory:
+
+    <export_dir>/<model_name>/<version>/
+        saved_model.pb, fingerprint.pb, variables/   the SavedModel TF Serving loads
+        assets/class_names.txt                        one label per line, line i = class i
+        <model_name>_<format>.tflite                  float32, float16, dynamic_int8, int8
+        export_report.json                            sizes, parameters, parity and accuracy
+
+TF Serving watches `<export_dir>/<model_name>`, serves the highest integer version and reads only
+the SavedModel's files of it. A version is built in a hidden sibling directory and renamed into
+place, so a crash never leaves a half-written one. Signatures: see `okddip_tf.serving`.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from okddip_tf import io_utils, parity, serving, tflite
+from okddip_tf.checkpointing import LAST_CHECKPOINT
+from okddip_tf.group import GroupModel
+
+SAVED_MODEL = "saved_model"
+FORMATS = (SAVED_MODEL,) + tuple(tflite.FORMATS)
+REPORT_NAME = "export_report.json"
+BATCH = 256
+
+
+def export_leader(group_or_leader, export_dir, *, model_name="leader", version=None,
+                  overwrite=False, class_names=None, representative_images=None,
+                  eval_images=None, eval_labels=None, formats=None, image_shape=None,
+                  source=None):
+    """Writes `<export_dir>/<model_name>/<version>/` and returns its report (a dict).
+
+    Args:
+      group_or_leader: a `GroupModel` (its leader is exported and checked to hold exactly one
+        student network's parameters) or a leader `keras.Model` (raw images -> logits).
+      export_dir: the export root; TF Serving's model base path is `<export_dir>/<model_name>`.
+      model_name: the TF Serving model name.
+      version: the integer version; None writes the next one (latest + 1, or 1).
+      overwrite: replace `version` (None: the latest version) if it exists.
+      class_names: one label per class (None: the class ids as strings).
+      representative_images: raw training images [N, H, W, 3] to calibrate the int8 file.
+      eval_images, eval_labels: raw test images (and labels) for parity and accuracy; without
+        them parity is measured on the representative (or 64 random) images.
+      formats: subset of `FORMATS` (None: all, less "int8" without representative images).
+      image_shape: (H, W, 3) when the model's input leaves them undefined.
+      source: a dict recorded in the report (where the model came from).
+    """
+    leader, image_shape, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
+    formats = resolve_formats(formats, representative_images)
+    class_names = check_class_names(class_names, num_classes)
+    model_dir = os.path.join(export_dir, model_name)
+    version = resolve_version(model_dir, version, overwrite)
+    probe, labels, probe_name = parity.pick_probe(eval_images, eval_labels,
+                                                  representative_images, image_shape)
+    reference = leader.predict(probe.astype(np.float32), batch_size=BATCH, verbose=0)
+    report = {
+        "model_name": model_name, "version": version, "image_shape": list(image_shape),
+        "num_classes": num_classes, "class_names_asset": f"assets/{serving.CLASS_NAMES_ASSET}",
+        "signatures": {name: f"images {dtype.name} [batch, {', '.join(map(str, image_shape))}]"
+                       for name, dtype in serving.SIGNATURES.items()},
+        "parameters": {"leader": leader.count_params(), "single_network": single_network},
+        "evaluation": {"images": probe_name, "count": len(probe),
+                       "keras_accuracy": parity.accuracy(reference, labels)},
+        "source": source or {}, "artefacts": {},
+    }
+
+    def build(directory):
+        write_artefacts(directory, leader, class_names, formats, representative_images,
+                        (probe, reference, labels), report)
+
+    path = os.path.join(model_dir, str(version))
+    write_version(build, path, overwrite)
+    return {**report, "directory": path}
+
+
+def write_artefacts(directory, leader, class_names, formats, representative_images, probe,
+                    report):
+    """The SavedModel, the TFLite files and the report, each checked against the Keras leader."""
+    image_shape, parameters = tuple(report["image_shape"]), report["parameters"]["leader"]
+    serving.write_saved_model(leader, image_shape, class_names, directory)
+    outputs = serving.predict(directory, probe[0], batch_size=BATCH)
+    saved_parameters = serving.count_parameters(directory)
+    if saved_parameters != parameters:
+        raise RuntimeError(f"The SavedModel holds {saved_parameters} parameters, the leader "
+                           f"{parameters}: it must hold exactly the leader's weights.")
+    report["artefacts"][SAVED_MODEL] = {
+        "path": ".", "description": "TF Serving SavedModel (its files only)",
+        "size_bytes": serving.size_bytes(directory), "parameters": saved_parameters,
+        **parity.compare(outputs, *probe[1:])}
+    with tempfile.TemporaryDirectory() as scratch:
+        converted = formats[1:] and tflite.write_conversion_model(leader, image_shape, scratch)
+        for fmt in formats[1:]:
+            path = os.path.join(directory, f"{report['model_name']}_{fmt}.tflite")
+            with open(path, "wb") as f:
+                f.write(tflite.convert(converted, fmt, representative_images))
+            classifier = tflite.TFLiteClassifier(path)
+            report["artefacts"][fmt] = {
+                "path": os.path.basename(path), "description": tflite.FORMATS[fmt],
+                "size_bytes": os.path.getsize(path), "parameters": parameters,
+                "input_dtype": classifier.input_dtype.name,
+                **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:])}
+    report_path = os.path.join(directory, REPORT_NAME)
+    io_utils.write_json(report_path, report)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)  # a server running as another user must read it
+    os.chmod(report_path, 0o666 & ~umask)
+
+
+def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name="leader",
+                   version=None, overwrite=False, formats=None, eval_examples=None,
+                   representative_examples=1000):
+    """Exports the leader of a training run (what `okddip export` does); returns the report.
+
+    Args:
+      workdir: an `okddip train` workdir; its checkpoints/last.keras is exported, its
+        dataset_info.json gives the class names and its config.json the data.
+      checkpoint: a .keras group checkpoint (instead of, or overriding, the workdir's).
+      export_dir: default `<workdir>/export` (without a workdir: beside the checkpoint).
+      eval_examples: test images for the report's accuracy and parity: None uses the
+        workdir's evaluation split as it was configured, 0 none (parity on training images).
+      representative_examples: first training images used to calibrate the int8 file.
+      model_name, version, overwrite, formats: as in `export_leader`.
+    """
+    if workdir is None and checkpoint is None:
+        raise ValueError("Pass a workdir (okddip export --workdir=DIR) or a checkpoint "
+                         "(--checkpoint=PATH/last.keras).")
+    if workdir is not None and not os.path.isdir(workdir):
+        raise FileNotFoundError(f"Workdir {workdir} does not exist; pass the --workdir of an "
+                                "`okddip train` run.")
+    if checkpoint is None:
+        checkpoint = os.path.join(workdir, "checkpoints", LAST_CHECKPOINT)
+    elif workdir is None:  # <workdir>/checkpoints/last.keras
+        parent = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+        workdir = parent if os.path.isfile(os.path.join(parent, "config.json")) else None
+    group = load_group(checkpoint)
+    config, info = (read_json(workdir, name) for name in ("config.json", "dataset_info.json"))
+    representative = eval_images = eval_labels = None
+    calibrate = formats is None or "int8" in formats
+    if config is not None and (calibrate or eval_examples != 0):
+        try:
+            representative, eval_images, eval_labels = load_export_data(
+                config["data"], representative_examples if calibrate else 0, eval_examples)
+        except (OSError, ValueError) as error:
+            kind = next(k for k in (FileNotFoundError, ValueError, OSError) if isinstance(error, k))
+            raise kind(f"{error} To export without data, pass --eval_examples=0 "
+                       "--formats=saved_model,float32,float16,dynamic_int8.") from error
+    source = {"checkpoint": os.path.abspath(checkpoint), "backbone": group.backbone_name,
+              "method": group.method_name, "num_students": group.num_students,
+              "sharing": group.sharing, "dataset": (info or {}).get("name")}
+    return export_leader(
+        group, export_dir or os.path.join(workdir or os.path.dirname(checkpoint), "export"),
+        model_name=model_name, version=version, overwrite=overwrite,
+        class_names=(info or {}).get("class_names"), representative_images=representative,
+        eval_images=eval_images, eval_labels=eval_labels, formats=formats, source=source)
+
+
+def load_group(checkpoint):
+    """Loads a .keras GroupModel checkpoint (no optimizer); clear errors for anything else."""
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(
+            f"No checkpoint at {checkpoint}. `okddip train` writes <workdir>/checkpoints/"
+            f"{LAST_CHECKPOINT} after every epoch: train first, or pass --checkpoint=PATH to a "
+            ".keras file of a GroupModel.")
+    try:
+        model = keras.saving.load_model(checkpoint, compile=False)
+    except Exception as error:  # zip, config or weight problems all land here
+        raise ValueError(f"Could not load {checkpoint} as a Keras model ({type(error).__name__}: "
+                         f"{error}). Expected a .keras file of an okddip_tf GroupModel, as "
+                         "written by `okddip train`.") from error
+    if not isinstance(model, GroupModel):
+        raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not an okddip_tf "
+                         "GroupModel; `okddip export` exports the leader of a trained group "
+                         "(<workdir>/checkpoints/last.keras).")
+    return model
+
+
+def resolve_leader(group_or_leader, image_shape):
+    """(leader, image_shape, num_classes, parameters of one freshly built student network)."""
+    single_network = None
+    if isinstance(group_or_leader, GroupModel):
+        group = group_or_leader
+        leader, image_shape = group.leader, tuple(image_shape or group.image_shape or ())
+        reference = GroupModel(backbone=group.backbone_name, num_classes=group.num_classes,
+                               num_students=1, method="baseline", image_shape=group.image_shape,
+                               pixel_mean=group.normalizer.mean,
+                               pixel_std=group.normalizer.std).leader
+        shapes = [[tuple(w.shape) for w in m.weights] for m in (leader, reference)]
+        if shapes[0] != shapes[1]:
+            raise RuntimeError("The leader's weights differ from one freshly built "
+                               f"{group.backbone_name}: {shapes[0]} vs {shapes[1]}.")
+        single_network = reference.count_params()
+    elif isinstance(group_or_leader, keras.Model):
+        leader = group_or_leader
+        image_shape = tuple(image_shape or leader.input_shape[1:])
+    else:
+        raise TypeError(f"Expected a GroupModel or a keras.Model, got {type(group_or_leader)}.")
+    if len(image_shape) != 3 or None in image_shape or image_shape[-1] != 3:
+        raise ValueError(f"The export needs a fixed image shape (H, W, 3), got {image_shape}: "
+                         "pass image_shape= or build the group with image_shape=.")
+    return leader, tuple(int(d) for d in image_shape), int(leader.output_shape[-1]), single_network
+
+
+def resolve_formats(formats, representative_images):
+    """The formats to write, SavedModel first (always: the TFLite files are converted from it)."""
+    if formats is None:
+        has_images = representative_images is not None and len(representative_images) > 0
+        formats = [f for f in FORMATS if has_images or f not in tflite.NEEDS_REPRESENTATIVE_IMAGES]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export formats {unknown}; choose from {list(FORMATS)}.")
+    return [SAVED_MODEL] + [f for f in FORMATS[1:] if f in formats]
+
+
+def check_class_names(class_names, num_classes):
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes or any("\n" in n or "\r" in n for n in class_names):
+        raise ValueError(f"Expected {num_classes} single-line class names, got "
+                         f"{len(class_names)}.")
+    return class_names
+
+
+def resolve_version(model_dir, version, overwrite):
+    """The version to write: next by default; an existing one only with `overwrite`."""
+    versions = existing_versions(model_dir)
+    if version is None:
+        return max(versions) if overwrite and versions else max(versions, default=0) + 1
+    if int(version) != version or version < 1:
+        raise ValueError(f"Versions are positive integers (TF Serving's layout), got {version}.")
+    if version in versions and not overwrite:
+        raise FileExistsError(f"{model_dir}/{version} exists; pass overwrite=True (--overwrite) "
+                              f"to replace it, or omit the version to write {max(versions) + 1}.")
+    return int(version)
+
+
+def existing_versions(model_dir):
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
+
+
+def write_version(build, path, overwrite):
+    """`build(tmp)` in a hidden sibling, renamed to `path`; an existing `path` is swapped out."""
+    if not os.path.exists(path):
+        io_utils.replace_directory(build, path)
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    parent, name = os.path.split(path)
+    staged = os.path.join(parent, f".staged-{name}-{os.getpid()}")
+    old = os.path.join(parent, f".replaced-{name}-{os.getpid()}")
+    io_utils.replace_directory(build, staged)
+    os.rename(path, old)
+    os.rename(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(workdir, name):
+    path = None if workdir is None else os.path.join(workdir, name)
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_export_data(data_config, representative_examples, eval_examples):
+    """(first training images, test images, test labels) of a workdir's data config."""
+    from okddip_tf import data  # pylint: disable=import-outside-toplevel
+
+    config = dict(data_config)
+    train_count = max(1, min(representative_examples, config["train_examples"] or 10**9))
+    if eval_examples is None:
+        eval_examples = config["eval_examples"]
+    config.update(train_examples=train_count, batch_size=train_count, augment=False,
+                  shuffle_buffer=train_count, cache=False, eval_batch_size=BATCH,
+                  eval_examples=1 if eval_examples == 0 else eval_examples)
+    train_ds, eval_ds, _ = data.load_datasets(**config, seed=0)
+    representative = next(iter(train_ds))[0].numpy() if representative_examples else None
+    if eval_examples == 0:
+        return representative, None, None
+    batches = [(x.numpy(), y.numpy()) for x, y in eval_ds]
+    return (representative, np.concatenate([b[0] for b in batches]),
+            np.concatenate([b[1] for b in batches]))

@@ -1,0 +1,51 @@
+"""How an exported artefact compares with the Keras leader, and the report's summary table."""
+
+import numpy as np
+
+
+def pick_probe(eval_images, eval_labels, representative_images, image_shape):
+    """The images parity (and accuracy, with labels) is measured on."""
+    if eval_images is not None and len(eval_images):
+        labels = None if eval_labels is None else np.asarray(eval_labels)
+        return np.asarray(eval_images), labels, "evaluation images"
+    if representative_images is not None and len(representative_images):
+        return np.asarray(representative_images), None, "representative (training) images"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (64,) + tuple(image_shape), np.uint8), None, "random pixels"
+
+
+def compare(outputs, reference, labels):
+    """Agreement with the Keras leader's top-1, accuracy, and max |difference|."""
+    expected = np.exp(reference - reference.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    logits = outputs["logits"]
+    return {"top1_agreement": float(np.mean(logits.argmax(-1) == reference.argmax(-1))),
+            "accuracy": accuracy(logits, labels),
+            "max_abs_probability_diff": float(np.abs(outputs["probabilities"] - expected).max()),
+            "max_abs_logit_diff": float(np.abs(logits - reference).max())}
+
+
+def accuracy(logits, labels):
+    return None if labels is None else float(np.mean(logits.argmax(-1) == labels))
+
+
+def format_report(report):
+    """A small table of the artefacts: size, agreement with Keras, accuracy, max |dprob|."""
+    evaluation = report["evaluation"]
+    rows = [f"Exported {report['model_name']} version {report['version']} to "
+            f"{report.get('directory', '.')}",
+            f"parameters {report['parameters']['leader']:,}; parity on {evaluation['count']} "
+            f"{evaluation['images']}; Keras accuracy {percent(evaluation['keras_accuracy'])}",
+            f"{'artefact':<14}{'size':>12}{'top-1 agree':>13}{'accuracy':>10}{'max|dprob|':>12}"]
+    for name, row in report["artefacts"].items():
+        rows.append(f"{name:<14}{size(row['size_bytes']):>12}{percent(row['top1_agreement']):>13}"
+                    f"{percent(row['accuracy']):>10}{row['max_abs_probability_diff']:>12.2e}")
+    return "\n".join(rows)
+
+
+def percent(value):
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def size(num_bytes):
+    return f"{num_bytes / 2**20:.2f} MiB" if num_bytes >= 2**20 else f"{num_bytes / 2**10:.1f} KiB"
