@@ -116,7 +116,9 @@ def config_differences(saved, config):
     """The keys (outside RESUMABLE_CHANGES) where `config` differs from a saved config dict."""
     current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
     saved = flatten(saved)
-    keys = (saved.keys() | current.keys()) - set(RESUMABLE_CHANGES)
+    # The tuner section configures `okddip tune`; a training run never reads it.
+    keys = {key for key in saved.keys() | current.keys()
+            if key not in RESUMABLE_CHANGES and not key.startswith("tuner.")}
     return {key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
             for key in sorted(keys) if saved.get(key, "<absent>") != current.get(key, "<absent>")}
 

@@ -354,6 +354,9 @@ def test_config_differences_ignore_what_a_resumed_run_may_change():
     saved = json.loads(json.dumps(base.get_base_config().to_dict()))
     config = base.get_base_config()
     config.train.epochs, config.train.verbose, config.data.data_dir = 400, 2, "/elsewhere"
+    config.tuner.max_trials = 99  # only `okddip tune` reads the tuner section
+    assert checkpointing.config_differences(saved, config) == {}
+    del saved["tuner"]  # a run saved before the tuner section existed
     assert checkpointing.config_differences(saved, config) == {}
     config.optim.drop_epochs = (100, 200)
     assert checkpointing.config_differences(saved, config) == {
