@@ -8,13 +8,8 @@ Config overrides use ml_collections' syntax on a locked config, so a mistyped ke
 export` writes the leader's SavedModel, TFLite files and report (see okddip_tf/export.py).
 """
 
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress bars.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 COMMANDS = ("train", "export", "tune")
 
