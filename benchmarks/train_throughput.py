@@ -1,12 +1,20 @@
 """Training throughput (images/s) on this machine: single ResNet vs OKDDip groups.
 
     python benchmarks/train_throughput.py [--backbone=resnet32] [--batch_size=128] [--steps=12]
+        [--precision=float32|mixed_float16|mixed_bfloat16] [--jit_compile]
+    python benchmarks/train_throughput.py --mode=precision [--rounds=3]
 
 Data are random uint8 images already in memory, so the numbers measure the model's training step
 alone (benchmarks/input_pipeline.py measures the input pipeline). Writes
 benchmarks/results/train_throughput_<backbone>.json. Where the time goes is read off the
 variants: `independent` has the group's architecture without distillation, so okddip - independent
 is the cost of the attention and the KL terms; forward_only times inference of the same model.
+
+--mode=precision times okddip_branch_4 and single under float32, mixed_bfloat16 and float32 with
+XLA (jit_compile), all built and warmed up first, then timed in interleaved rounds so that a
+change in the machine's load hits every setting alike; it reports each round and the median, plus
+the load averages, into benchmarks/results/train_throughput_<backbone>_precision.json.
+(TensorFlow vs the JAX backend: see benchmarks/jax_epoch.py.)
 """
 
 import datetime
@@ -29,7 +37,21 @@ flags.DEFINE_string("backbone", "resnet32", "Backbone.")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("steps", 12, "Timed steps per variant (after 3 warm-up steps).")
 flags.DEFINE_integer("num_classes", 100, "Classes.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Keras dtype policy the models are built under.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the timed train step and forward pass.")
+flags.DEFINE_enum("mode", "variants", ["variants", "precision"],
+                  "variants: the four models; precision: precision/XLA settings (see above).")
+flags.DEFINE_integer("rounds", 3, "--mode=precision: interleaved timing rounds.")
 FLAGS = flags.FLAGS
+
+# --mode=precision: the models and settings it times.
+PRECISION_VARIANTS = ("okddip_branch_4", "single")
+SETTINGS = {
+    "float32": dict(precision="float32", jit_compile=False),
+    "mixed_bfloat16": dict(precision="mixed_bfloat16", jit_compile=False),
+    "float32_xla": dict(precision="float32", jit_compile=True),
+}
 
 VARIANTS = {
     "single": dict(method="baseline", num_students=1),
@@ -48,19 +70,30 @@ def time_steps(step, batches, warmup=3):
     return (time.perf_counter() - start) / FLAGS.steps
 
 
-def measure(variant):
-    keras.utils.set_random_seed(0)
-    group = okddip_tf.GroupModel(backbone=FLAGS.backbone, num_classes=FLAGS.num_classes,
-                                 image_shape=(32, 32, 3), **variant)
-    group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=390))
+def build_steps(variant, precision="float32", jit_compile=False):
+    """(group, train step, forward pass, batches) of one variant built under `precision`."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        keras.utils.set_random_seed(0)
+        group = okddip_tf.GroupModel(backbone=FLAGS.backbone, num_classes=FLAGS.num_classes,
+                                     image_shape=(32, 32, 3), **variant)
+        group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=390))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(0)
     batches = [(tf.constant(rng.integers(0, 256, (FLAGS.batch_size, 32, 32, 3), dtype=np.uint8)),
                 tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size), dtype=tf.int32))
                for _ in range(3)]
-    train_step = tf.function(group.train_step)
-    predict = tf.function(lambda x: group(x, training=False))
-    seconds = time_steps(lambda b: train_step(b)["loss"].numpy(), batches)
-    forward = time_steps(lambda b: tf.nest.map_structure(np.asarray, predict(b[0])), batches)
+    train_step = tf.function(group.train_step, jit_compile=jit_compile)
+    predict = tf.function(lambda x: group(x, training=False), jit_compile=jit_compile)
+    return (group, lambda b: train_step(b)["loss"].numpy(),
+            lambda b: tf.nest.map_structure(np.asarray, predict(b[0])), batches)
+
+
+def measure(variant, precision="float32", jit_compile=False):
+    group, train, forward_pass, batches = build_steps(variant, precision, jit_compile)
+    seconds = time_steps(train, batches)
+    forward = time_steps(forward_pass, batches)
     return {
         "trainable_params": int(sum(np.prod(v.shape) for v in group.trainable_variables)),
         "train_step_seconds": seconds,
@@ -69,9 +102,80 @@ def measure(variant):
     }
 
 
+def machine():
+    return {"processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__}
+
+
+def write(report, name):
+    out = os.path.join(os.path.dirname(__file__), "results", name)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    print("wrote", out)
+
+
+def measure_precision():
+    """Every (variant, setting) built and warmed up, then timed in interleaved rounds."""
+    runs, first_call = {}, {}
+    for variant in PRECISION_VARIANTS:
+        for setting, options in SETTINGS.items():
+            start = time.perf_counter()
+            _, train, _, batches = build_steps(VARIANTS[variant], **options)
+            train(batches[0])  # tracing (and XLA compilation) happen here
+            first_call[(variant, setting)] = time.perf_counter() - start
+            runs[(variant, setting)] = (train, batches)
+    rounds = {key: [] for key in runs}
+    loads = [os.getloadavg()]
+    for _ in range(FLAGS.rounds):
+        for key, (train, batches) in runs.items():
+            rounds[key].append(time_steps(train, batches, warmup=2))
+        loads.append(os.getloadavg())
+    results = {}
+    for variant in PRECISION_VARIANTS:
+        results[variant] = {}
+        base = float(np.median(rounds[(variant, "float32")]))
+        for setting, options in SETTINGS.items():
+            seconds = float(np.median(rounds[(variant, setting)]))
+            results[variant][setting] = {
+                **options,
+                "train_step_seconds_median": seconds,
+                "train_step_seconds_per_round": rounds[(variant, setting)],
+                "train_images_per_second": FLAGS.batch_size / seconds,
+                "speedup_vs_float32": base / seconds,
+                "build_and_first_step_seconds": first_call[(variant, setting)],
+            }
+            each = np.round(rounds[(variant, setting)], 3)
+            print(f"{variant:<18} {setting:<16} {FLAGS.batch_size / seconds:8.1f} img/s  "
+                  f"{base / seconds:5.2f}x float32  rounds {each}")
+    return results, loads
+
+
+def main_precision():
+    results, loads = measure_precision()
+    write({
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "note": ("A shared machine also loaded by other processes: load averages (1, 5, 15 min) "
+                 "before the timing and after each round are in load_averages. Medians over "
+                 "rounds; each round times every setting once, interleaved."),
+        "load_averages": loads,
+        "backbone": FLAGS.backbone,
+        "batch_size": FLAGS.batch_size,
+        "timed_steps_per_round": FLAGS.steps,
+        "rounds": FLAGS.rounds,
+        "results": results,
+    }, f"train_throughput_{FLAGS.backbone}_precision.json")
+
+
 def main(argv):
     del argv
-    results = {name: measure(variant) for name, variant in VARIANTS.items()}
+    if FLAGS.mode == "precision":
+        return main_precision()
+    results = {name: measure(variant, FLAGS.precision, FLAGS.jit_compile)
+               for name, variant in VARIANTS.items()}
     single = results["single"]["train_step_seconds"]
     for name, result in results.items():
         result["cost_vs_single"] = result["train_step_seconds"] / single
@@ -80,19 +184,18 @@ def main(argv):
     report = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__},
+        "machine": machine(),
         "backbone": FLAGS.backbone,
         "batch_size": FLAGS.batch_size,
         "timed_steps": FLAGS.steps,
+        "precision": FLAGS.precision,
+        "jit_compile": FLAGS.jit_compile,
+        "load_average": os.getloadavg(),
         "results": results,
     }
-    out = os.path.join(os.path.dirname(__file__), "results", f"train_throughput_{FLAGS.backbone}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print("wrote", out)
+    suffix = "" if (FLAGS.precision, FLAGS.jit_compile) == ("float32", False) else (
+        f"_{FLAGS.precision}" + ("_xla" if FLAGS.jit_compile else ""))
+    write(report, f"train_throughput_{FLAGS.backbone}{suffix}.json")
 
 
 if __name__ == "__main__":

@@ -59,13 +59,14 @@ def mirrored_devices():
 def check_strategy(strategy, batch_size, eval_batch_size, jit_compile, deterministic=False):
     """Fails before training, saying the fix, on settings a strategy cannot run correctly.
 
-    - Batches must split evenly over the replicas: an uneven split crashes the first step or
-      weights the replicas' examples wrongly (keras_tf_notes §2).
+    - Batches must split evenly over the replicas: an uneven first batch crashes Keras' fit, and
+      an uneven batch later weights the replicas' examples wrongly.
     - XLA (`jit_compile=True`) under a multi-replica strategy crashes (a resource on one replica's
       device read from another's); with op determinism on, Keras turns XLA off by itself.
     """
     replicas = strategy.num_replicas_in_sync
-    for key, size in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size or batch_size)):
+    sizes = (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size or batch_size))
+    for key, size in sizes:
         if size % replicas:
             fits = max(replicas, size - size % replicas)
             raise ValueError(
@@ -76,7 +77,8 @@ def check_strategy(strategy, batch_size, eval_batch_size, jit_compile, determini
         raise ValueError(
             f"train.jit_compile=True does not work under {type(strategy).__name__} with "
             f"{replicas} replicas: XLA-compiled steps fail reading variables placed on another "
-            "replica's device (TensorFlow's known issue). Set --config.train.jit_compile=False.")
+            "replica's device (TensorFlow's known issue; TPUs compile with XLA anyway). Set "
+            "--config.train.jit_compile=False.")
     if jit_compile and deterministic:
         raise ValueError(
             "train.jit_compile=True with train.deterministic=True: Keras turns XLA off when op "

@@ -1,4 +1,9 @@
-"""MultiWorkerMirroredStrategy: two worker processes on localhost against one process.
+"""tf.distribute strategies: the checks before training, and two workers against one process.
+
+The first tests check `okddip_tf.runtime`'s refusals (uneven batches, XLA under several replicas)
+and that `train.strategy=mirrored` uses every logical CPU device on a machine without GPUs.
+
+MultiWorkerMirroredStrategy: two worker processes on localhost against one process.
 
 Three subprocesses run `train_and_evaluate` (tests/_multiworker_worker.py) on the tiny group for
 4 global batches of 32 real CIFAR-100 images, at the same time: workers 0 and 1 of a cluster on
@@ -24,6 +29,67 @@ HERE = pathlib.Path(__file__).resolve().parent
 WORKER = HERE / "_multiworker_worker.py"
 TIMEOUT_S = 420  # about 70 s on an idle 2-core machine; far more when it is loaded
 MOVING_STATS = ("moving_mean", "moving_variance")
+
+
+class FakeStrategy:
+    """Enough of a strategy for `runtime.check_strategy`."""
+
+    def __init__(self, replicas):
+        self.num_replicas_in_sync = replicas
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(batch_size=33), r"data.batch_size=33 is the global batch.*divisible by 2 \(e.g. 32\)"),
+    (dict(eval_batch_size=255), r"data.eval_batch_size=255 .*divisible by 2"),
+    (dict(jit_compile=True), r"jit_compile=True does not work under .* 2 replicas.*=False"),
+])
+def test_check_strategy_refuses_what_two_replicas_cannot_run(kwargs, pattern):
+    from okddip_tf import runtime
+
+    options = dict(batch_size=32, eval_batch_size=256, jit_compile=False)
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        runtime.check_strategy(FakeStrategy(2), **options)
+
+
+def test_check_strategy_accepts_one_replica_and_even_batches():
+    from okddip_tf import runtime
+
+    runtime.check_strategy(FakeStrategy(1), 33, 255, jit_compile=True)
+    runtime.check_strategy(FakeStrategy(2), 32, None, jit_compile=False)  # eval = batch size
+    with pytest.raises(ValueError, match="Keras turns XLA off"):
+        runtime.check_strategy(FakeStrategy(1), 32, 32, jit_compile=True, deterministic=True)
+
+
+MIRRORED_ON_LOGICAL_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from okddip_tf import runtime
+strategy = runtime.make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
+assert runtime.is_chief(strategy)
+for args in ((31, 32, False), (32, 32, True)):
+    try:
+        runtime.check_strategy(strategy, *args)
+    except ValueError as error:
+        print("refused:", error)
+    else:
+        raise AssertionError(args)
+print("replicas", strategy.num_replicas_in_sync)
+"""
+
+
+def test_mirrored_uses_every_logical_cpu():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    result = subprocess.run([sys.executable, "-c", MIRRORED_ON_LOGICAL_CPUS], env=env,
+                            cwd=str(HERE.parent), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
+    assert "refused: data.batch_size=31" in result.stdout
+    assert "refused: train.jit_compile=True" in result.stdout
+    assert "MirroredStrategy" in result.stdout
 
 
 def free_loopback_ports(count):
@@ -129,6 +195,43 @@ def is_stat(path):
     return path.rsplit("/", 1)[-1] in MOVING_STATS
 
 
+WORKERS_DISAGREE = """
+import sys
+from okddip_tf import runtime
+strategy = runtime.make_strategy("multi_worker_mirrored")
+runtime.check_same_on_workers(strategy, 1, "a value they share")
+try:
+    runtime.check_same_on_workers(strategy, int(sys.argv[1]), "the epochs done")
+except ValueError as error:
+    print("refused:", error)
+"""
+
+
+def test_workers_that_disagree_on_the_resume_epoch_both_stop():
+    """A worker that cannot see the chief's checkpoint must not wait for it forever."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_loopback_ports(2)]}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "NO_PROXY": "127.0.0.1,localhost",
+           "no_proxy": "127.0.0.1,localhost"}
+    processes = []
+    try:
+        for index, epochs_done in enumerate((0, 3)):
+            env["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                           "task": {"type": "worker", "index": index}})
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c", WORKERS_DISAGREE, str(epochs_done)], env=dict(env),
+                cwd=str(HERE.parent), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True))
+        outputs = [process.communicate(timeout=180)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+        assert "refused: The workers disagree on the epochs done" in output, output[-3000:]
+
+
 def test_the_cluster_has_two_replicas_with_synchronised_batchnorm(runs):
     assert [runs[name]["replicas"] for name in ("worker0", "worker1", "single")] == [2, 2, 1]
     assert [runs[name]["chief"] for name in ("worker0", "worker1", "single")] == [True, False, True]
@@ -171,7 +274,8 @@ def test_only_the_chief_writes_the_workdir(runs):
     for name in ("config.json", "dataset_info.json", "history.json", "metrics.json",
                  "checkpoints/last.keras", "checkpoints/state.json"):
         assert (workdir / name).is_file(), name
-    written, history = json.loads((workdir / "history.json").read_text()), runs["worker0"]["history"]
+    written = json.loads((workdir / "history.json").read_text())
+    history = runs["worker0"]["history"]
     assert written.keys() == history.keys()
     for key, values in history.items():
         assert written[key] == pytest.approx(values), key
