@@ -19,4 +19,5 @@ def get_config(arg=None):
     config.train.epochs = 2
     config.optim.drop_epochs = ()
     config.rampup.length = 2
+    config.export.after_training = True
     return common.apply_smoke(config) if args["smoke"] else config

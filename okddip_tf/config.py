@@ -67,6 +67,9 @@ def get_base_config():
     # `okddip tune` (okddip_tf/tuner.py). Each trial trains the first tuner.epochs epochs of this
     # config's run. A search dimension is a (low, high) range for floats, a tuple of choices for
     # ints; () keeps the config's value.
+    config.export = config_dict.ConfigDict()
+    config.export.after_training = False  # run `okddip export` on the workdir when training ends
+
     config.tuner = config_dict.ConfigDict()
     config.tuner.algorithm = "random"  # random | hyperband | bayesian (needs scikit-learn)
     config.tuner.objective = "val_leader_accuracy"  # a logged metric; "val_" ones are on eval_split

@@ -109,7 +109,8 @@ class GroupModel(keras.Model):
         self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn) for n in names]
         self.attention = None
         if self.method.uses_attention:
-            self.attention = PeerAttention(self.attention_dim, attention_scale, name="attention")
+            self.attention = PeerAttention(self.attention_dim, attention_scale, name="attention",
+                                           dtype="float32")
             self.attention.build((None, self.num_peers, spec.feature_dim))
         self.distill_weight = None
         if self.method.distills:

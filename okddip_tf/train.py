@@ -209,4 +209,14 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     metrics = summarize(history)
     io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(format_summary(metrics))
+    if config.export.after_training and runtime.is_chief(strategy):
+        export_leader(workdir)
     return group, history, metrics
+
+
+def export_leader(workdir):
+    """Exports the finished run's leader (SavedModel + TFLite) and prints where it went."""
+    from okddip_tf import export  # TF-only and heavy: imported only when asked for
+
+    report = export.export_workdir(workdir)
+    print(f"Exported the leader to {report['directory']} (see export_report.json there).")

@@ -321,6 +321,8 @@ def search(config, workdir):
     runtime.set_determinism(config.train.seed, config.train.deterministic)
     runtime.set_precision(config.train.precision)
     strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
+    runtime.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
+                           config.train.jit_compile, config.train.deterministic)
     train_ds, eval_ds, info = data.load_datasets(**trial_data_config(config),
                                                  seed=config.train.seed)
     hypermodel = OKDDipHyperModel(config, info, info.num_train_examples // config.data.batch_size)

@@ -152,3 +152,22 @@ def test_cli_needs_a_command_and_a_workdir():
     assert result.returncode != 0 and "Usage: okddip" in result.stderr
     result = run_cli("train", "--config=configs/quickstart.py")
     assert result.returncode != 0 and "--workdir" in result.stderr
+
+
+def test_a_run_can_end_by_exporting_its_leader(tfds_data_dir, tmp_path, capsys):
+    """What the quickstart does: train, then write the deployable leader."""
+    config = base.apply_smoke(base.get_base_config())
+    config.data.data_dir = tfds_data_dir
+    config.train.verbose, config.train.epochs = 0, 1
+    config.export.after_training = True
+    train.train_and_evaluate(config, str(tmp_path))
+    version = tmp_path / "export" / "leader" / "1"
+    assert (version / "saved_model.pb").is_file()
+    report = json.loads((version / "export_report.json").read_text())
+    assert report["parameters"]["leader"] == report["parameters"]["single_network"]
+    assert "Exported the leader to" in capsys.readouterr().out
+
+
+def test_quickstart_ends_by_exporting():
+    config = load_config_file(REPO_ROOT / "configs" / "quickstart.py")
+    assert config.export.after_training
