@@ -54,29 +54,30 @@ def conv(filters, kernel_size, stride, name):
 
 def basic_block(x, planes, stride, name, sync_bn):
     """conv3x3-BN-ReLU-conv3x3-BN, plus identity or 1x1-conv-BN shortcut, then ReLU."""
-    shortcut = x
     y = conv(planes, 3, stride, f"{name}_conv1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(batch_norm(f"{name}_bn1", sync_bn)(y))
     y = conv(planes, 3, 1, f"{name}_conv2")(y)
     y = batch_norm(f"{name}_bn2", sync_bn)(y)
-    if stride != 1 or x.shape[-1] != planes:
-        shortcut = conv(planes, 1, stride, f"{name}_down_conv")(x)
-        shortcut = batch_norm(f"{name}_down_bn", sync_bn)(shortcut)
-    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+    return add_shortcut(x, y, stride, name, sync_bn)
 
 
 def bottleneck_block(x, planes, stride, name, sync_bn):
     """1x1-3x3-1x1 bottleneck with expansion 4 (torchvision style, stride on the 3x3)."""
-    out_channels = planes * 4
-    shortcut = x
     y = conv(planes, 1, 1, f"{name}_conv1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(batch_norm(f"{name}_bn1", sync_bn)(y))
     y = conv(planes, 3, stride, f"{name}_conv2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(batch_norm(f"{name}_bn2", sync_bn)(y))
-    y = conv(out_channels, 1, 1, f"{name}_conv3")(y)
+    y = conv(planes * 4, 1, 1, f"{name}_conv3")(y)
     y = batch_norm(f"{name}_bn3", sync_bn)(y)
-    if stride != 1 or x.shape[-1] != out_channels:
-        shortcut = conv(out_channels, 1, stride, f"{name}_down_conv")(x)
+    return add_shortcut(x, y, stride, name, sync_bn)
+
+
+def add_shortcut(x, y, stride, name, sync_bn):
+    """relu(y + shortcut(x)): identity, or a strided 1x1 conv + BN where the shape changes."""
+    channels = y.shape[-1]
+    shortcut = x
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = conv(channels, 1, stride, f"{name}_down_conv")(x)
         shortcut = batch_norm(f"{name}_down_bn", sync_bn)(shortcut)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
