@@ -12,8 +12,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def tfds_data_dir():
     """The tfds data dir from $TFDS_DATA_DIR, holding a prepared cifar100.
 
-    Relative paths are taken relative to the repository root (CI sets
-    ``../shared/tfds``). When the data is missing the test fails under CI
+    Relative paths are taken relative to the repository root, as CI may set
+    one. When the data is missing the test fails under CI
     (``$CI`` set) and is skipped, with the reason, elsewhere.
     """
     value = os.environ.get("TFDS_DATA_DIR", "")
