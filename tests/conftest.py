@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -45,3 +47,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def run_cli():
+    """Runs `python -m okddip_tf.cli ARGS...` from the repository root; returns the result."""
+
+    def run(*args, timeout=600):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        return subprocess.run([sys.executable, "-m", "okddip_tf.cli", *args], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+
+    return run

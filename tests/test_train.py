@@ -3,10 +3,7 @@
 import importlib.util
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -112,15 +109,8 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
-def run_cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "okddip_tf.cli", *args], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
-    )
 
-
-def test_cli_train_smoke_run(tfds_data_dir, tmp_path):
+def test_cli_train_smoke_run(tfds_data_dir, tmp_path, run_cli):
     result = run_cli("train", "--config=configs/cifar100_resnet32_okddip.py:smoke",
                      f"--workdir={tmp_path}", f"--config.data.data_dir={tfds_data_dir}",
                      "--config.model.temperature=4.0")
@@ -131,7 +121,7 @@ def test_cli_train_smoke_run(tfds_data_dir, tmp_path):
     assert "leader_accuracy" in result.stdout and "selected on the test split" in result.stdout
 
 
-def test_cli_rejects_a_mistyped_config_key(tmp_path):
+def test_cli_rejects_a_mistyped_config_key(tmp_path, run_cli):
     result = run_cli("train", "--config=configs/cifar100_resnet32_okddip.py:smoke",
                      f"--workdir={tmp_path}", "--config.model.temprature=2")
     assert result.returncode != 0
@@ -139,7 +129,7 @@ def test_cli_rejects_a_mistyped_config_key(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
-def test_cli_unknown_dataset_fails_fast_with_suggestions(tfds_data_dir, tmp_path):
+def test_cli_unknown_dataset_fails_fast_with_suggestions(tfds_data_dir, tmp_path, run_cli):
     result = run_cli("train", "--config=configs/cifar100_resnet32_okddip.py:smoke",
                      f"--workdir={tmp_path}", f"--config.data.data_dir={tfds_data_dir}",
                      "--config.data.name=cifar1000")
@@ -147,7 +137,7 @@ def test_cli_unknown_dataset_fails_fast_with_suggestions(tfds_data_dir, tmp_path
     assert "cifar1000" in result.stderr and "cifar100" in result.stderr
 
 
-def test_cli_needs_a_command_and_a_workdir():
+def test_cli_needs_a_command_and_a_workdir(run_cli):
     result = run_cli("--config=configs/quickstart.py")
     assert result.returncode != 0 and "Usage: okddip" in result.stderr
     result = run_cli("train", "--config=configs/quickstart.py")

@@ -4,10 +4,7 @@ import copy
 import importlib.util
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 import types
 
 import keras
@@ -213,15 +210,8 @@ def test_search_space_skips_what_the_method_does_not_use():
     assert tuner.search_space(config) == []
 
 
-def run_cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "okddip_tf.cli", *args], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
-    )
 
-
-def test_cli_tune_reports_a_config_it_cannot_run(tmp_path):
+def test_cli_tune_reports_a_config_it_cannot_run(tmp_path, run_cli):
     result = run_cli("tune", "--config=configs/cifar100_resnet32_tune.py:smoke",
                      f"--workdir={tmp_path / 'search'}", "--config.tuner.algorithm=grid")
     assert result.returncode != 0
@@ -230,7 +220,7 @@ def test_cli_tune_reports_a_config_it_cannot_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_tune_smoke_run_writes_a_config_that_trains(tfds_data_dir, tmp_path):
+def test_cli_tune_smoke_run_writes_a_config_that_trains(tfds_data_dir, tmp_path, run_cli):
     search_dir, train_dir = tmp_path / "search", tmp_path / "train"
     result = run_cli("tune", "--config=configs/cifar100_resnet32_tune.py:smoke",
                      f"--workdir={search_dir}", f"--config.data.data_dir={tfds_data_dir}")
