@@ -41,13 +41,6 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def read_json(path, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
-
-
 class GroupCheckpoint(keras.callbacks.Callback):
     """Saves the group to `<directory>/last.keras` after every epoch, then `state.json`.
 
@@ -124,7 +117,7 @@ def config_differences(saved, config):
 
 
 def check_same_config(workdir, config):
-    differences = config_differences(read_json(os.path.join(workdir, "config.json"), {}), config)
+    differences = config_differences(io_utils.read_json(os.path.join(workdir, "config.json"), {}), config)
     if differences:
         listed = "; ".join(f"{key}: {old!r} there, {new!r} now"
                            for key, (old, new) in list(differences.items())[:8])
@@ -146,7 +139,7 @@ def set_aside(workdir):
 def read_progress(workdir):
     """(epochs done, their history) of the run in `workdir`, consistent after a kill anywhere."""
     directory = os.path.join(workdir, "checkpoints")
-    state = read_json(os.path.join(directory, STATE), {"epochs_done": 0})
+    state = io_utils.read_json(os.path.join(directory, STATE), {"epochs_done": 0})
     done, path = state["epochs_done"], os.path.join(directory, LAST_CHECKPOINT)
     if os.path.exists(path) and file_sha256(path) != state.get("checkpoint_sha256"):
         done += 1  # saved for the next epoch by a run killed before it updated state.json
@@ -154,7 +147,7 @@ def read_progress(workdir):
         raise FileNotFoundError(f"{directory}/{STATE} records {done} finished epochs, but "
                                 f"{path} is missing. Start over with a new --workdir or "
                                 "--config.train.resume=False.")
-    history = read_json(os.path.join(workdir, "history.json"), {})
+    history = io_utils.read_json(os.path.join(workdir, "history.json"), {})
     if done and (not history or min(len(values) for values in history.values()) < done):
         raise ValueError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
                          "checkpoint: the run cannot be resumed exactly. Start over with a new "

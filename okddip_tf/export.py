@@ -13,7 +13,6 @@ the SavedModel's files of it. A version is built in a hidden sibling directory a
 place, so a crash never leaves a half-written one. Signatures: see `okddip_tf.serving`.
 """
 
-import json
 import os
 import shutil
 import tempfile
@@ -141,7 +140,8 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
         parent = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
         workdir = parent if os.path.isfile(os.path.join(parent, "config.json")) else None
     group = load_group(checkpoint)
-    config, info = (read_json(workdir, name) for name in ("config.json", "dataset_info.json"))
+    config, info = (io_utils.read_json(os.path.join(workdir, name)) if workdir else None
+                    for name in ("config.json", "dataset_info.json"))
     representative = eval_images = eval_labels = None
     calibrate = formats is None or "int8" in formats
     if config is not None and (calibrate or eval_examples != 0):
@@ -262,14 +262,6 @@ def write_version(build, path, overwrite):
     os.rename(path, old)
     os.rename(staged, path)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def read_json(workdir, name):
-    path = None if workdir is None else os.path.join(workdir, name)
-    if path is None or not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def load_export_data(data_config, representative_examples, eval_examples):

@@ -10,6 +10,14 @@ import tempfile
 TEMPORARY_PREFIXES = (".tmp-", ".partial-", ".probe-")
 
 
+def read_json(path, default=None):
+    """The JSON value in `path`, or `default` when there is no such file."""
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def write_json(path, obj):
     """Writes `obj` as indented JSON to `path` atomically."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -285,7 +285,7 @@ def make_tuner(config, hypermodel, objective, workdir, strategy=None):
 def check_same_search(workdir, config):
     """Refuses to resume a search of a different config; records the config of this one."""
     path = os.path.join(workdir, SEARCH_CONFIG)
-    saved = checkpointing.read_json(path)
+    saved = io_utils.read_json(path)
     current = json.loads(json.dumps(config.to_dict(), default=float))
     if saved is not None and os.path.isdir(os.path.join(workdir, PROJECT)):
         old, new = checkpointing.flatten(saved), checkpointing.flatten(current)
