@@ -23,6 +23,9 @@ flags.DEFINE_integer("model_version", None, "export: version to write (default: 
 flags.DEFINE_bool("overwrite", False, "export: replace --model_version (default: the latest).")
 flags.DEFINE_list("formats", None, "export: of saved_model,float32,float16,dynamic_int8,int8.")
 flags.DEFINE_integer("eval_examples", None, "export: test images for the report (0: none).")
+flags.DEFINE_integer("calibration_images", 1000, "export: training images calibrating int8.")
+flags.DEFINE_enum("int8_calibration", "percentile", ["percentile", "minmax"],
+                  "export: int8 activation ranges: 99.999th percentiles, or TFLite's min/max.")
 
 
 def main(argv):
@@ -55,7 +58,8 @@ def export():
         report = exporting.export_workdir(
             FLAGS.workdir, FLAGS.checkpoint, FLAGS.export_dir, model_name=FLAGS.model_name,
             version=FLAGS.model_version, overwrite=FLAGS.overwrite, formats=FLAGS.formats,
-            eval_examples=FLAGS.eval_examples)
+            eval_examples=FLAGS.eval_examples, representative_examples=FLAGS.calibration_images,
+            int8_calibration=FLAGS.int8_calibration)
     except (OSError, ValueError) as error:  # the messages say what was expected
         raise SystemExit(f"okddip export: {error}") from error
     print(parity.format_report(report))

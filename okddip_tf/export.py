@@ -20,7 +20,7 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import io_utils, parity, serving, tflite
+from okddip_tf import calibration, io_utils, parity, serving, tflite
 from okddip_tf.checkpointing import LAST_CHECKPOINT
 from okddip_tf.group import GroupModel
 
@@ -33,7 +33,7 @@ BATCH = 256
 def export_leader(group_or_leader, export_dir, *, model_name="leader", version=None,
                   overwrite=False, class_names=None, representative_images=None,
                   eval_images=None, eval_labels=None, formats=None, image_shape=None,
-                  source=None):
+                  source=None, int8_calibration="percentile"):
     """Writes `<export_dir>/<model_name>/<version>/` and returns its report (a dict).
 
     Args:
@@ -50,9 +50,14 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
       formats: subset of `FORMATS` (None: all, less "int8" without representative images).
       image_shape: (H, W, 3) when the model's input leaves them undefined.
       source: a dict recorded in the report (where the model came from).
+      int8_calibration: "percentile" (default) or "minmax": how the int8 file's activation
+        ranges are set (see okddip_tf/calibration.py).
     """
     leader, image_shape, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
     formats = resolve_formats(formats, representative_images)
+    if int8_calibration not in calibration.METHODS:
+        raise ValueError(f"Unknown int8 calibration {int8_calibration!r}; choose from "
+                         f"{list(calibration.METHODS)}.")
     class_names = check_class_names(class_names, num_classes)
     model_dir = os.path.join(export_dir, model_name)
     version = resolve_version(model_dir, version, overwrite)
@@ -72,7 +77,7 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
 
     def build(directory):
         write_artefacts(directory, leader, class_names, formats, representative_images,
-                        (probe, reference, labels), report)
+                        (probe, reference, labels), report, int8_calibration)
 
     path = os.path.join(model_dir, str(version))
     write_version(build, path, overwrite)
@@ -80,7 +85,7 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
 
 
 def write_artefacts(directory, leader, class_names, formats, representative_images, probe,
-                    report):
+                    report, int8_calibration):
     """The SavedModel, the TFLite files and the report, each checked against the Keras leader."""
     image_shape, parameters = tuple(report["image_shape"]), report["parameters"]["leader"]
     serving.write_saved_model(leader, image_shape, class_names, directory)
@@ -98,13 +103,19 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
         for fmt in formats[1:]:
             path = os.path.join(directory, f"{report['model_name']}_{fmt}.tflite")
             with open(path, "wb") as f:
-                f.write(tflite.convert(converted, fmt, representative_images))
+                f.write(tflite.convert(converted, fmt, representative_images,
+                                       int8_calibration=int8_calibration))
             classifier = tflite.TFLiteClassifier(path)
             report["artefacts"][fmt] = {
                 "path": os.path.basename(path), "description": tflite.FORMATS[fmt],
                 "size_bytes": os.path.getsize(path), "parameters": parameters,
                 "input_dtype": classifier.input_dtype.name,
                 **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:])}
+            if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
+                report["artefacts"][fmt]["calibration"] = {
+                    "images": len(representative_images), "method": int8_calibration,
+                    "percentile": (calibration.DEFAULT_PERCENTILE
+                                   if int8_calibration == "percentile" else None)}
     report_path = os.path.join(directory, REPORT_NAME)
     io_utils.write_json(report_path, report)
     umask = os.umask(0)
@@ -115,7 +126,7 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
 
 def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name="leader",
                    version=None, overwrite=False, formats=None, eval_examples=None,
-                   representative_examples=1000):
+                   representative_examples=1000, int8_calibration="percentile"):
     """Exports the leader of a training run (what `okddip export` does); returns the report.
 
     Args:
@@ -126,7 +137,7 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
       eval_examples: test images for the report's accuracy and parity: None uses the
         workdir's evaluation split as it was configured, 0 none (parity on training images).
       representative_examples: first training images used to calibrate the int8 file.
-      model_name, version, overwrite, formats: as in `export_leader`.
+      model_name, version, overwrite, formats, int8_calibration: as in `export_leader`.
     """
     if workdir is None and checkpoint is None:
         raise ValueError("Pass a workdir (okddip export --workdir=DIR) or a checkpoint "
@@ -159,7 +170,8 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
         group, export_dir or os.path.join(workdir or os.path.dirname(checkpoint), "export"),
         model_name=model_name, version=version, overwrite=overwrite,
         class_names=(info or {}).get("class_names"), representative_images=representative,
-        eval_images=eval_images, eval_labels=eval_labels, formats=formats, source=source)
+        eval_images=eval_images, eval_labels=eval_labels, formats=formats, source=source,
+        int8_calibration=int8_calibration)
 
 
 def load_group(checkpoint):

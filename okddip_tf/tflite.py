@@ -11,6 +11,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from okddip_tf import calibration
+
 # name -> what it is. The order is the export order.
 FORMATS = {
     "float32": "float32 weights and activations (reference)",
@@ -37,7 +39,8 @@ def write_conversion_model(leader, image_shape, directory):
     return directory
 
 
-def convert(saved_model_dir, fmt, representative_images=None):
+def convert(saved_model_dir, fmt, representative_images=None, *,
+            int8_calibration="percentile", percentile=calibration.DEFAULT_PERCENTILE):
     """Converts a SavedModel to TFLite in one of `FORMATS`; returns the flatbuffer bytes.
 
     Args:
@@ -45,7 +48,22 @@ def convert(saved_model_dir, fmt, representative_images=None):
       fmt: a key of `FORMATS`.
       representative_images: [N, H, W, 3] raw training images (needed for "int8"); the
         calibration sees them one at a time.
+      int8_calibration: how "int8" sets activation ranges: "percentile" (each tensor's
+        `percentile`-th value, see okddip_tf/calibration.py) or "minmax" (TFLite's own).
     """
+    if int8_calibration not in calibration.METHODS:
+        raise ValueError(f"Unknown int8 calibration {int8_calibration!r}; known: "
+                         f"{list(calibration.METHODS)}.")
+    converter = make_converter(saved_model_dir, fmt, representative_images)
+    if fmt == "int8" and int8_calibration == "percentile":
+        narrowed, _ = calibration.narrow_ranges(calibrate_only(converter), representative_images,
+                                                percentile)
+        return quantize_calibrated(narrowed, converter)
+    return converter.convert()
+
+
+def make_converter(saved_model_dir, fmt, representative_images=None):
+    """A `TFLiteConverter` set up for `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown TFLite format {fmt!r}; known: {list(FORMATS)}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
@@ -70,7 +88,27 @@ def convert(saved_model_dir, fmt, representative_images=None):
         # uint8, so raw uint8 pixels go in unchanged.
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    return converter
+
+
+def calibrate_only(converter):
+    """The float model with the activation ranges TFLite's calibrator recorded (bytes)."""
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    try:
+        return converter.convert()
+    finally:
+        converter._experimental_calibrate_only = False  # pylint: disable=protected-access
+
+
+def quantize_calibrated(calibrated, converter):
+    """What `converter.convert()` does after calibrating, for a (re-ranged) calibrated model:
+    the same MLIR quantiser with the converter's input and output types."""
+    from tensorflow.lite.python import convert as lite_convert  # pylint: disable=import-outside-toplevel
+
+    quantised = lite_convert.mlir_quantize(
+        calibrated, input_data_type=converter.inference_input_type,
+        output_data_type=converter.inference_output_type)
+    return lite_convert.deduplicate_readonly_buffers(quantised)
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads=None):

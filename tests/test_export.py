@@ -370,8 +370,9 @@ def test_export_of_a_trained_okddip_group(trained_workdir):
     assert report["evaluation"]["count"] == 2000
     assert report["artefacts"]["saved_model"]["accuracy"] == report["evaluation"]["keras_accuracy"]
     # A briefly trained leader has small logit margins (median ~0.2 against an int8 output step
-    # of ~0.07), so ties in the int8 logits cost agreement: 92.3% measured here (float16 99.65%,
-    # dynamic int8 99.2%). The 98% target is checked on a fully trained run by a slow test.
+    # of ~0.07), so ties in the int8 logits cost agreement: 93.7% measured here with percentile
+    # ranges, 92.3% with TFLite's min/max (float16 99.65%, dynamic int8 99.2%). The 98% target
+    # is checked on a trained ResNet-20 leader, below.
     check_trained_parity(report, int8_agreement=0.85)
     assert report["artefacts"]["dynamic_int8"]["top1_agreement"] >= 0.97
     names = serving.predict(report["directory"], np.zeros((1,) + SHAPE, np.uint8),
