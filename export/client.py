@@ -73,7 +73,8 @@ def rest_predict(server, model_name, signature, images, timeout=60.0):
 
 
 def grpc_predict(target, model_name, signature, images, timeout=60.0):
-    """The same request over gRPC (PredictionService/Predict)."""
+    """The same request over gRPC (PredictionService/Predict); needs tensorflow-serving-api
+    (`pip install -e ".[serving]"`). Server errors are raised as RuntimeError."""
     import grpc  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
@@ -86,7 +87,11 @@ def grpc_predict(target, model_name, signature, images, timeout=60.0):
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=dtype))
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        response = stub.Predict(request, timeout=timeout)
+        try:
+            response = stub.Predict(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise RuntimeError(f"TF Serving answered {error.code().name}: "
+                               f"{error.details()}") from None
     return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
 
 
