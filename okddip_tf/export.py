@@ -106,11 +106,13 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
                 f.write(tflite.convert(converted, fmt, representative_images,
                                        int8_calibration=int8_calibration))
             classifier = tflite.TFLiteClassifier(path)
+            output_step = classifier.output_details["logits"]["quantization"][0] or None
             report["artefacts"][fmt] = {
                 "path": os.path.basename(path), "description": tflite.FORMATS[fmt],
                 "size_bytes": os.path.getsize(path), "parameters": parameters,
                 "input_dtype": classifier.input_dtype.name,
-                **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:])}
+                **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:],
+                                 output_step=output_step)}
             if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
                 report["artefacts"][fmt]["calibration"] = {
                     "images": len(representative_images), "method": int8_calibration,

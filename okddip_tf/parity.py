@@ -2,6 +2,8 @@
 
 import numpy as np
 
+CLEAR_MARGIN_STEPS = 2
+
 
 def pick_probe(eval_images, eval_labels, representative_images, image_shape):
     """The images parity (and accuracy, with labels) is measured on."""
@@ -14,15 +16,29 @@ def pick_probe(eval_images, eval_labels, representative_images, image_shape):
     return rng.integers(0, 256, (64,) + tuple(image_shape), np.uint8), None, "random pixels"
 
 
-def compare(outputs, reference, labels):
-    """Agreement with the Keras leader's top-1, accuracy, and max |difference|."""
+def compare(outputs, reference, labels, output_step=None):
+    """Agreement with the Keras leader's top-1, accuracy, and max |difference|.
+
+    With `output_step` (the logits' quantisation step of an integer file) also the agreement
+    on the images the file can tell apart: those whose two largest float logits differ by
+    more than `CLEAR_MARGIN_STEPS` steps (nearer ones may round to a tie).
+    """
     expected = np.exp(reference - reference.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
     logits = outputs["logits"]
-    return {"top1_agreement": float(np.mean(logits.argmax(-1) == reference.argmax(-1))),
-            "accuracy": accuracy(logits, labels),
-            "max_abs_probability_diff": float(np.abs(outputs["probabilities"] - expected).max()),
-            "max_abs_logit_diff": float(np.abs(logits - reference).max())}
+    agree = logits.argmax(-1) == reference.argmax(-1)
+    result = {"top1_agreement": float(np.mean(agree)),
+              "accuracy": accuracy(logits, labels),
+              "max_abs_probability_diff": float(np.abs(outputs["probabilities"] - expected).max()),
+              "max_abs_logit_diff": float(np.abs(logits - reference).max())}
+    if output_step:
+        top2 = np.sort(reference, -1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > CLEAR_MARGIN_STEPS * output_step
+        result["clear_margin"] = {
+            "output_step": float(output_step), "steps": CLEAR_MARGIN_STEPS,
+            "share_of_images": float(np.mean(clear)),
+            "top1_agreement": float(np.mean(agree[clear])) if clear.any() else None}
+    return result
 
 
 def accuracy(logits, labels):
