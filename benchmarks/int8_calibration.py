@@ -33,6 +33,7 @@ flags.DEFINE_string("name", None, "Result name (default: the workdir's basename)
 flags.DEFINE_list("percentiles", ["99.99", "99.999", "100"], "Percentile ranges to compare.")
 flags.DEFINE_list("calibration_images", ["1000"], "Calibration set sizes to compare.")
 FLAGS = flags.FLAGS
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def output_rounding_ceiling(reference, scale, zero_point):
@@ -65,10 +66,16 @@ def main(argv):
     representative, images, labels = export.load_export_data(config["data"], max(sizes), None)
     reference = group.leader.predict(images.astype(np.float32), batch_size=256, verbose=0)
     top2 = np.sort(reference, -1)[:, -2:]
+    workdir = os.path.relpath(FLAGS.workdir, REPO_ROOT)
+    if workdir.startswith(".."):  # a run outside the repository: its path means nothing here
+        workdir = "RUN"
     result = {
+        "command": " ".join(["python benchmarks/int8_calibration.py", f"--workdir={workdir}",
+                             *(a for a in sys.argv[1:] if not a.startswith("--workdir"))]),
         "workdir_config": {"backbone": config["model"]["backbone"],
                            "method": config["model"]["method"],
-                           "epochs": config["train"]["epochs"]},
+                           "epochs": config["train"]["epochs"],
+                           "drop_epochs": config["optim"]["drop_epochs"]},
         "test_images": len(images),
         "keras_accuracy": float(np.mean(reference.argmax(-1) == labels)),
         "top2_logit_margin_quantiles": dict(zip(
@@ -100,9 +107,8 @@ def main(argv):
                        "conversion_seconds": round(seconds, 1)}
                 result["runs"].append(run)
                 print(json.dumps(run))
-    result["machine"] = {"platform": platform.platform(), "processor": platform.machine(),
-                         "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                         "python": sys.version.split()[0]}
+    result["machine"] = {"processor": platform.processor() or platform.machine(),
+                         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__}
     result["date"] = datetime.date.today().isoformat()
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
     path = os.path.join(os.path.dirname(__file__), "results", f"int8_calibration_{name}.json")
