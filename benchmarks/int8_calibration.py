@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import export, io_utils, tflite  # noqa: E402
+from okddip_tf import export, io_utils, parity, tflite  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "An `okddip train` workdir.", required=True)
 flags.DEFINE_string("name", None, "Result name (default: the workdir's basename).")
@@ -45,15 +45,12 @@ def output_rounding_ceiling(reference, scale, zero_point):
 def agreement_by_margin(logits, reference, scale, steps=(1, 2, 4)):
     """Agreement on the images whose float top-2 logit gap exceeds k int8 output steps, and
     the share of images that are."""
-    top2 = np.sort(reference, -1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
+    agree = logits.argmax(-1) == reference.argmax(-1)
     result = {}
     for k in steps:
-        kept = margin > k * scale
-        result[f"gap_over_{k}_steps"] = {
-            "share_of_images": float(kept.mean()),
-            "top1_agreement": float(np.mean(logits[kept].argmax(-1) ==
-                                            reference[kept].argmax(-1)))}
+        clear = parity.clear_margin(agree, reference, scale, k)
+        result[f"gap_over_{k}_steps"] = {key: clear[key]
+                                         for key in ("share_of_images", "top1_agreement")}
     return result
 
 
@@ -65,7 +62,6 @@ def main(argv):
     sizes = sorted(int(n) for n in FLAGS.calibration_images)
     representative, images, labels = export.load_export_data(config["data"], max(sizes), None)
     reference = group.leader.predict(images.astype(np.float32), batch_size=256, verbose=0)
-    top2 = np.sort(reference, -1)[:, -2:]
     workdir = os.path.relpath(FLAGS.workdir, REPO_ROOT)
     if workdir.startswith(".."):  # a run outside the repository: its path means nothing here
         workdir = "RUN"
@@ -80,7 +76,7 @@ def main(argv):
         "keras_accuracy": float(np.mean(reference.argmax(-1) == labels)),
         "top2_logit_margin_quantiles": dict(zip(
             ["1%", "5%", "10%", "50%"],
-            np.quantile(top2[:, 1] - top2[:, 0], [0.01, 0.05, 0.1, 0.5]).round(4).tolist())),
+            np.quantile(parity.top2_gap(reference), [0.01, 0.05, 0.1, 0.5]).round(4).tolist())),
         "runs": [],
     }
     settings = [("minmax", None)] + [("percentile", float(p)) for p in FLAGS.percentiles]

@@ -26,6 +26,12 @@ DEFAULT_PERCENTILE = 99.999
 BATCH = 50
 
 
+def check_method(method):
+    """Raises a ValueError naming the known methods when `method` is not one."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown int8 calibration {method!r}; choose from {list(METHODS)}.")
+
+
 class TailTracker:
     """The `percentile`-th and (100 - `percentile`)-th values of a stream of arrays.
 

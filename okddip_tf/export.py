@@ -55,9 +55,7 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
     """
     leader, image_shape, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
     formats = resolve_formats(formats, representative_images)
-    if int8_calibration not in calibration.METHODS:
-        raise ValueError(f"Unknown int8 calibration {int8_calibration!r}; choose from "
-                         f"{list(calibration.METHODS)}.")
+    calibration.check_method(int8_calibration)
     class_names = check_class_names(class_names, num_classes)
     model_dir = os.path.join(export_dir, model_name)
     version = resolve_version(model_dir, version, overwrite)

@@ -32,13 +32,23 @@ def compare(outputs, reference, labels, output_step=None):
               "max_abs_probability_diff": float(np.abs(outputs["probabilities"] - expected).max()),
               "max_abs_logit_diff": float(np.abs(logits - reference).max())}
     if output_step:
-        top2 = np.sort(reference, -1)[:, -2:]
-        clear = top2[:, 1] - top2[:, 0] > CLEAR_MARGIN_STEPS * output_step
-        result["clear_margin"] = {
-            "output_step": float(output_step), "steps": CLEAR_MARGIN_STEPS,
+        result["clear_margin"] = clear_margin(agree, reference, output_step, CLEAR_MARGIN_STEPS)
+    return result
+
+
+def top2_gap(logits):
+    """The gap between each row's two largest logits."""
+    top2 = np.sort(logits, -1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def clear_margin(agree, reference, output_step, steps):
+    """Agreement (`agree`: per image) on the images whose top-2 reference gap exceeds `steps`
+    output steps, and the share of images that do."""
+    clear = top2_gap(reference) > steps * output_step
+    return {"output_step": float(output_step), "steps": steps,
             "share_of_images": float(np.mean(clear)),
             "top1_agreement": float(np.mean(agree[clear])) if clear.any() else None}
-    return result
 
 
 def accuracy(logits, labels):

@@ -51,9 +51,7 @@ def convert(saved_model_dir, fmt, representative_images=None, *,
       int8_calibration: how "int8" sets activation ranges: "percentile" (each tensor's
         `percentile`-th value, see okddip_tf/calibration.py) or "minmax" (TFLite's own).
     """
-    if int8_calibration not in calibration.METHODS:
-        raise ValueError(f"Unknown int8 calibration {int8_calibration!r}; known: "
-                         f"{list(calibration.METHODS)}.")
+    calibration.check_method(int8_calibration)
     converter = make_converter(saved_model_dir, fmt, representative_images)
     if fmt == "int8" and int8_calibration == "percentile":
         narrowed, _ = calibration.narrow_ranges(calibrate_only(converter), representative_images,
