@@ -1,6 +1,6 @@
 """okddip_tf: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020) for Keras."""
 
-from okddip_tf import losses
+from okddip_tf import losses, methods
 from okddip_tf.attention import PeerAttention
 from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard
 from okddip_tf.group import GroupModel

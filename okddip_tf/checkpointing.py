@@ -105,13 +105,39 @@ def flatten(tree, prefix=""):
     return flat
 
 
+# Config keys that moved: a run saved before the move compares under the new key.
+MOVED_KEYS = {f"model.{key}": f"okddip.{key}"
+              for key in ("attention_dim", "attention_scale", "detach_targets", "target_space")}
+
+
+def upgrade_saved(saved):
+    """A saved (flat) config in today's keys; keys added since take their defaults.
+
+    New keys are added with defaults that keep what older runs did, so a run saved before a key
+    existed ran as its default says.
+    """
+    from okddip_tf.config import get_base_config  # pylint: disable=import-outside-toplevel
+
+    saved = {MOVED_KEYS.get(key, key): value for key, value in saved.items()}
+    defaults = flatten(json.loads(json.dumps(get_base_config().to_dict(), default=float)))
+    return {**defaults, **saved}
+
+
 def config_differences(saved, config):
-    """The keys (outside RESUMABLE_CHANGES) where `config` differs from a saved config dict."""
+    """The keys (outside RESUMABLE_CHANGES) where `config` differs from a saved config dict.
+
+    Only the sections a run reads count: not `tuner` (`okddip tune` reads it), nor the option
+    sections of methods other than the run's.
+    """
+    from okddip_tf import methods  # pylint: disable=import-outside-toplevel
+
     current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
-    saved = flatten(saved)
-    # The tuner section configures `okddip tune`; a training run never reads it.
+    saved = upgrade_saved(flatten(saved))
+    unread = set(methods.config_sections()) - set(
+        methods.get_method_class(config.model.method).sections)
+    unread.add("tuner")
     keys = {key for key in saved.keys() | current.keys()
-            if key not in RESUMABLE_CHANGES and not key.startswith("tuner.")}
+            if key not in RESUMABLE_CHANGES and key.split(".")[0] not in unread}
     return {key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
             for key in sorted(keys) if saved.get(key, "<absent>") != current.get(key, "<absent>")}
 

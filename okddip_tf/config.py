@@ -5,6 +5,8 @@ Defaults follow the paper's CIFAR recipe and the authors' code (see decisions.md
 
 from ml_collections import config_dict
 
+from okddip_tf import methods
+
 placeholder = config_dict.placeholder
 
 
@@ -12,16 +14,18 @@ def get_base_config():
     config = config_dict.ConfigDict()
 
     config.model = config_dict.ConfigDict()
-    config.model.method = "okddip"  # okddip | independent | baseline
+    config.model.method = "okddip"  # a name in okddip_tf.methods.METHODS
     config.model.backbone = "resnet32"
     config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
     config.model.sharing = "branch"  # branch (shared trunk) | network (m independent networks)
-    config.model.temperature = 3.0
-    config.model.attention_dim = placeholder(int)  # None: feature_dim // 8
-    config.model.attention_scale = False  # the code does not divide by sqrt(dim)
-    config.model.detach_targets = False  # the code keeps gradients through the targets
-    config.model.target_space = "logits"  # logits (code) | probabilities (paper Eq. 5)
+    config.model.temperature = 3.0  # T of every distilling method
     config.model.sync_batchnorm = "auto"
+
+    # One section per method option group (config.okddip, config.kd, ...), declared by the
+    # methods themselves (okddip_tf/methods/); a run reads the sections of its model.method.
+    for section, defaults in methods.config_sections().items():
+        config[section] = config_dict.ConfigDict(
+            {key: placeholder(int) if value is None else value for key, value in defaults.items()})
 
     config.data = config_dict.ConfigDict()
     config.data.source = "tfds"  # tfds | folder
@@ -85,7 +89,10 @@ def get_base_config():
     config.tuner.learning_rate = (0.01, 0.2)  # optim.learning_rate, a range sampled in log scale
     config.tuner.rampup_length = (0, 20, 80)  # rampup.length, choices
     config.tuner.num_students = (2, 3, 4, 5)  # model.num_students, choices
-    config.tuner.attention_dim = (4, 8, 16)  # model.attention_dim, choices
+    # The methods' own knobs (e.g. attention_dim: okddip.attention_dim, choices); a search uses
+    # those of its model.method.
+    for knob in methods.tuner_knobs().values():
+        config.tuner[knob.name] = knob.default
     return config
 
 

@@ -5,9 +5,7 @@ from keras import ops
 
 from okddip_tf import metrics as group_metrics
 from okddip_tf import portable
-from okddip_tf.attention import PeerAttention
-from okddip_tf.losses import TARGET_SPACES, mix_peer_logits
-from okddip_tf.methods import get_method
+from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import get_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
 from okddip_tf.normalization import check_image_shape
@@ -29,12 +27,14 @@ def resolve_sync_batchnorm(sync_batchnorm):
 
 @keras.saving.register_keras_serializable(package="okddip_tf")
 class GroupModel(keras.Model):
-    """OKDDip's group of m students: m - 1 auxiliary peers and one group leader.
+    """A group of m students of one backbone trained together by a method; one is deployed.
 
-    `group(images)` returns a dict: `leader_logits` [B, C]; with peers, `peer_logits` [B, m-1, C];
-    with the peer attention (method "okddip"), `attention` [B, m-1, m-1] (rows sum to 1) and
-    `peer_targets` [B, m-1, C], the attention-mixed peer logits. `group.leader` is the deployable
-    functional model (raw images -> logits) that shares the trained weights.
+    For OKDDip (the default) the group is m - 1 auxiliary peers and a group leader. `group(images)`
+    returns a dict: `leader_logits` [B, C] (the deployed student); with peers, `peer_logits`
+    [B, P, C]; and what the method adds (OKDDip: `attention` [B, P, P], rows summing to 1, and
+    `peer_targets` [B, P, C], the attention-mixed peer logits; ONE: `gate` and
+    `teacher_logits`; KD: `teacher_logits`). `group.leader` is the deployable functional model
+    (raw images -> logits) that shares the trained weights.
 
     On TensorFlow the group runs its own steps, and `predict` returns the leader's logits. Other
     backends (JAX) train through Keras' default steps, with `compute_loss`/`compute_metrics`
@@ -48,19 +48,18 @@ class GroupModel(keras.Model):
     group.fit(train_ds, validation_data=test_ds, epochs=300,
               callbacks=[okddip_tf.DistillWeightRampup(length=80)])
     leader = group.leader
+    ablation = okddip_tf.GroupModel(method="okddip", method_options={"attention": "mean"})
     ```
 
     Args:
       backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`).
       num_classes: number of classes.
-      num_students: m, the group size including the leader (2..8; 1 for "baseline").
+      num_students: m, the group size (the method says which sizes it takes).
       sharing: "branch" (shared trunk, last stage per student) or "network" (m networks).
       temperature: T of the distillation terms.
-      method: "okddip", "independent" or "baseline" (see `okddip_tf.methods`).
-      attention_dim: projection size of W_L and W_E; None means feature_dim // 8.
-      attention_scale: divide attention energies by sqrt(attention_dim) (the code does not).
-      detach_targets: stop gradients through both distillation targets (the code does not).
-      target_space: mix peer "logits" (code) or "probabilities" (paper Eq. 5).
+      method: a registered method name (see `okddip_tf.methods.METHODS`) or a
+        `okddip_tf.methods.Method` instance.
+      method_options: the method's options by name (e.g. {"attention": "mean"} for OKDDip).
       image_shape: (H, W, 3) of the inputs the leader is built for; None keeps H, W dynamic.
       pixel_mean, pixel_std: per-channel normalisation in [0, 255] units (first layer).
       sync_batchnorm: True, False or "auto" (synchronise under a multi-replica TF strategy).
@@ -74,10 +73,7 @@ class GroupModel(keras.Model):
         sharing="branch",
         temperature=3.0,
         method="okddip",
-        attention_dim=None,
-        attention_scale=False,
-        detach_targets=False,
-        target_space="logits",
+        method_options=None,
         image_shape=None,
         pixel_mean=CIFAR100_MEAN,
         pixel_std=CIFAR100_STD,
@@ -86,43 +82,41 @@ class GroupModel(keras.Model):
     ):
         super().__init__(**kwargs)
         spec = get_backbone(backbone)
-        self.method = get_method(method)
-        validate_group_args(self.method, method, num_classes, num_students, sharing, temperature,
-                            target_space)
-        self.backbone_name, self.method_name = backbone, method
+        self.method = create_method(method, method_options)
+        validate_group_args(num_classes, sharing, temperature)
+        self.method.check_group(num_students, sharing)
+        self.backbone_name, self.method_name = backbone, self.method.name
         self.num_classes, self.num_students, self.sharing = num_classes, num_students, sharing
-        self.num_peers = num_students - 1
+        self.num_peers = self.method.num_peers(num_students)
+        self.has_leader = self.method.has_leader(num_students)
+        self.deployed_index = self.method.deployed_index(num_students)
         self.temperature = float(temperature)
-        self.attention_dim = attention_dim or max(1, spec.feature_dim // 8)
-        self.attention_scale, self.detach_targets = attention_scale, detach_targets
-        self.target_space = target_space
         self.image_shape = tuple(image_shape) if image_shape else None
         self.sync_batchnorm = sync_batchnorm
         sync_bn = resolve_sync_batchnorm(sync_batchnorm)
 
         self.normalizer = PixelNormalization(pixel_mean, pixel_std, name="normalize")
-        names = [f"peer_{i}" for i in range(self.num_peers)] + ["leader"]
+        names = [f"peer_{i}" for i in range(self.num_peers)] + ["leader"] * self.has_leader
         if sharing == "branch":
             self.trunks = [spec.build_trunk("trunk", sync_bn)]
         else:
             self.trunks = [spec.build_trunk(f"{n}_trunk", sync_bn) for n in names]
         self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn) for n in names]
-        self.attention = None
-        if self.method.uses_attention:
-            self.attention = PeerAttention(self.attention_dim, attention_scale, name="attention",
-                                           dtype="float32")
-            self.attention.build((None, self.num_peers, spec.feature_dim))
+        context = GroupContext(spec, num_classes, num_students, self.num_peers, sharing, sync_bn,
+                               self.image_shape)
+        for name, layer in self.method.build_layers(context).items():
+            if hasattr(self, name):
+                raise ValueError(f"Method {self.method_name!r} names a layer {name!r}, which the "
+                                 "group already has.")
+            setattr(self, name, layer)
         self.distill_weight = None
         if self.method.distills:
             # A variable, not a float: a compiled step reads its current value every call.
             self.distill_weight = self.add_weight(
                 shape=(), initializer="ones", trainable=False, name="distill_weight"
             )
-        self._loss_fn = self.method.bind(
-            temperature=self.temperature, detach_targets=detach_targets, target_space=target_space
-        )
-        self.trackers = group_metrics.GroupTrackers(self.method.terms, self.num_peers,
-                                                    self.method.distills)
+        self.trackers = group_metrics.GroupTrackers(
+            self.method.terms, self.num_peers, self.method.distills, self.has_leader)
         object.__setattr__(self, "_leader", None)
         self.build((None,) + (self.image_shape or (None, None, 3)))
 
@@ -135,35 +129,34 @@ class GroupModel(keras.Model):
     def call(self, images, training=False):
         check_image_shape(images.shape, len(self.normalizer.mean))
         x = self.normalizer(images)
+        shared = None
         if self.sharing == "branch":
             shared = self.trunks[0](x, training=training)
-            feature_maps = [shared] * self.num_students
+            feature_maps = [self.method.shared_features(shared)] * self.num_students
         else:
             feature_maps = [trunk(x, training=training) for trunk in self.trunks]
         features, logits = zip(
             *(head(h, training=training) for head, h in zip(self.heads, feature_maps))
         )
-        outputs = {"leader_logits": logits[-1]}  # [B, C]
+        outputs = {"leader_logits": logits[self.deployed_index]}  # [B, C]
         if self.num_peers:
-            outputs["peer_logits"] = ops.stack(logits[:-1], axis=1)  # [B, P, C]
-        if self.attention is not None:
-            attention = self.attention(ops.stack(features[:-1], axis=1))  # [B, P, P]
-            outputs["attention"] = attention
-            outputs["peer_targets"] = mix_peer_logits(attention, outputs["peer_logits"])
+            outputs["peer_logits"] = ops.stack(logits[:self.num_peers], axis=1)  # [B, P, C]
+        outputs.update(self.method.outputs(Students(images, shared, features, logits), training))
         return outputs
 
     def leader_logits(self, images, training=False):
-        """The leader alone: no peer or attention computation."""
+        """The deployed student alone: no other student or method layer runs."""
         x = self.normalizer(images)
-        _, logits = self.heads[-1](self.trunks[-1](x, training=training), training=training)
+        trunk = self.trunks[0 if self.sharing == "branch" else self.deployed_index]
+        _, logits = self.heads[self.deployed_index](trunk(x, training=training), training=training)
         return logits
 
     @property
     def leader(self):
-        """The deployable leader: a functional `keras.Model`, raw images -> logits.
+        """The deployable student ("the leader"): a functional `keras.Model`, raw images -> logits.
 
         It shares the group's layer objects (so its weights are the trained ones) and holds
-        nothing of the peers or the attention.
+        nothing of the other students or the method's layers.
         """
         if self._leader is None:
             images = keras.Input(shape=self.image_shape or (None, None, 3), name="images")
@@ -183,7 +176,8 @@ class GroupModel(keras.Model):
     def compute_group_loss(self, labels, outputs):
         """The method's loss terms for one batch (a dict with the total under `loss`)."""
         weight = self.distill_weight if self.distill_weight is not None else 0.0
-        return self._loss_fn(labels, outputs, weight)
+        return self.method.loss(labels, outputs, temperature=self.temperature,
+                                distill_weight=weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The total loss, scaled for the replicas; lets Keras' default steps train the group.
@@ -244,15 +238,29 @@ class GroupModel(keras.Model):
             "sharing": self.sharing,
             "temperature": self.temperature,
             "method": self.method_name,
-            "attention_dim": self.attention_dim,
-            "attention_scale": self.attention_scale,
-            "detach_targets": self.detach_targets,
-            "target_space": self.target_space,
+            "method_options": self.method.get_config(),
             "image_shape": self.image_shape,
             "pixel_mean": self.normalizer.mean,
             "pixel_std": self.normalizer.std,
             "sync_batchnorm": self.sync_batchnorm,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_config(config))
+
+
+# GroupModel arguments of okddip_tf before methods had their own options (0.1.0 checkpoints).
+LEGACY_OKDDIP_ARGS = ("attention_dim", "attention_scale", "detach_targets", "target_space")
+
+
+def upgrade_config(config):
+    """A saved group's config in today's arguments: OKDDip's old arguments become its options."""
+    config = dict(config)
+    legacy = {key: config.pop(key) for key in LEGACY_OKDDIP_ARGS if key in config}
+    if legacy and config.get("method", "okddip") == "okddip":
+        config["method_options"] = {**legacy, **(config.get("method_options") or {})}
+    return config
 
 
 def scale_for_replicas(loss):
@@ -264,20 +272,11 @@ def scale_for_replicas(loss):
     return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
 
-def validate_group_args(method, method_name, num_classes, num_students, sharing, temperature,
-                        target_space):
+def validate_group_args(num_classes, sharing, temperature):
     """Fails fast, saying what was wrong and how to fix it."""
-    if not method.min_students <= num_students <= method.max_students:
-        raise ValueError(
-            f"Method {method_name!r} needs num_students between {method.min_students} and "
-            f"{method.max_students}, got {num_students}. Set --config.model.num_students "
-            "(OKDDip's default is 4: 3 peers and a leader; 'baseline' uses 1)."
-        )
     if sharing not in SHARINGS:
         raise ValueError(f"sharing must be one of {SHARINGS}, got {sharing!r}.")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}. The paper uses 3.")
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}.")
-    if target_space not in TARGET_SPACES:
-        raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")

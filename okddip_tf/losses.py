@@ -81,6 +81,24 @@ def sum_peer_cross_entropy(labels, peer_logits):
     return sum(cross_entropy(labels, peer_logits[:, a]) for a in range(num_peers))
 
 
+def first_level_kd(outputs, temperature, target_space="logits", detach_targets=False):
+    """Sum over peers of KL_T(t_a || z_a), t_a the attention-mixed target of peer a."""
+    peer_logits = outputs["peer_logits"]
+    targets = peer_target_probs(outputs, temperature, target_space)  # [B, P, C]
+    if detach_targets:
+        targets = ops.stop_gradient(targets)
+    return sum(distillation_kl(targets[:, a], peer_logits[:, a], temperature)
+               for a in range(peer_logits.shape[1]))
+
+
+def second_level_kd(outputs, temperature, target_space="logits", detach_targets=False):
+    """KL_T(t_m || z_m): the leader distils from the peers' ensemble t_m."""
+    target = leader_target_probs(outputs["peer_logits"], temperature, target_space)  # [B, C]
+    if detach_targets:
+        target = ops.stop_gradient(target)
+    return distillation_kl(target, outputs["leader_logits"], temperature)
+
+
 def okddip_loss(
     labels,
     outputs,
@@ -111,23 +129,11 @@ def okddip_loss(
       A dict of scalars: `loss` (total), `peer_ce`, `leader_ce`, `peer_kd`, `leader_kd`; the KD
       terms include T^2 but not the distillation weight.
     """
-    if target_space not in TARGET_SPACES:
-        raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")
-    peer_logits = outputs["peer_logits"]
-    leader_logits = outputs["leader_logits"]
-    peer_targets = peer_target_probs(outputs, temperature, target_space)  # [B, P, C]
-    leader_target = leader_target_probs(peer_logits, temperature, target_space)  # [B, C]
-    if detach_targets:
-        peer_targets = ops.stop_gradient(peer_targets)
-        leader_target = ops.stop_gradient(leader_target)
-    num_peers = peer_logits.shape[1]
-    peer_kd = sum(
-        distillation_kl(peer_targets[:, a], peer_logits[:, a], temperature)
-        for a in range(num_peers)
-    )
-    leader_kd = distillation_kl(leader_target, leader_logits, temperature)
-    peer_ce = sum_peer_cross_entropy(labels, peer_logits)
-    leader_ce = cross_entropy(labels, leader_logits)
+    check_target_space(target_space)
+    peer_kd = first_level_kd(outputs, temperature, target_space, detach_targets)
+    leader_kd = second_level_kd(outputs, temperature, target_space, detach_targets)
+    peer_ce = sum_peer_cross_entropy(labels, outputs["peer_logits"])
+    leader_ce = cross_entropy(labels, outputs["leader_logits"])
     weight = ops.cast(distill_weight, peer_ce.dtype)
     return {
         "loss": peer_ce + leader_ce + weight * (peer_kd + leader_kd),
@@ -136,6 +142,11 @@ def okddip_loss(
         "peer_kd": peer_kd,
         "leader_kd": leader_kd,
     }
+
+
+def check_target_space(target_space):
+    if target_space not in TARGET_SPACES:
+        raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")
 
 
 def independent_loss(labels, outputs):

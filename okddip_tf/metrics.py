@@ -10,28 +10,40 @@ class GroupTrackers:
     """The group model's metric objects, built once from the method and group size.
 
     Keys (an API: tests and callbacks rely on them): `loss`, each loss term, `distill_weight`
-    (distilling methods), `leader_accuracy`; with peers `peer_accuracy` (mean over peers),
-    `ensemble_accuracy` (argmax of the peers' mean logits, leader excluded),
+    (distilling methods), `leader_accuracy` (the deployed student); with peers `peer_accuracy`
+    (mean over peers), `ensemble_accuracy` (argmax of the peers' mean logits, leader excluded),
     `ensemble_prob_accuracy` (argmax of the peers' mean probabilities) and `peer_{i}_accuracy`;
-    with two or more peers `diversity` (see `losses.pairwise_diversity`).
+    with two or more peers `diversity` (see `losses.pairwise_diversity`). With two or more
+    students, `student_accuracy` (mean over every student, the leader included) and
+    `student_ensemble_accuracy` (argmax of every student's mean logits): the numbers the paper
+    reports for DML, CL-ILR, ONE and Ind.
+
+    Args:
+      terms: the method's loss terms besides `loss`.
+      num_peers: P, the auxiliary peers.
+      distills: whether the method logs its `distill_weight`.
+      has_leader: whether the leader is a student besides the peers (False: it is one of them).
     """
 
-    def __init__(self, terms, num_peers, distills):
+    def __init__(self, terms, num_peers, distills, has_leader=True):
         mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
         self.losses = [mean(name="loss")] + [mean(name=term) for term in terms]
         self.weight = mean(name="distill_weight") if distills else None
         self.leader = accuracy(name="leader_accuracy")
-        self.num_peers = num_peers
+        self.num_peers, self.has_leader = num_peers, has_leader
         self.peer_mean = mean(name="peer_accuracy") if num_peers else None
         self.ensemble = accuracy(name="ensemble_accuracy") if num_peers else None
         self.ensemble_prob = accuracy(name="ensemble_prob_accuracy") if num_peers else None
         self.diversity = mean(name="diversity") if num_peers >= 2 else None
+        several = num_peers + has_leader >= 2
+        self.student_mean = mean(name="student_accuracy") if several else None
+        self.student_ensemble = accuracy(name="student_ensemble_accuracy") if several else None
         self.peers = [accuracy(name=f"peer_{i}_accuracy") for i in range(num_peers)]
 
     def all(self):
         """Every tracker, in logging order."""
         single = [self.weight, self.leader, self.peer_mean, self.ensemble, self.ensemble_prob,
-                  self.diversity]
+                  self.diversity, self.student_mean, self.student_ensemble]
         return self.losses + [m for m in single if m is not None] + self.peers
 
     def update(self, labels, outputs, terms, distill_weight):
@@ -51,18 +63,29 @@ class GroupTrackers:
         self.leader.update_state(labels, outputs["leader_logits"])
         if self.num_peers:
             self.update_peers(labels, outputs["peer_logits"])
+        if self.student_mean is not None:
+            logits = outputs["peer_logits"]
+            if self.has_leader:
+                logits = ops.concatenate([logits, outputs["leader_logits"][:, None]], axis=1)
+            self.student_mean.update_state(mean_hits(labels, logits))
+            self.student_ensemble.update_state(labels, ops.mean(logits, axis=1))
         return {m.name: m.result() for m in self.all()}
 
     def update_peers(self, labels, peer_logits):
         for i, tracker in enumerate(self.peers):
             tracker.update_state(labels, peer_logits[:, i])
-        predictions = ops.argmax(peer_logits, axis=-1)  # [B, P]
-        hits = ops.cast(ops.equal(predictions, ops.cast(labels[:, None], predictions.dtype)), "float32")
-        self.peer_mean.update_state(ops.mean(hits, axis=1))
+        self.peer_mean.update_state(mean_hits(labels, peer_logits))
         self.ensemble.update_state(labels, ops.mean(peer_logits, axis=1))
         self.ensemble_prob.update_state(labels, ops.mean(ops.softmax(peer_logits, axis=-1), axis=1))
         if self.diversity is not None:
             self.diversity.update_state(pairwise_diversity(peer_logits))
+
+
+def mean_hits(labels, logits):
+    """Per example, the fraction of the students [B, S, C] whose argmax is the label: [B]."""
+    predictions = ops.argmax(logits, axis=-1)  # [B, S]
+    hits = ops.equal(predictions, ops.cast(labels[:, None], predictions.dtype))
+    return ops.mean(ops.cast(hits, "float32"), axis=1)
 
 
 def check_labels(labels, num_classes):

@@ -17,28 +17,47 @@ A workdir with a finished run is reported, not retrained; one with a different c
 
 import dataclasses
 import os
+import re
 
 import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, data, io_utils, runtime
+from okddip_tf import checkpointing, data, io_utils, methods, runtime
 from okddip_tf.config import validate_config
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
 
-# The four numbers metrics.json reports, read from the test split after each epoch.
-REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "diversity")
+# What metrics.json reports besides the method's number, read from the test split after each
+# epoch: every student's accuracy, the ensembles and the diversities the group logs.
+REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "student_accuracy",
+            "student_ensemble_accuracy", "diversity")
 
 
-def build_group(model_config, info):
+def method_of(config, options=None):
+    """The method instance a config trains (its options read from the method's sections)."""
+    return methods.create_method(config.model.method,
+                                 options or methods.options_from_config(config))
+
+
+def prepare_method(config, workdir):
+    """The method's options for a run in `workdir`, after what the method prepares there.
+
+    (KD trains or locates its teacher; OKDDip without a leader draws its reported student.)
+    """
+    options = methods.options_from_config(config)
+    return {**options, **method_of(config, options).prepare(config, workdir)}
+
+
+def build_group(config, info, method_options=None):
     """The group model for a dataset: the config's model section plus the dataset's shapes."""
     return GroupModel(
         num_classes=info.num_classes,
         image_shape=info.image_shape,
         pixel_mean=info.pixel_mean,
         pixel_std=info.pixel_std,
-        **model_config,
+        method_options=method_options or methods.options_from_config(config),
+        **config.model,
     )
 
 
@@ -93,38 +112,54 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
     return result
 
 
-def summarize(history):
-    """metrics.json's content from the per-epoch history of a run validated on the test split."""
+def summarize(history, method):
+    """metrics.json's content from the per-epoch history of a run validated on the test split.
+
+    `method_accuracy` is the number the paper's tables report for `method` (OKDDip: the leader;
+    DML, CL-ILR, ONE, Ind: the mean over students; KD: the student); `reporting` names the keys.
+    """
     keys = [key for key in REPORTED if f"val_{key}" in history]
+    keys += sorted((key[4:] for key in history if re.fullmatch(r"val_peer_\d+_accuracy", key)),
+                   key=lambda key: int(key.split("_")[1]))
+    reported = f"val_{method.reported}"
     epochs = len(history["loss"])
-    final = {key: history[f"val_{key}"][-1] for key in keys}
-    best = int(np.argmax(history["val_leader_accuracy"]))
+    best = int(np.argmax(history[reported]))
+
+    def entry(epoch):
+        return {"epoch": epoch, "method_accuracy": history[reported][epoch],
+                **{key: history[f"val_{key}"][epoch] for key in keys}}
+
     return {
         "epochs": epochs,
-        "final_epoch": {"epoch": epochs - 1, **final},
+        "reporting": {"method": method.name, "method_accuracy": method.reported,
+                      "ensemble": method.ensemble, "deployed": method.deployed},
+        "final_epoch": entry(epochs - 1),
         "best_epoch_selected_on_test_split": {
-            "epoch": best,
-            **{key: history[f"val_{key}"][best] for key in keys},
-            "note": "Chosen by test-set leader accuracy, as the paper's code does; optimistic.",
+            **entry(best),
+            "note": f"Chosen by test-set {method.reported}, as the paper's code does; optimistic.",
         },
     }
 
 
 def format_summary(metrics):
-    """A small table of the final and best-epoch test metrics."""
+    """A small table of the final and best-epoch test metrics, saying which number is which."""
     final, best = metrics["final_epoch"], metrics["best_epoch_selected_on_test_split"]
-    keys = [key for key in REPORTED if key in final]
-    rows = [f"{'test split':<22}{'final (epoch %d)' % final['epoch']:>18}"
+    reporting = metrics["reporting"]
+    keys = ["method_accuracy"] + [key for key in REPORTED if key in final]
+    rows = [f"{'test split':<26}{'final (epoch %d)' % final['epoch']:>18}"
             f"{'best (epoch %d)*' % best['epoch']:>18}"]
-    rows += [f"{key:<22}{final[key]:>18.4f}{best[key]:>18.4f}" for key in keys]
+    rows += [f"{key:<26}{final[key]:>18.4f}{best[key]:>18.4f}" for key in keys]
+    rows.append(f"method_accuracy is {reporting['method_accuracy']} for "
+                f"{reporting['method']!r} (the paper's protocol); the ensemble it reports is "
+                f"{reporting['ensemble'] or 'none'}; `okddip export` deploys {reporting['deployed']}.")
     rows.append("* selected on the test split, like the paper's code: an optimistic number.")
     return "\n".join(rows)
 
 
-def build_compiled_group(config, info, strategy, steps_per_epoch):
+def build_compiled_group(config, info, strategy, steps_per_epoch, method_options=None):
     """The compiled group with its optimizer built, inside the strategy's scope."""
     with strategy.scope():
-        group = build_group(config.model, info)
+        group = build_group(config, info, method_options)
         group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
                       jit_compile=config.train.jit_compile)
         group.optimizer.build(group.trainable_variables)  # to size and to restore it
@@ -140,7 +175,7 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
                          "--workdir, or --config.train.resume=False to start over there.")
     print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "
           "(A larger --config.train.epochs would continue it.)")
-    metrics = summarize(history)
+    metrics = summarize(history, method_of(config))
     io_utils.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
     path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
@@ -198,7 +233,8 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     train_ds, eval_ds = runtime.shard_by_example(train_ds), runtime.shard_by_example(eval_ds)
     io_utils.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
     steps_per_epoch = info.num_train_examples // config.data.batch_size
-    group = build_compiled_group(config, info, strategy, steps_per_epoch)
+    options = prepare_method(config, workdir)
+    group = build_compiled_group(config, info, strategy, steps_per_epoch, options)
     checkpointing.check_disk_space(out_dir, group)
     if initial_epoch:
         with strategy.scope():
@@ -206,7 +242,7 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
         print(f"Resuming {workdir} after its {initial_epoch} finished epoch(s).")
     history = fit(group, config, out_dir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
                   history)
-    metrics = summarize(history)
+    metrics = summarize(history, group.method)
     io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(format_summary(metrics))
     if config.export.after_training and runtime.is_chief(strategy):

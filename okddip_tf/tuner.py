@@ -34,7 +34,7 @@ import keras_tuner as kt
 from okddip_tf import callbacks as group_callbacks
 from okddip_tf import checkpointing, data, io_utils, runtime, train
 from okddip_tf.config import validate_config
-from okddip_tf.methods import get_method
+from okddip_tf import methods
 from okddip_tf.metrics import GroupTrackers
 
 ALGORITHMS = ("random", "hyperband", "bayesian")
@@ -43,13 +43,15 @@ SEARCH_CONFIG = "search_config.json"
 BEST_CONFIG = "best_config.py"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 # Each searchable hyperparameter: the config key it sets, and how `config.tuner.<name>` reads.
-SEARCH_SPACE = {
+# Methods add their own (`Method.tuner_knobs`, e.g. OKDDip's attention_dim).
+COMMON_SPACE = {
     "temperature": ("model.temperature", "range"),
     "learning_rate": ("optim.learning_rate", "log"),
     "rampup_length": ("rampup.length", "choice"),
     "num_students": ("model.num_students", "choice"),
-    "attention_dim": ("model.attention_dim", "choice"),
 }
+SEARCH_SPACE = {**COMMON_SPACE,
+                **{knob.name: (knob.key, knob.kind) for knob in methods.tuner_knobs().values()}}
 # Keys a resumed search may change: none changes what its finished trials computed.
 RESUMABLE_CHANGES = ("tuner.max_trials", "train.epochs", "train.verbose", "train.resume",
                      "data.data_dir")
@@ -86,14 +88,13 @@ class SearchResult:
     table: str
 
 
-def unused_dimensions(model_config):
+def unused_dimensions(config):
     """The searchable names model.method does not use (searching them would only add noise)."""
-    method = get_method(model_config.method)
-    unused = set()
+    method = train.method_of(config)
+    own = {knob.name for knob in method.tuner_knobs}
+    unused = set(SEARCH_SPACE) - set(COMMON_SPACE) - own
     if not method.distills:
         unused |= {"temperature", "rampup_length"}
-    if not method.uses_attention:
-        unused.add("attention_dim")
     if method.min_students == method.max_students:
         unused.add("num_students")
     return unused
@@ -101,8 +102,8 @@ def unused_dimensions(model_config):
 
 def search_space(config):
     """The searched dimensions of `config.tuner`, checked; raises ValueError saying the fix."""
-    unused = unused_dimensions(config.model)
-    method = get_method(config.model.method)
+    unused = unused_dimensions(config)
+    method = train.method_of(config)
     space = []
     for name, (key, kind) in SEARCH_SPACE.items():
         values = tuple(config.tuner[name] or ())
@@ -144,13 +145,14 @@ def with_values(config, values):
 
 def logged_metrics(config, space):
     """The names every trial's group logs (training and "val_"), whatever its group size."""
-    method = get_method(config.model.method)
+    method = train.method_of(config)
     sizes = next((dim.values for dim in space if dim.name == "num_students"),
                  (config.model.num_students,))
     common = None
     for size in sizes:
         names = {metric.name for metric in
-                 GroupTrackers(method.terms, size - 1, method.distills).all()}
+                 GroupTrackers(method.terms, method.num_peers(size), method.distills,
+                               method.has_leader(size)).all()}
         names |= {f"val_{name}" for name in names}
         common = names if common is None else common & names
     return sorted(common)
@@ -218,11 +220,13 @@ class OKDDipHyperModel(kt.HyperModel):
       config: the search's config; its `tuner` section holds the space and `tuner.epochs`.
       info: the `DatasetInfo` of the trials' data.
       steps_per_epoch: training steps per epoch (the learning-rate drops count them).
+      prepared: method options the search prepared once (`Method.prepare`, e.g. KD's teacher).
     """
 
-    def __init__(self, config, info, steps_per_epoch):
+    def __init__(self, config, info, steps_per_epoch, prepared=None):
         super().__init__(name="okddip")
         self.config, self.info, self.steps_per_epoch = config, info, steps_per_epoch
+        self.prepared = dict(prepared or {})
         self.space = search_space(config)
 
     def declare_hyperparameters(self, hp):
@@ -241,8 +245,9 @@ class OKDDipHyperModel(kt.HyperModel):
         config = self.trial_config(hp)
         validate_config(config)
         # KerasTuner enters the strategy's scope around build(); the builders enter it again.
+        options = {**methods.options_from_config(config), **self.prepared}
         group = train.build_compiled_group(config, self.info, tf.distribute.get_strategy(),
-                                           self.steps_per_epoch)
+                                           self.steps_per_epoch, options)
         # Every layer built before KerasTuner loads a trial's weights into it.
         group(keras.ops.zeros((1, *self.info.image_shape), "uint8"))
         return group
@@ -311,7 +316,7 @@ def search(config, workdir):
     validate_config(config)
     check_tuner_config(config)
     space = search_space(config)
-    skipped = sorted(name for name in unused_dimensions(config.model) if config.tuner[name])
+    skipped = sorted(name for name in unused_dimensions(config) if config.tuner[name])
     if skipped:
         print(f"Not searched: {', '.join(skipped)} (model.method={config.model.method!r} does "
               "not use them).")
@@ -325,7 +330,9 @@ def search(config, workdir):
                            config.train.jit_compile, config.train.deterministic)
     train_ds, eval_ds, info = data.load_datasets(**trial_data_config(config),
                                                  seed=config.train.seed)
-    hypermodel = OKDDipHyperModel(config, info, info.num_train_examples // config.data.batch_size)
+    prepared = train.method_of(config).prepare(config, workdir)
+    hypermodel = OKDDipHyperModel(config, info, info.num_train_examples // config.data.batch_size,
+                                  prepared)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     default = strategy is tf.distribute.get_strategy()

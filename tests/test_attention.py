@@ -139,11 +139,11 @@ def test_default_attention_dims():
     assert get_backbone("tiny").feature_dim == 16
     tiny = okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=4,
                                 image_shape=(32, 32, 3))
-    assert tiny.attention_dim == 16 // 8 == 2
+    assert tiny.method.attention_dim == 16 // 8 == 2
     assert tuple(tiny.attention.query.kernel.shape) == (16, 2)
     resnet32 = okddip_tf.GroupModel(backbone="resnet32", num_classes=10, num_students=4,
                                     image_shape=(32, 32, 3))
-    assert resnet32.attention_dim == 64 // 8 == 8
+    assert resnet32.method.attention_dim == 64 // 8 == 8
     assert tuple(resnet32.attention.query.kernel.shape) == (64, 8)
     assert tuple(resnet32.attention.key.kernel.shape) == (64, 8)
     # W_L and W_E together add 2 * 64 * 8 = 1,024 parameters (spec §2).
@@ -152,7 +152,8 @@ def test_default_attention_dims():
 
 def test_attention_scale_reaches_the_layer():
     group = okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=3,
-                                 image_shape=(32, 32, 3), attention_scale=True, attention_dim=4)
+                                 image_shape=(32, 32, 3),
+                                 method_options={"attention_scale": True, "attention_dim": 4})
     assert group.attention.scale is True and group.attention.dim == 4
 
 

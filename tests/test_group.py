@@ -367,7 +367,8 @@ def test_save_load_network_sharing(tmp_path):
 
 OKDDIP_METRICS = ["loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "distill_weight",
                   "leader_accuracy", "peer_accuracy", "ensemble_accuracy",
-                  "ensemble_prob_accuracy", "diversity", "peer_0_accuracy", "peer_1_accuracy",
+                  "ensemble_prob_accuracy", "diversity", "student_accuracy",
+                  "student_ensemble_accuracy", "peer_0_accuracy", "peer_1_accuracy",
                   "peer_2_accuracy"]
 
 
@@ -375,6 +376,7 @@ OKDDIP_METRICS = ["loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "disti
     ("okddip", OKDDIP_METRICS),
     ("independent", ["loss", "peer_ce", "leader_ce", "leader_accuracy", "peer_accuracy",
                      "ensemble_accuracy", "ensemble_prob_accuracy", "diversity",
+                     "student_accuracy", "student_ensemble_accuracy",
                      "peer_0_accuracy", "peer_1_accuracy", "peer_2_accuracy"]),
     ("baseline", ["loss", "leader_ce", "leader_accuracy"]),
 ])
@@ -433,6 +435,11 @@ def test_evaluate_metrics_match_numpy():
             (peers[:, i].argmax(-1) == labels).mean(), abs=1e-6)
     ensemble_prob = _softmax(peers).mean(axis=1).argmax(-1) == labels
     assert logs["ensemble_prob_accuracy"] == pytest.approx(ensemble_prob.mean(), abs=1e-6)
+    students = np.concatenate([peers, leader[:, None]], axis=1)
+    student_hits = (students.argmax(-1) == labels[:, None]).mean(axis=1)
+    assert not np.isclose(student_hits.mean(), peer_hits.mean())  # the leader counts
+    assert logs["student_accuracy"] == pytest.approx(student_hits.mean(), abs=1e-6)
+    assert logs["student_ensemble_accuracy"] == pytest.approx(with_leader.mean(), abs=1e-6)
 
 
 # --------------------------------------------------------------------------- 4. MirroredStrategy

@@ -304,7 +304,8 @@ def test_pairwise_diversity_needs_two_peers():
 
 def tiny_group(detach_targets):
     return okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=4,
-                                image_shape=(32, 32, 3), detach_targets=detach_targets)
+                                image_shape=(32, 32, 3),
+                                method_options={"detach_targets": detach_targets})
 
 
 def batch(seed=0, size=8):

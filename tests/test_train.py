@@ -49,7 +49,7 @@ def test_paper_recipe_config_matches_the_paper():
         0.1, 0.9, True)
     assert tuple(config.optim.drop_epochs) == (150, 225) and config.train.epochs == 300
     assert config.data.batch_size == 128 and config.optim.l2 == 5e-4
-    assert config.rampup.length == 80 and not config.model.detach_targets
+    assert config.rampup.length == 80 and not config.okddip.detach_targets
 
 
 def test_unknown_config_argument_is_rejected():
@@ -80,7 +80,8 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
 
     expected = {"loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "distill_weight",
                 "leader_accuracy", "peer_accuracy", "ensemble_accuracy",
-                "ensemble_prob_accuracy", "diversity", "peer_0_accuracy", "peer_1_accuracy",
+                "ensemble_prob_accuracy", "diversity", "student_accuracy",
+                "student_ensemble_accuracy", "peer_0_accuracy", "peer_1_accuracy",
                 "peer_2_accuracy"}
     assert set(history) == expected | {f"val_{key}" for key in expected}
     for key, values in history.items():
@@ -102,10 +103,15 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
 
     final = metrics["final_epoch"]
     assert final["leader_accuracy"] == history["val_leader_accuracy"][-1]
-    assert set(final) == {"epoch", "leader_accuracy", "peer_accuracy", "ensemble_accuracy",
-                          "diversity"}
+    # OKDDip's number is its leader's; every student, ensemble and diversity is reported too.
+    assert final["method_accuracy"] == final["leader_accuracy"]
+    assert metrics["reporting"]["method_accuracy"] == "leader_accuracy"
+    assert set(final) == {"epoch", "method_accuracy", "leader_accuracy", "peer_accuracy",
+                          "ensemble_accuracy", "student_accuracy", "student_ensemble_accuracy",
+                          "diversity", "peer_0_accuracy", "peer_1_accuracy", "peer_2_accuracy"}
     best = metrics["best_epoch_selected_on_test_split"]
     assert best["leader_accuracy"] == max(history["val_leader_accuracy"])
+    assert best["method_accuracy"] == best["leader_accuracy"]
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 

@@ -44,7 +44,7 @@ def searched(tfds_data_dir, tmp_path_factory):
             "temperature": model.temperature,
             "num_students": model.num_students,
             "heads": len(model.heads),
-            "attention_dim": model.attention_dim,
+            "attention_dim": model.method.attention_dim,
             "query_units": model.attention.query.kernel.shape[-1],
             "learning_rate": as_float(model.optimizer.learning_rate),
         }
@@ -92,7 +92,7 @@ def test_each_trial_model_gets_its_hyperparameters(searched):
     model = searched.result.tuner.get_best_models(1)[0]  # rebuilt, with the trial's weights
     assert model.temperature == pytest.approx(best_values["temperature"])
     assert model.num_students == best_values["num_students"]
-    assert model.attention_dim == best_values["attention_dim"]
+    assert model.method.attention_dim == best_values["attention_dim"]
 
 
 def load_config_file(path, arg=None):
@@ -112,7 +112,7 @@ def test_best_config_is_a_train_config_with_the_best_values(searched):
     assert config.optim.learning_rate == best["learning_rate"]
     assert config.rampup.length == best["rampup_length"]
     assert config.model.num_students == best["num_students"]
-    assert config.model.attention_dim == best["attention_dim"]
+    assert config.okddip.attention_dim == best["attention_dim"]
     # Everything else is the search config's, with its full run and its own splits.
     expected = tuner.with_values(searched.config, searched.result.best_values)
     assert config.to_dict() == expected.to_dict()
