@@ -124,6 +124,29 @@ def apply_smoke(config):
     return config
 
 
+def paper_config(dataset, method, arg=None, *, num_students=4, sharing="branch",
+                 variants=("smoke",)):
+    """The paper's CIFAR recipe for one method: what each `configs/<dataset>_resnet32_*.py` returns.
+
+    `arg` takes the file's variants: "smoke" (seconds, tiny backbone, KD trains a tiny teacher),
+    "network" (m independent networks) and "branch" where offered.
+    """
+    args = parse_arg(arg, **{variant: False for variant in variants})
+    config = get_base_config()
+    config.data.name = dataset
+    config.model.method = method
+    config.model.num_students = num_students
+    config.model.sharing = sharing
+    if args.get("network"):
+        config.model.sharing = "network"
+    if args.get("branch"):
+        config.model.sharing = "branch"
+    if method in ("kd", "okddip_kd"):  # the paper's teacher: the bottleneck ResNet-110 baseline
+        config.kd.teacher_config = (f"configs/{dataset}_resnet32_baseline.py:smoke"
+                                    if args["smoke"] else f"configs/{dataset}_resnet110_baseline.py")
+    return apply_smoke(config) if args["smoke"] else config
+
+
 def validate_config(config):
     """Checks values the builders do not check themselves; raises ValueError saying the fix."""
     checks = [
@@ -140,3 +163,28 @@ def validate_config(config):
         if not ok:
             raise ValueError(f"Invalid config: {message}. Fix it in the config file or with "
                              f"--config.<section>.<key>=<value>.")
+
+
+def load_config_file(spec):
+    """The locked config of a config file spec "path/to/file.py[:arg]", as `--config=` reads it.
+
+    A relative path is looked up from the working directory, then from the repository root (so
+    "configs/..." works from anywhere inside a checkout).
+    """
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    path, _, arg = spec.partition(":")
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates.append(os.path.join(os.path.dirname(os.path.dirname(__file__)), path))
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+        raise FileNotFoundError(f"Config file {path!r} not found (looked in the working directory "
+                                "and the repository root).")
+    module_spec = importlib.util.spec_from_file_location("okddip_loaded_config", found)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    config.lock()
+    return config

@@ -149,6 +149,20 @@ def check_target_space(target_space):
         raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")
 
 
+def leave_one_out_kd(student_logits, temperature):
+    """Sum over students i of KL_T(softmax(mean_{j != i} z_j / T) || z_i), targets not detached.
+
+    The target of DML (the authors' default) and CL-ILR: each student distils from the mean of
+    the *other* students' logits. student_logits: [B, S, C] with S >= 2.
+    """
+    num = student_logits.shape[1]
+    total = ops.sum(student_logits, axis=1)  # [B, C]
+    return sum(
+        distillation_kl(ops.softmax((total - student_logits[:, i]) / ((num - 1) * temperature),
+                                    axis=-1), student_logits[:, i], temperature)
+        for i in range(num))
+
+
 def independent_loss(labels, outputs):
     """The paper's "Ind": every student trained with its own cross-entropy, no distillation."""
     peer_ce = sum_peer_cross_entropy(labels, outputs["peer_logits"])

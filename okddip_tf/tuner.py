@@ -93,8 +93,10 @@ def unused_dimensions(config):
     method = train.method_of(config)
     own = {knob.name for knob in method.tuner_knobs}
     unused = set(SEARCH_SPACE) - set(COMMON_SPACE) - own
+    if not method.uses_temperature:
+        unused.add("temperature")
     if not method.distills:
-        unused |= {"temperature", "rampup_length"}
+        unused.add("rampup_length")
     if method.min_students == method.max_students:
         unused.add("num_students")
     return unused

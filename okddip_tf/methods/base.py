@@ -85,7 +85,7 @@ class Method:
     name = ""
     # {section: {option: default}}: each section becomes `config.<section>`; several methods may
     # read one section (OKDDip+KD reads `okddip` and `kd`), with the same defaults.
-    sections = {}
+    sections = {}  # (a None default is an optional integer in the config)
     terms = ()  # the loss terms besides `loss`, in logging order
     distills = False  # takes the ramp-up weight w(e) (`distill_weight`)
     min_students, max_students = 2, 8
@@ -108,6 +108,11 @@ class Method:
 
     def check_options(self):
         """Raises ValueError for a bad option value (override)."""
+
+    @property
+    def uses_temperature(self):
+        """Whether `model.temperature` matters (distilling methods; KD and DML say so too)."""
+        return self.distills
 
     def get_config(self):
         """The options, JSON-serialisable: what a saved group records of its method."""
