@@ -2,9 +2,9 @@
 
     okddip train --config=configs/cifar100_resnet32_one.py --workdir=runs/c100_r32_one
 
-Paper (Table 2): the mean over the 4 branches' top-1 error 26.50% (73.50% accuracy), mean of 3 runs at the best
-test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best epoch).
-`:smoke` is a seconds-long check.
+Paper (Table 2): the mean over the 4 branches' top-1 error 26.50% (73.50% accuracy), mean of 3 runs
+at the best test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best
+epoch). `:smoke` is a seconds-long check.
 """
 
 from okddip_tf import config as common

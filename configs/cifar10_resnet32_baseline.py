@@ -2,9 +2,9 @@
 
     okddip train --config=configs/cifar10_resnet32_baseline.py --workdir=runs/c10_r32_baseline
 
-Paper (Table 1): the network's top-1 error 6.34% (93.66% accuracy), mean of 3 runs at the best
-test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best epoch).
-`:smoke` is a seconds-long check.
+Paper (Table 1): the network's top-1 error 6.34% (93.66% accuracy), mean of 3 runs at the best test
+epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best epoch). `:smoke` is
+a seconds-long check.
 """
 
 from okddip_tf import config as common

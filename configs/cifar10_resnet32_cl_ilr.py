@@ -3,9 +3,9 @@ rescaling (1/4) at the shared trunk, CIFAR-10: the paper's recipe.
 
     okddip train --config=configs/cifar10_resnet32_cl_ilr.py --workdir=runs/c10_r32_cl_ilr
 
-Paper (Table 1): the mean over the 4 branches' top-1 error 6.06% (93.94% accuracy), mean of 3 runs at the best
-test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best epoch).
-`:smoke` is a seconds-long check.
+Paper (Table 1): the mean over the 4 branches' top-1 error 6.06% (93.94% accuracy), mean of 3 runs
+at the best test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best
+epoch). `:smoke` is a seconds-long check.
 """
 
 from okddip_tf import config as common
