@@ -407,3 +407,34 @@ def test_a_run_from_before_the_methods_package_resumes(tmp_path):
     assert checkpointing.config_differences(saved, config) == {}
     config.okddip.attention = "mean"
     assert "okddip.attention" in checkpointing.config_differences(saved, config)
+
+
+@pytest.mark.parametrize("num_students", [2, 3, 4, 5])
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("temperature", [3.0, 1.5])
+def test_dml_loss_matches_numpy(num_students, pairwise, temperature):
+    from okddip_tf.methods import dml  # pylint: disable=import-outside-toplevel
+
+    students, labels = random_case(num_students, seed=50 + num_students)
+    got = to_numpy(dml.dml_loss(labels, as_outputs(students), temperature=temperature,
+                                pairwise=pairwise))
+    ce = sum(np_ce(labels, students[:, j]) for j in range(num_students))
+    if pairwise:  # the DML paper: each network's mean KL to every other network
+        kd = sum(np_kl(students[:, k], students[:, j], temperature)
+                 for j in range(num_students) for k in range(num_students) if k != j)
+        kd /= num_students - 1
+    else:  # the authors' code: KL to the mean of the other networks' logits
+        kd = sum(np_kl(np.delete(students, j, axis=1).mean(axis=1), students[:, j], temperature)
+                 for j in range(num_students))
+    assert got["student_ce"] == pytest.approx(ce, rel=1e-10)
+    assert got["student_kd"] == pytest.approx(kd, rel=1e-10)
+    assert got["loss"] == pytest.approx(ce + kd, rel=1e-10)  # no ramp-up weight
+
+
+def test_dml_is_network_based_by_default_and_reports_the_mean_network():
+    config = base_config.load_config_file("configs/cifar100_resnet32_dml.py")
+    assert (config.model.method, config.model.sharing) == ("dml", "network")
+    assert base_config.load_config_file("configs/cifar100_resnet32_dml.py:branch").model.sharing \
+        == "branch"
+    method = methods.create_method("dml")
+    assert method.reported == "student_accuracy" and not method.distills

@@ -8,13 +8,15 @@ declares, and each module for its method as the authors' code runs it.
 from okddip_tf.methods.base import GroupContext, Method, Students, TunerKnob
 from okddip_tf.methods.baseline import Baseline
 from okddip_tf.methods.cl_ilr import CLILR
+from okddip_tf.methods.dml import DML
 from okddip_tf.methods.independent import Independent
 from okddip_tf.methods.kd import KD
 from okddip_tf.methods.okddip import OKDDip
 from okddip_tf.methods.okddip_kd import OKDDipKD
 from okddip_tf.methods.one import ONE
 
-METHODS = {cls.name: cls for cls in (Baseline, Independent, OKDDip, KD, OKDDipKD, CLILR, ONE)}
+METHODS = {cls.name: cls for cls in (Baseline, Independent, OKDDip, KD, OKDDipKD, CLILR, ONE,
+                                            DML)}
 
 
 def get_method_class(name):

@@ -1,0 +1,16 @@
+"""DML: 4 ResNet-32 networks, each distilling from the mean of the others, CIFAR-100: the paper's
+recipe.
+
+    okddip train --config=configs/cifar100_resnet32_dml.py --workdir=runs/c100_r32_dml
+
+Paper (Table 2): the mean over the 4 networks' top-1 error 26.47% (73.53% accuracy), mean of 3 runs
+at the best test epoch; okddip_tf reports it as `method_accuracy` in metrics.json (final and best
+epoch). `:branch` shares the trunk up to the last stage; `:smoke` is a seconds-long check.
+"""
+
+from okddip_tf import config as common
+
+
+def get_config(arg=None):
+    return common.paper_config("cifar100", "dml", arg, sharing="network",
+                               variants=("smoke", "branch"))
