@@ -135,7 +135,8 @@ def paper_config(dataset, method, arg=None, *, num_students=4, sharing="branch",
     config = get_base_config()
     config.data.name = dataset
     config.model.method = method
-    config.model.num_students = num_students
+    # One student for single-network methods (baseline, KD).
+    config.model.num_students = min(num_students, methods.get_method_class(method).max_students)
     config.model.sharing = sharing
     if args.get("network"):
         config.model.sharing = "network"

@@ -164,7 +164,8 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
             raise kind(f"{error} To export without data, pass --eval_examples=0 "
                        "--formats=saved_model,float32,float16,dynamic_int8.") from error
     source = {"checkpoint": os.path.abspath(checkpoint), "backbone": group.backbone_name,
-              "method": group.method_name, "num_students": group.num_students,
+              "method": group.method_name, "deployed": group.method.deployed,
+              "num_students": group.num_students,
               "sharing": group.sharing, "dataset": (info or {}).get("name")}
     return export_leader(
         group, export_dir or os.path.join(workdir or os.path.dirname(checkpoint), "export"),

@@ -14,9 +14,10 @@ class GroupTrackers:
     (mean over peers), `ensemble_accuracy` (argmax of the peers' mean logits, leader excluded),
     `ensemble_prob_accuracy` (argmax of the peers' mean probabilities) and `peer_{i}_accuracy`;
     with two or more peers `diversity` (see `losses.pairwise_diversity`). With two or more
-    students, `student_accuracy` (mean over every student, the leader included) and
-    `student_ensemble_accuracy` (argmax of every student's mean logits): the numbers the paper
-    reports for DML, CL-ILR, ONE and Ind.
+    students, `student_accuracy` (mean over every student, the leader included),
+    `student_ensemble_accuracy` (argmax of every student's mean logits) and `student_diversity`
+    (`diversity` over every student): the numbers the paper reports for DML, CL-ILR, ONE and Ind
+    (its Figure 2 measures `diversity`, over the peers).
 
     Args:
       terms: the method's loss terms besides `loss`.
@@ -38,12 +39,14 @@ class GroupTrackers:
         several = num_peers + has_leader >= 2
         self.student_mean = mean(name="student_accuracy") if several else None
         self.student_ensemble = accuracy(name="student_ensemble_accuracy") if several else None
+        self.student_diversity = mean(name="student_diversity") if several else None
         self.peers = [accuracy(name=f"peer_{i}_accuracy") for i in range(num_peers)]
 
     def all(self):
         """Every tracker, in logging order."""
         single = [self.weight, self.leader, self.peer_mean, self.ensemble, self.ensemble_prob,
-                  self.diversity, self.student_mean, self.student_ensemble]
+                  self.diversity, self.student_mean, self.student_ensemble,
+                  self.student_diversity]
         return self.losses + [m for m in single if m is not None] + self.peers
 
     def update(self, labels, outputs, terms, distill_weight):
@@ -69,6 +72,7 @@ class GroupTrackers:
                 logits = ops.concatenate([logits, outputs["leader_logits"][:, None]], axis=1)
             self.student_mean.update_state(mean_hits(labels, logits))
             self.student_ensemble.update_state(labels, ops.mean(logits, axis=1))
+            self.student_diversity.update_state(pairwise_diversity(logits))
         return {m.name: m.result() for m in self.all()}
 
     def update_peers(self, labels, peer_logits):

@@ -31,7 +31,7 @@ from okddip_tf.optim import CoupledSGD, step_schedule
 # What metrics.json reports besides the method's number, read from the test split after each
 # epoch: every student's accuracy, the ensembles and the diversities the group logs.
 REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "student_accuracy",
-            "student_ensemble_accuracy", "diversity")
+            "student_ensemble_accuracy", "diversity", "student_diversity")
 
 
 def method_of(config, options=None):

@@ -368,15 +368,15 @@ def test_save_load_network_sharing(tmp_path):
 OKDDIP_METRICS = ["loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "distill_weight",
                   "leader_accuracy", "peer_accuracy", "ensemble_accuracy",
                   "ensemble_prob_accuracy", "diversity", "student_accuracy",
-                  "student_ensemble_accuracy", "peer_0_accuracy", "peer_1_accuracy",
-                  "peer_2_accuracy"]
+                  "student_ensemble_accuracy", "student_diversity", "peer_0_accuracy",
+                  "peer_1_accuracy", "peer_2_accuracy"]
 
 
 @pytest.mark.parametrize("method,expected", [
     ("okddip", OKDDIP_METRICS),
     ("independent", ["loss", "peer_ce", "leader_ce", "leader_accuracy", "peer_accuracy",
                      "ensemble_accuracy", "ensemble_prob_accuracy", "diversity",
-                     "student_accuracy", "student_ensemble_accuracy",
+                     "student_accuracy", "student_ensemble_accuracy", "student_diversity",
                      "peer_0_accuracy", "peer_1_accuracy", "peer_2_accuracy"]),
     ("baseline", ["loss", "leader_ce", "leader_accuracy"]),
 ])
@@ -440,6 +440,12 @@ def test_evaluate_metrics_match_numpy():
     assert not np.isclose(student_hits.mean(), peer_hits.mean())  # the leader counts
     assert logs["student_accuracy"] == pytest.approx(student_hits.mean(), abs=1e-6)
     assert logs["student_ensemble_accuracy"] == pytest.approx(with_leader.mean(), abs=1e-6)
+    all_probs = _softmax(students)
+    all_pairs = [(j, k) for j in range(4) for k in range(j + 1, 4)]
+    student_diversity = np.mean(
+        [np.sqrt(((all_probs[:, j] - all_probs[:, k] + 1e-6) ** 2).sum(-1)) for j, k in all_pairs],
+        axis=0)
+    assert logs["student_diversity"] == pytest.approx(student_diversity.mean(), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- 4. MirroredStrategy

@@ -81,8 +81,8 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
     expected = {"loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "distill_weight",
                 "leader_accuracy", "peer_accuracy", "ensemble_accuracy",
                 "ensemble_prob_accuracy", "diversity", "student_accuracy",
-                "student_ensemble_accuracy", "peer_0_accuracy", "peer_1_accuracy",
-                "peer_2_accuracy"}
+                "student_ensemble_accuracy", "student_diversity", "peer_0_accuracy",
+                "peer_1_accuracy", "peer_2_accuracy"}
     assert set(history) == expected | {f"val_{key}" for key in expected}
     for key, values in history.items():
         assert len(values) == 2 and all(math.isfinite(v) for v in values), key
@@ -108,7 +108,8 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
     assert metrics["reporting"]["method_accuracy"] == "leader_accuracy"
     assert set(final) == {"epoch", "method_accuracy", "leader_accuracy", "peer_accuracy",
                           "ensemble_accuracy", "student_accuracy", "student_ensemble_accuracy",
-                          "diversity", "peer_0_accuracy", "peer_1_accuracy", "peer_2_accuracy"}
+                          "diversity", "student_diversity", "peer_0_accuracy", "peer_1_accuracy",
+                          "peer_2_accuracy"}
     best = metrics["best_epoch_selected_on_test_split"]
     assert best["leader_accuracy"] == max(history["val_leader_accuracy"])
     assert best["method_accuracy"] == best["leader_accuracy"]

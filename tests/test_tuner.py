@@ -200,7 +200,15 @@ def test_bad_search_space_fails_saying_the_fix(name, values, message):
 
 def test_search_space_skips_what_the_method_does_not_use():
     config = smoke_config()
-    assert [dim.name for dim in tuner.search_space(config)] == list(tuner.SEARCH_SPACE)
+    config.tuner.kd_alpha = (0.5, 2.0)  # KD's knob: not OKDDip's
+    assert [dim.name for dim in tuner.search_space(config)] == [
+        "temperature", "learning_rate", "rampup_length", "num_students", "attention_dim"]
+    config.model.method, config.model.num_students = "kd", 1
+    assert [dim.name for dim in tuner.search_space(config)] == [
+        "temperature", "learning_rate", "kd_alpha"]
+    config.model.method, config.model.num_students = "dml", 4
+    assert [dim.name for dim in tuner.search_space(config)] == [
+        "temperature", "learning_rate", "num_students"]
     config.model.method = "independent"
     assert [dim.name for dim in tuner.search_space(config)] == ["learning_rate", "num_students"]
     config.model.method = "baseline"
@@ -248,3 +256,31 @@ def test_other_algorithms_run_a_tiny_search(algorithm, tfds_data_dir, tmp_path):
     result = tuner.search(config, str(tmp_path))
     assert math.isfinite(result.best_score)
     assert (tmp_path / tuner.BEST_CONFIG).exists()
+
+
+def test_a_kd_search_tunes_its_own_knob(tfds_data_dir, tmp_path):
+    """A method other than OKDDip searches its own knob (KD's alpha), not OKDDip's."""
+    config = base.paper_config("cifar100", "kd", "smoke")
+    config.data.data_dir = tfds_data_dir
+    config.kd.teacher = str(REPO_ROOT / "tests" / "fixtures" / "legacy_okddip_tiny")
+    config.tuner.kd_alpha = (0.1, 4.0)
+    config.tuner.temperature = config.tuner.learning_rate = ()
+    config.tuner.objective = "val_leader_accuracy"
+    config.train.verbose = 0
+    seen = []
+    original_fit = tuner.OKDDipHyperModel.fit
+
+    def recording_fit(self, hp, model, *args, **kwargs):
+        seen.append((dict(hp.values), model.method.options["alpha"], model.method_name))
+        return original_fit(self, hp, model, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tuner.OKDDipHyperModel, "fit", recording_fit)
+        result = tuner.search(config, str(tmp_path))
+    assert len(seen) == 2 and math.isfinite(result.best_score)
+    for values, alpha, method in seen:
+        assert set(values) == {"kd_alpha"} and method == "kd"
+        assert alpha == pytest.approx(values["kd_alpha"]) and 0.1 <= alpha <= 4.0
+    assert seen[0][1] != seen[1][1]
+    best = load_config_file(tmp_path / tuner.BEST_CONFIG)
+    assert best.kd.alpha == pytest.approx(result.best_values["kd_alpha"])
