@@ -168,6 +168,18 @@ class Method:
         return {}
 
 
+class StudentsAlike(Method):
+    """A method whose m students are trained alike (Ind, DML, CL-ILR, ONE).
+
+    The paper reports the mean accuracy over the students and their logit-averaged ensemble; the
+    last student is deployed, so none is picked on test data.
+    """
+
+    reported = "student_accuracy"
+    ensemble = "student_ensemble_accuracy"
+    deployed = "the last student (all are trained alike; none is chosen on test data)"
+
+
 def student_logits(outputs, separate_leader=True):
     """Every distinct student's logits, [B, S, C]: the peers, then the leader if separate.
 

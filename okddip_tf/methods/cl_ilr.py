@@ -36,7 +36,7 @@ def cl_ilr_loss(labels, outputs, *, temperature=3.0, distill_weight=1.0):
             "student_kd": student_kd}
 
 
-class CLILR(base.Method):
+class CLILR(base.StudentsAlike):
     """CL-ILR: branches distil from the others' mean; the shared trunk's gradient is x 1/m.
 
     Options (`config.cl_ilr.*`): `rescale_gradient` (True; False drops the backprop rescaling).
@@ -47,9 +47,6 @@ class CLILR(base.Method):
     terms = ("student_ce", "student_kd")
     distills = True
     sharings = ("branch",)
-    reported = "student_accuracy"
-    ensemble = "student_ensemble_accuracy"
-    deployed = "the last student (all are trained alike; none is chosen on test data)"
 
     def build_layers(self, context):
         self.num_students = context.num_students

@@ -32,7 +32,7 @@ def dml_loss(labels, outputs, *, temperature=3.0, pairwise=False):
     return {"loss": student_ce + student_kd, "student_ce": student_ce, "student_kd": student_kd}
 
 
-class DML(base.Method):
+class DML(base.StudentsAlike):
     """DML: m networks, each distilling from the others (no ramp-up, no leader role).
 
     Options (`config.dml.*`): `pairwise` (False: the mean of the others, the code's default;
@@ -44,9 +44,6 @@ class DML(base.Method):
     sections = {"dml": {"pairwise": False}}
     terms = ("student_ce", "student_kd")
     uses_temperature = True
-    reported = "student_accuracy"
-    ensemble = "student_ensemble_accuracy"
-    deployed = "the last network (all are trained alike; none is chosen on test data)"
 
     def loss(self, labels, outputs, *, temperature, distill_weight):
         return dml_loss(labels, outputs, temperature=temperature,

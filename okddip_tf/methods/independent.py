@@ -9,14 +9,11 @@ from okddip_tf import losses
 from okddip_tf.methods import base
 
 
-class Independent(base.Method):
+class Independent(base.StudentsAlike):
     """m students, CE only. Deploys the last student (students are exchangeable)."""
 
     name = "independent"
     terms = ("peer_ce", "leader_ce")
-    reported = "student_accuracy"
-    ensemble = "student_ensemble_accuracy"
-    deployed = "the last student (all are trained alike; none is chosen on test data)"
 
     def loss(self, labels, outputs, *, temperature, distill_weight):
         peer_ce = losses.sum_peer_cross_entropy(labels, outputs["peer_logits"])

@@ -49,7 +49,7 @@ def one_loss(labels, outputs, *, temperature=3.0, distill_weight=1.0, detach_tea
             "teacher_ce": teacher_ce, "student_kd": student_kd}
 
 
-class ONE(base.Method):
+class ONE(base.StudentsAlike):
     """ONE: a gated ensemble of the branches teaches every branch.
 
     Options (`config.one.*`): `detach_teacher` (False, the OKDDip authors' code; True, the
@@ -61,9 +61,6 @@ class ONE(base.Method):
     terms = ("student_ce", "teacher_ce", "student_kd")
     distills = True
     sharings = ("branch",)
-    reported = "student_accuracy"
-    ensemble = "student_ensemble_accuracy"
-    deployed = "the last student (all are trained alike; none is chosen on test data)"
 
     def build_layers(self, context):
         self.gate = build_gate(context.backbone.trunk_channels, context.num_students)
