@@ -257,7 +257,7 @@ def test_mixed_float16_update_matches_float32():
 
 @pytest.mark.parametrize("kwargs,pattern", [
     (dict(backbone="resnet33"), r"Unknown backbone 'resnet33'.*'resnet32'"),
-    (dict(method="dml"), r"Unknown method 'dml'.*'okddip'"),
+    (dict(method="mutual"), r"Unknown method 'mutual'.*'okddip'"),
     (dict(method="okddip", num_students=1), r"needs num_students between 2 and 8, got 1"),
     (dict(num_students=9), r"needs num_students between 2 and 8, got 9"),
     (dict(temperature=0), r"temperature must be > 0, got 0"),
