@@ -112,6 +112,8 @@ def config_differences(saved, config):
     # The tuner section configures `okddip tune`; a training run never reads it.
     keys = {key for key in saved.keys() | current.keys()
             if key not in RESUMABLE_CHANGES and not key.startswith("tuner.")}
+    # A key added since the run was saved (e.g. data.path) is no difference while it is unset.
+    keys = {key for key in keys if key in saved or current[key] is not None}
     return {key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
             for key in sorted(keys) if saved.get(key, "<absent>") != current.get(key, "<absent>")}
 

@@ -157,3 +157,33 @@ def test_jax_resumed_run_equals_an_uninterrupted_one(jax_run, tmp_path):
     assert sorted(resumed) == sorted(straight)
     for key, values in straight.items():
         np.testing.assert_allclose(resumed[key], values, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+@pytest.mark.slow
+def test_jax_epoch_benchmark_runs_without_tensorflow(tmp_path):
+    """benchmarks/jax_epoch.py on CPU, a few steps of both ResNet-32 models, traced profile."""
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "c100.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(64) % 100, y_test=np.arange(32) % 100,
+             x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8))
+    out = tmp_path / "result.json"
+    script = NO_TF_CLI.split("from okddip_tf import cli")[0] + (
+        "import runpy\nrunpy.run_path('benchmarks/jax_epoch.py', run_name='__main__')\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"--npz={npz}", "--steps=2", "--batch_size=16",
+         "--timed_epochs=1", "--profile_steps=1", f"--out={out}"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["platform"] == "cpu" and not report["machine"]["tensorflow_imported"]
+    assert sorted(report["models"]) == ["group", "single"]
+    for model in report["models"].values():
+        assert len(model["timed_epoch_seconds"]) == 1 and model["train_images_per_second"] > 0
+        assert np.isfinite(model["final_loss"])
+    shares = report["models"]["group"]["profile"]["share_by_kind"]
+    assert abs(sum(shares.values()) - 1) < 1e-6 and shares["convolution"] > 0
+    # ResNet-32: 31 convolutions forward, each with two gradients; four branches for the group.
+    assert report["models"]["group"]["profile"]["convolution_ops_per_step"] > 93
