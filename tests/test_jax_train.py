@@ -187,3 +187,25 @@ def test_jax_epoch_benchmark_runs_without_tensorflow(tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-6 and shares["convolution"] > 0
     # ResNet-32: 31 convolutions forward, each with two gradients; four branches for the group.
     assert report["models"]["group"]["profile"]["convolution_ops_per_step"] > 93
+
+
+def test_tensorboard_scalars_without_tensorflow_are_readable_and_absence_never_fails(
+        tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    from okddip_tf import event_log
+
+    writer = event_log.EpochScalars(str(tmp_path))
+    writer.on_epoch_end(0, {"loss": 2.5, "val_loss": 3.0})
+    writer.on_epoch_end(1, {"loss": 1.5, "val_loss": 2.0})
+    writer.on_train_end()
+    for split, expected in (("train", [2.5, 1.5]), ("validation", [3.0, 2.0])):
+        (path,) = (tmp_path / split).glob("events.out.tfevents.*")
+        values = [(event.step, value.tag, value.simple_value)
+                  for event in tf.compat.v1.train.summary_iterator(str(path))
+                  for value in event.summary.value]
+        assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
+    monkeypatch.setattr(event_log, "tensorflow_available", lambda: False)
+    monkeypatch.setattr(event_log, "tensorboard_writer_available", lambda: False)
+    assert event_log.tensorboard_callbacks(str(tmp_path)) == []
+    assert "no TensorBoard logs" in capsys.readouterr().out
