@@ -6,7 +6,8 @@
 
 Each model trains with `okddip train`'s input path (okddip_tf.arrays + okddip_tf.jax_input: the
 images on the device, pad-4 crop and flip in a jitted pre-step, epoch order from (seed, epoch)),
-batch 128, the paper's optimiser and ramp-up, for 1 + `--timed_epochs` epochs of `--steps` steps
+batch 128, the paper's optimiser, ramp-up and NaN guard (as in `okddip train`; the guard reads
+each step's loss back to the host), for 1 + `--timed_epochs` epochs of `--steps` steps
 (default: a full epoch, 50,000 // 128 = 390). The first epoch (compilation, warm-up) is excluded.
 Also timed: the input pre-step alone over one epoch's batches, and one pass of `evaluate` over
 the test split (as many images as the epoch trains, at most 10,000).
@@ -111,8 +112,9 @@ def time_model(model, train, evals, info, args, steps):
     stream = iter(jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
                                           seed=0, epochs=epochs, initial_epoch=0))
     timer = EpochTimer()
-    callbacks = [timer] + ([okddip_tf.DistillWeightRampup(length=80)]
-                           if group.distill_weight is not None else [])
+    # okddip train's per-step callbacks: NaNGuard reads every step's loss back to the host.
+    callbacks = [timer, okddip_tf.NaNGuard()] + ([okddip_tf.DistillWeightRampup(length=80)]
+                                                 if group.distill_weight is not None else [])
     history = group.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=2,
                         callbacks=callbacks, shuffle=False)  # the stream shuffles per epoch
     eval_batches = jax_input.EvalBatches(*evals, args.batch_size)
