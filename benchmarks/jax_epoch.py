@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,23 +142,44 @@ def time_model(model, train, evals, info, args, steps):
     return result
 
 
+INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]*)\(")
+COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+CALLS = re.compile(r"calls=%?([\w.\-]+)")
+CONVOLUTION_TARGETS = ("cudnn$conv", "__cudnn$conv")  # convolutions as GPU custom calls
+
+
 def hlo_kinds(dump_dir):
-    """{instruction name: opcode} over the optimised HLO modules XLA dumped."""
+    """{instruction name: kind} over the optimised HLO modules XLA dumped.
+
+    Kinds: "convolution" (a convolution, or a fusion or custom call computing one: XLA wraps
+    them so), "fusion" (fused elementwise ops, BatchNorm, reductions) and "other".
+    """
     kinds = {}
-    pattern = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+.*?\s([a-z][\w\-]*)\(")
-    for path in glob.glob(os.path.join(dump_dir, "*after_optimizations.txt")):
+    paths = glob.glob(os.path.join(dump_dir, "*after_optimizations.txt"))
+    # Names repeat across modules: the training step's own meaning wins.
+    for path in sorted(paths, key=lambda path: "train_step" not in path):
         with open(path) as f:
-            for line in f:
-                match = pattern.match(line)
-                if match:
-                    kinds.setdefault(match.group(1), match.group(2))
+            lines = f.read().splitlines()
+        has_convolution, current, instructions = set(), None, []
+        for line in lines:
+            match = COMPUTATION.match(line)
+            if match and "=" not in line.split("{")[0]:
+                current = match.group(1)
+                continue
+            match = INSTRUCTION.match(line)
+            if match:
+                opcode = match.group(2)
+                if opcode == "convolution" or any(t in line for t in CONVOLUTION_TARGETS):
+                    has_convolution.add(current)
+                instructions.append((match.group(1), opcode, CALLS.search(line)))
+        for name, opcode, calls in instructions:
+            if opcode == "convolution" or name in has_convolution or (
+                    calls and calls.group(1) in has_convolution):
+                kind = "convolution"
+            else:
+                kind = "fusion" if opcode == "fusion" else "other"
+            kinds.setdefault(name, kind)
     return kinds
-
-
-def kind_of(opcode):
-    if opcode in ("convolution", "custom-call"):  # cuDNN convolutions are custom calls on GPU
-        return "convolution"
-    return "fusion" if opcode == "fusion" else "other"
 
 
 def profile(group, train, args):
@@ -177,19 +199,22 @@ def profile(group, train, args):
     events = events["traceEvents"] if isinstance(events, dict) else events
     totals, convolution_ops = collections.Counter(), collections.Counter()
     for event in events:
-        if event.get("ph") == "X" and event.get("name") in kinds:
-            kind = kind_of(kinds[event["name"]])
-            totals[kind] += event.get("dur", 0) / 1e6
-            if kind == "convolution":
-                convolution_ops[event["name"]] += 1
+        # CPU events are named by their HLO instruction; GPU kernels name it in args.hlo_op.
+        name = (event.get("args") or {}).get("hlo_op", event.get("name"))
+        if event.get("ph") == "X" and name in kinds:
+            totals[kinds[name]] += event.get("dur", 0) / 1e6
+            if kinds[name] == "convolution":
+                convolution_ops[name] += 1
     device_seconds = sum(totals.values())
+    shutil.rmtree(trace_dir, ignore_errors=True)
     return {
         "steps": args.profile_steps,
         "device_seconds_per_step": device_seconds / args.profile_steps,
         "wall_seconds_per_step_traced": wall / args.profile_steps,
         "share_by_kind": {kind: seconds / device_seconds for kind, seconds in totals.items()},
         "convolution_ops_per_step": sum(convolution_ops.values()) / args.profile_steps,
-        "method": "jax.profiler trace; each XLA op's kind read from the optimised HLO dump",
+        "method": ("jax.profiler trace; each XLA op's kind read from the optimised HLO dump "
+                   "(convolution: an op computing a convolution, fused or not)"),
     }
 
 
@@ -259,6 +284,8 @@ def main():
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))
     print("wrote", out)
+    if PROFILE_DUMP:
+        shutil.rmtree(PROFILE_DUMP, ignore_errors=True)
 
 
 if __name__ == "__main__":
