@@ -1,85 +1,69 @@
-"""Seconds per CIFAR-100 epoch of OKDDip's 4-student ResNet-32 branch group under JAX.
+"""Seconds per CIFAR-100 training epoch on the JAX backend: the 4-student group and one ResNet-32.
 
-    KERAS_BACKEND=jax python benchmarks/jax_epoch.py --npz=<cifar100_jpeg.npz> [--steps=N]
+    KERAS_BACKEND=jax python benchmarks/jax_epoch.py --npz=cifar100_jpeg.npz \
+        [--models=group,single] [--steps=N] [--timed_epochs=2] [--precision=float32] \
+        [--profile_steps=N]
 
-Trains with `model.fit` from a `keras.utils.PyDataset` (NumPy pad-4 crop + flip, batch 128, the
-paper's optimiser and ramp-up) for two epochs of `--steps` steps each (default: a full epoch,
-50,000 // 128 = 390 steps): the first compiles and warms up, the second is timed. Then times one
-pass of `evaluate` over as many test images. TensorFlow is not needed.
+Each model trains with `okddip train`'s input path (okddip_tf.arrays + okddip_tf.jax_input: the
+images on the device, pad-4 crop and flip in a jitted pre-step, epoch order from (seed, epoch)),
+batch 128, the paper's optimiser, ramp-up and NaN guard (as in `okddip train`; the guard reads
+each step's loss back to the host), for 1 + `--timed_epochs` epochs of `--steps` steps
+(default: a full epoch, 50,000 // 128 = 390). The first epoch (compilation, warm-up) is excluded.
+Also timed: the input pre-step alone over one epoch's batches, and one pass of `evaluate` over
+the test split (as many images as the epoch trains, at most 10,000).
+  group:  OKDDip, branch-based ResNet-32, 4 students (3 peers + leader)
+  single: one ResNet-32 (the baseline method)
+With `--profile_steps`, that many group steps are traced with jax.profiler and the device time is
+split by XLA operation kind (convolution, fusion = elementwise/BatchNorm/reductions, other).
 
-The .npz holds either raw arrays (`x_train` [N, 32, 32, 3] uint8, `y_train`, `x_test`, `y_test`)
-or the shared JPEG format (`train_jpeg` uint8 concatenated JPEG files, `train_offsets` int64 N+1,
-`y_train`, and `test_*`), decoded with Pillow; only the images the run uses are decoded.
-Writes benchmarks/results/jax_epoch_<label>.json (label: "cpu", or the GPU's name).
+The .npz holds raw arrays (`x_train`, `y_train`, `x_test`, `y_test`) or the compact JPEG layout
+(see okddip_tf/arrays.py). TensorFlow is not needed. Writes
+benchmarks/results/jax_epoch_<label>.json, label "cpu" on a CPU, "<device kind>_gpu" on a GPU.
 """
 
 import argparse
+import collections
 import datetime
-import io
+import glob
+import gzip
 import json
 import os
 import platform
 import re
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 
+
+
+def wants_profile(argv):
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--profile_steps", type=int, default=0)
+    return early.parse_known_args(argv)[0].profile_steps > 0
+
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
+PROFILE_DUMP = tempfile.mkdtemp(prefix="jax_epoch_hlo_") if wants_profile(sys.argv[1:]) else None
+if PROFILE_DUMP:  # the optimised HLO names each traced operation's kind; set before JAX starts
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_dump_to={PROFILE_DUMP} --xla_dump_hlo_as_text").strip()
 
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import okddip_tf  # noqa: E402
+from okddip_tf import arrays, jax_input  # noqa: E402
 
 TRAIN_SIZE = 50_000
-
-
-def load_split(data, split, count):
-    """The first `count` images [count, 32, 32, 3] uint8 and labels [count] int32 of a split."""
-    labels = np.asarray(data[f"y_{split}"][:count], dtype=np.int32).reshape(-1)
-    if f"x_{split}" in data:
-        return np.asarray(data[f"x_{split}"][:count], dtype=np.uint8), labels
-    from PIL import Image
-
-    blob, offsets = data[f"{split}_jpeg"], data[f"{split}_offsets"]
-    images = np.stack([
-        np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-        for i in range(count)
-    ])
-    return images, labels
-
-
-def num_examples(data, split):
-    return len(data[f"y_{split}"])
-
-
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled batches with the recipe's augmentation (pad 4, random 32x32 crop, random flip)."""
-
-    def __init__(self, images, labels, batch_size, steps, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.images, self.labels, self.batch_size, self.steps = images, labels, batch_size, steps
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self):
-        return self.steps
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.images))
-
-    def __getitem__(self, index):
-        start = (index * self.batch_size) % (len(self.images) - self.batch_size + 1)
-        picked = self.order[start:start + self.batch_size]
-        padded = np.pad(self.images[picked], ((0, 0), (4, 4), (4, 4), (0, 0)))
-        rng = np.random.default_rng([index, int(self.order[0])])
-        rows, cols = rng.integers(0, 9, size=(2, len(picked)))
-        flips = rng.random(len(picked)) < 0.5
-        batch = np.empty_like(self.images[picked])
-        for i, (r, c, flip) in enumerate(zip(rows, cols, flips)):
-            crop = padded[i, r:r + 32, c:c + 32]
-            batch[i] = crop[:, ::-1] if flip else crop
-        return batch, self.labels[picked]
+MODELS = {
+    "group": dict(method="okddip", num_students=4, sharing="branch"),
+    "single": dict(method="baseline", num_students=1),
+}
+DESCRIPTIONS = {"group": "OKDDip, branch-based ResNet-32, 4 students (3 peers + leader)",
+                "single": "one ResNet-32 (baseline)"}
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -90,88 +74,218 @@ class EpochTimer(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        float((logs or {}).get("loss", 0.0))  # the step's results are on the host
+        float((logs or {}).get("loss", 0.0))  # waits for the epoch's last step
         self.seconds.append(time.perf_counter() - self.start)
 
 
 def device_label(device):
     if device.platform == "cpu":
         return "cpu"
-    return re.sub(r"[^a-z0-9]+", "_", device.device_kind.lower()).strip("_") or device.platform
+    kind = re.sub(r"[^a-z0-9]+", "_", device.device_kind.lower()).strip("_")
+    return f"{kind or device.platform}_gpu"
+
+
+def build(model, info, steps_per_epoch, backbone):
+    group = okddip_tf.GroupModel(backbone=backbone, num_classes=info.num_classes,
+                                 image_shape=info.image_shape, pixel_mean=info.pixel_mean,
+                                 pixel_std=info.pixel_std, **MODELS[model])
+    group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=steps_per_epoch),
+                  jit_compile=True)
+    return group
+
+
+def input_seconds(train, args, steps):
+    """Seconds the input pre-step alone takes for one epoch's `steps` batches (after warm-up)."""
+    batches = jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True, seed=1,
+                                      epochs=2, initial_epoch=0)
+    stream = iter(batches)
+    jax.block_until_ready(next(stream))
+    start = time.perf_counter()
+    for _, batch in zip(range(steps), stream):
+        jax.block_until_ready(batch)
+    return time.perf_counter() - start
+
+
+def time_model(model, train, evals, info, args, steps):
+    full_steps = TRAIN_SIZE // args.batch_size
+    group = build(model, info, full_steps, args.backbone)
+    epochs = 1 + args.timed_epochs
+    stream = iter(jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
+                                          seed=0, epochs=epochs, initial_epoch=0))
+    timer = EpochTimer()
+    # okddip train's per-step callbacks: NaNGuard reads every step's loss back to the host.
+    callbacks = [timer, okddip_tf.NaNGuard()] + ([okddip_tf.DistillWeightRampup(length=80)]
+                                                 if group.distill_weight is not None else [])
+    history = group.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=2,
+                        callbacks=callbacks, shuffle=False)  # the stream shuffles per epoch
+    eval_batches = jax_input.EvalBatches(*evals, args.batch_size)
+    group.evaluate(eval_batches, verbose=0)  # compiles
+    start = time.perf_counter()
+    group.evaluate(eval_batches, verbose=0)
+    eval_seconds = time.perf_counter() - start
+    timed = statistics.median(timer.seconds[1:])
+    per_second = steps * args.batch_size / timed
+    result = {
+        "model": DESCRIPTIONS[model] if args.backbone == "resnet32" else f"{model}, {args.backbone}",
+        "warmup_epoch_seconds": timer.seconds[0],
+        "timed_epoch_seconds": timer.seconds[1:],
+        "train_images_per_second": per_second,
+        "seconds_per_full_epoch": full_steps * args.batch_size / per_second,
+        "input_prestep_seconds_per_full_epoch": input_seconds(train, args, steps) * full_steps
+                                                / steps,
+        "eval_images": len(evals[1]),
+        "eval_images_per_second": len(evals[1]) / eval_seconds,
+        "final_loss": float(history.history["loss"][-1]),
+    }
+    if args.profile_steps and model == "group":
+        result["profile"] = profile(group, train, args)
+    return result
+
+
+INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]*)\(")
+COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+CALLS = re.compile(r"calls=%?([\w.\-]+)")
+CONVOLUTION_TARGETS = ("cudnn$conv", "__cudnn$conv")  # convolutions as GPU custom calls
+
+
+def hlo_kinds(dump_dir):
+    """{instruction name: kind} over the optimised HLO modules XLA dumped.
+
+    Kinds: "convolution" (a convolution, or a fusion or custom call computing one: XLA wraps
+    them so), "fusion" (fused elementwise ops, BatchNorm, reductions) and "other".
+    """
+    kinds = {}
+    paths = glob.glob(os.path.join(dump_dir, "*after_optimizations.txt"))
+    # Names repeat across modules: the training step's own meaning wins.
+    for path in sorted(paths, key=lambda path: "train_step" not in path):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        has_convolution, current, instructions = set(), None, []
+        for line in lines:
+            match = COMPUTATION.match(line)
+            if match and "=" not in line.split("{")[0]:
+                current = match.group(1)
+                continue
+            match = INSTRUCTION.match(line)
+            if match:
+                opcode = match.group(2)
+                if opcode == "convolution" or any(t in line for t in CONVOLUTION_TARGETS):
+                    has_convolution.add(current)
+                instructions.append((match.group(1), opcode, CALLS.search(line)))
+        for name, opcode, calls in instructions:
+            if opcode == "convolution" or name in has_convolution or (
+                    calls and calls.group(1) in has_convolution):
+                kind = "convolution"
+            else:
+                kind = "fusion" if opcode == "fusion" else "other"
+            kinds.setdefault(name, kind)
+    return kinds
+
+
+def profile(group, train, args):
+    """Device time of `--profile_steps` group steps by operation kind, from a jax.profiler trace."""
+    stream = iter(jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
+                                          seed=2, epochs=1, initial_epoch=0))
+    trace_dir = tempfile.mkdtemp(prefix="jax_epoch_trace_")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        start = time.perf_counter()
+        group.fit(stream, steps_per_epoch=args.profile_steps, epochs=1, verbose=0, shuffle=False)
+        wall = time.perf_counter() - start
+    kinds = hlo_kinds(PROFILE_DUMP)
+    trace_path = glob.glob(os.path.join(trace_dir, "**", "*perfetto_trace.json.gz"),
+                           recursive=True)[0]
+    with gzip.open(trace_path) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    totals, convolution_ops = collections.Counter(), collections.Counter()
+    for event in events:
+        # CPU events are named by their HLO instruction; GPU kernels name it in args.hlo_op.
+        name = (event.get("args") or {}).get("hlo_op", event.get("name"))
+        if event.get("ph") == "X" and name in kinds:
+            totals[kinds[name]] += event.get("dur", 0) / 1e6
+            if kinds[name] == "convolution":
+                convolution_ops[name] += 1
+    device_seconds = sum(totals.values())
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    return {
+        "steps": args.profile_steps,
+        "device_seconds_per_step": device_seconds / args.profile_steps,
+        "wall_seconds_per_step_traced": wall / args.profile_steps,
+        "share_by_kind": {kind: seconds / device_seconds for kind, seconds in totals.items()},
+        "convolution_ops_per_step": sum(convolution_ops.values()) / args.profile_steps,
+        "method": ("jax.profiler trace; each XLA op's kind read from the optimised HLO dump "
+                   "(convolution: an op computing a convolution, fused or not)"),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--npz", required=True, help="CIFAR-100 .npz (raw arrays or JPEG).")
+    parser.add_argument("--models", default="group,single", help="comma list: group,single")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps per epoch (default: a full epoch, 50,000 // batch_size)")
+    parser.add_argument("--timed_epochs", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--precision", default="float32",
+                        help="Keras dtype policy: float32 or mixed_bfloat16")
+    parser.add_argument("--backbone", default="resnet32", help="resnet32 (tests use tiny)")
+    parser.add_argument("--profile_steps", type=int, default=0)
     parser.add_argument("--label", default=None, help="results file suffix (default: device)")
+    parser.add_argument("--out", default=None, help="results file (default: benchmarks/results)")
+    parser.add_argument("--note", default="", help="recorded in the JSON, e.g. machine load")
     args = parser.parse_args()
     if keras.backend.backend() != "jax":
         sys.exit(f"KERAS_BACKEND must be jax, got {keras.backend.backend()}.")
+    keras.mixed_precision.set_global_policy(args.precision)
 
     full_steps = TRAIN_SIZE // args.batch_size
     steps = args.steps or full_steps
-    data = np.load(args.npz)
     start = time.perf_counter()
-    x_train, y_train = load_split(data, "train", min(num_examples(data, "train"),
-                                                        steps * args.batch_size))
-    test_count = min(num_examples(data, "test"), steps * args.batch_size)
-    x_test, y_test = load_split(data, "test", test_count)
+    with np.load(args.npz) as data:
+        available = len(data["y_train"])
+    train, evals, info = arrays.load_arrays(
+        name="cifar100", path=args.npz, train_split="train", eval_split="test",
+        train_examples=min(available, steps * args.batch_size),
+        eval_examples=min(10_000, steps * args.batch_size))
     decode_seconds = time.perf_counter() - start
 
-    # No keras.utils.set_random_seed: it imports TensorFlow when installed (to seed it too).
-    group = okddip_tf.GroupModel(backbone="resnet32", num_classes=100, num_students=4,
-                                 sharing="branch", image_shape=(32, 32, 3))
-    group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=full_steps))
-    timer = EpochTimer()
-    batches = AugmentedBatches(x_train, y_train, args.batch_size, steps)
-    history = group.fit(batches, epochs=2, verbose=2,
-                        callbacks=[timer, okddip_tf.DistillWeightRampup(length=80)])
-    group.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0)  # compiles
-    start = time.perf_counter()
-    group.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0)
-    eval_seconds = time.perf_counter() - start
-
-    timed = timer.seconds[1]
-    images_per_second = steps * args.batch_size / timed
+    results = {model: time_model(model, train, evals, info, args, steps)
+               for model in args.models.split(",")}
     device = jax.devices()[0]
     label = args.label or device_label(device)
     report = {
         "command": " ".join(
-            ["python benchmarks/jax_epoch.py", f"--npz={os.path.basename(args.npz)}"]
-            + [f"--{k}={v}" for k, v in vars(args).items() if k != "npz" and v is not None]),
+            ["KERAS_BACKEND=jax python benchmarks/jax_epoch.py",
+             f"--npz={os.path.basename(args.npz)}"]
+            + [f"--{k}={v}" for k, v in vars(args).items()
+               if k not in ("npz", "out") and v not in (None, "")]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "note": ("a full epoch" if steps >= full_steps else
-                 f"{steps} steps per epoch only: a smoke run, not a representative timing"),
+        "note": " ".join(filter(None, [
+            "full epochs" if steps >= full_steps else
+            f"{steps} steps per epoch only: seconds_per_full_epoch is extrapolated",
+            args.note])),
         "machine": {"device": device.device_kind, "platform": device.platform,
                     "device_count": jax.device_count(),
                     "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
-                    "jax": jax.__version__,
-                    "keras": keras.__version__},
-        "model": "okddip, resnet32, 4 students, branch sharing, CIFAR-100",
+                    "jax": jax.__version__, "keras": keras.__version__,
+                    "tensorflow_imported": "tensorflow" in sys.modules},
         "batch_size": args.batch_size,
         "steps_per_epoch": steps,
+        "precision": args.precision,
         "decode_seconds": decode_seconds,
-        "warmup_epoch_seconds": timer.seconds[0],
-        "timed_epoch_seconds": timed,
-        "train_images_per_second": images_per_second,
-        "seconds_per_full_epoch": full_steps * args.batch_size / images_per_second,
-        "eval_images": test_count,
-        "eval_images_per_second": test_count / eval_seconds,
-        "final_loss": float(history.history["loss"][-1]),
+        "train_images": len(train[1]),
+        "models": results,
     }
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                       f"jax_epoch_{label}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"jax_epoch_{label}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))
-    if "tensorflow" in sys.modules:
-        print("note: something imported TensorFlow")
     print("wrote", out)
+    if PROFILE_DUMP:
+        shutil.rmtree(PROFILE_DUMP, ignore_errors=True)
 
 
 if __name__ == "__main__":

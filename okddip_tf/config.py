@@ -28,10 +28,11 @@ def get_base_config():
             {key: placeholder(int) if value is None else value for key, value in defaults.items()})
 
     config.data = config_dict.ConfigDict()
-    config.data.source = "tfds"  # tfds | folder
+    config.data.source = "tfds"  # tfds | folder | npz (arrays; needs no TensorFlow: arrays.py)
     config.data.name = "cifar100"  # the tfds name
     config.data.data_dir = placeholder(str)  # None: $TFDS_DATA_DIR, then tfds' default
     config.data.directory = placeholder(str)  # source=folder: <directory>/<split>/<class>/*.png
+    config.data.path = placeholder(str)  # source=npz: the .npz file (x_/y_<split> or JPEG layout)
     config.data.train_split = "train"
     config.data.eval_split = "test"
     config.data.train_examples = placeholder(int)  # None: the whole split

@@ -6,36 +6,18 @@ labels are ``int32`` of shape ``[batch]``. Nothing here ever downloads data.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 
 import numpy as np
 import tensorflow as tf
 
+# Defined without TensorFlow (JAX runs need them); imported here for the callers of this module.
+from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo  # noqa: F401
+
 AUTOTUNE = tf.data.AUTOTUNE
 PAD = 4
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-KNOWN_PIXEL_STATS = {
-    "cifar10": (tuple(255.0 * m for m in (0.4914, 0.4822, 0.4465)),
-                tuple(255.0 * s for s in (0.2470, 0.2435, 0.2616))),
-    "cifar100": (tuple(255.0 * m for m in (0.5071, 0.4865, 0.4409)),
-                 tuple(255.0 * s for s in (0.2673, 0.2564, 0.2762))),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and a training loop need to know about a dataset."""
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    class_names: tuple[str, ...] | None
-    num_train_examples: int
-    num_eval_examples: int
-    pixel_mean: tuple[float, ...]
-    pixel_std: tuple[float, ...]
 
 
 def augment_image(image, seed_or_none=None):
@@ -217,14 +199,15 @@ def make_dataset(images, labels, *, num_classes, batch_size, training, augment=N
 
 
 def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
-                  train_split="train", eval_split="test", train_examples=None,
+                  path=None, train_split="train", eval_split="test", train_examples=None,
                   eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
                   shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0):
     """Loads the training and evaluation pipelines and their `DatasetInfo`.
 
     Args:
-      source: ``"tfds"`` (a prepared tfds dataset, never downloaded) or ``"folder"``
-        (``<directory>/<split>/<class_name>/*.png|jpg|jpeg``).
+      source: ``"tfds"`` (a prepared tfds dataset, never downloaded), ``"folder"``
+        (``<directory>/<split>/<class_name>/*.png|jpg|jpeg``) or ``"npz"`` (arrays in the
+        ``.npz`` file `path`: see `okddip_tf.arrays`, which builds those pipelines).
       name: tfds dataset name (for ``"folder"``: only a label for `DatasetInfo`).
       data_dir: tfds data dir; defaults to ``$TFDS_DATA_DIR``, then tfds' default.
       directory: root folder of a ``"folder"`` dataset.
@@ -244,6 +227,14 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
       ValueError: bad arguments, unknown tfds name, inconsistent folder data.
       FileNotFoundError: dataset not prepared in the data dir, or folder missing.
     """
+    if source == "npz":
+        from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
+
+        return arrays.load_datasets(
+            name=name, path=path, train_split=train_split, eval_split=eval_split,
+            train_examples=train_examples, eval_examples=eval_examples, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, augment=augment, seed=seed, epochs=epochs,
+            initial_epoch=initial_epoch)
     _check_batch_size(batch_size)
     _check_batch_size(eval_batch_size or batch_size)
     if source == "tfds":
@@ -253,7 +244,7 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
         train, evals, meta = _load_folder(directory, train_split, eval_split,
                                           train_examples, eval_examples)
     else:
-        raise ValueError(f"Unknown data source {source!r}; use 'tfds' or 'folder'.")
+        raise ValueError(f"Unknown data source {source!r}; use 'tfds', 'folder' or 'npz'.")
     num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
     if num_train < batch_size:
         raise ValueError(f"The training set has {num_train} examples, fewer than "

@@ -26,8 +26,11 @@ def make_strategy(name, tpu=""):
     CPU into several replicas for testing; with one CPU device it has one replica.
     "multi_worker_mirrored" reads the cluster from the TF_CONFIG environment variable and must be
     made before TensorFlow runs any op (`train_and_evaluate` makes it first). "tpu" follows
-    TensorFlow's documented TPUClusterResolver path; it is untested here (no TPU).
+    TensorFlow's documented TPUClusterResolver path; it is untested here (no TPU). Other
+    backends (JAX) train on one device: see `OneDevice`.
     """
+    if keras.backend.backend() != "tensorflow":
+        return OneDevice.for_config(name)
     import tensorflow as tf
 
     if name not in STRATEGIES:
@@ -99,6 +102,8 @@ def is_chief(strategy):
 
 def cluster_resolver(strategy):
     """The TF_CONFIG cluster of a MultiWorkerMirroredStrategy, else None (one process)."""
+    if isinstance(strategy, OneDevice):
+        return None
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -213,3 +218,22 @@ def set_determinism(seed, deterministic):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+class OneDevice:
+    """The strategy of backends other than TensorFlow: one process, one device, no replicas."""
+
+    num_replicas_in_sync = 1
+
+    @classmethod
+    def for_config(cls, name):
+        if name not in ("default", "auto"):
+            raise ValueError(
+                f"train.strategy={name!r} is a tf.distribute strategy, which needs the "
+                f"TensorFlow backend; on KERAS_BACKEND={keras.backend.backend()} training runs "
+                "on one device: use --config.train.strategy=default.")
+        return cls()
+
+    @staticmethod
+    def scope():
+        return contextlib.nullcontext()

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, data, io_utils, methods, runtime
+from okddip_tf import checkpointing, event_log, io_utils, methods, runtime
 from okddip_tf.config import validate_config
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
@@ -101,11 +101,13 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
     if group.distill_weight is not None:
         result.append(group_callbacks.DistillWeightRampup(**config.rampup))
     result.append(group_callbacks.NaNGuard())
-    if group.num_peers >= 2 and config.train.probe_images > 0:
+    # Its attention image and per-pair diversity are written with tf.summary.
+    if group.num_peers >= 2 and config.train.probe_images > 0 \
+            and event_log.tensorflow_available():
         probe = take_images(eval_ds, config.train.probe_images)
         result.append(group_callbacks.DiversityLogger(probe, tensorboard_dir))
     result += [
-        keras.callbacks.TensorBoard(tensorboard_dir),
+        *event_log.tensorboard_callbacks(tensorboard_dir),
         checkpointing.HistoryWriter(os.path.join(workdir, "history.json"), history),
         checkpointing.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
     ]
@@ -160,8 +162,10 @@ def build_compiled_group(config, info, strategy, steps_per_epoch, method_options
     """The compiled group with its optimizer built, inside the strategy's scope."""
     with strategy.scope():
         group = build_group(config, info, method_options)
+        # train.jit_compile is TensorFlow's XLA switch; other backends (JAX) always compile.
+        jit_compile = config.train.jit_compile or keras.backend.backend() != "tensorflow"
         group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
-                      jit_compile=config.train.jit_compile)
+                      jit_compile=jit_compile)
         group.optimizer.build(group.trainable_variables)  # to size and to restore it
     runtime.enable_multi_worker_fit(group, strategy)
     return group
@@ -180,6 +184,32 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
     print(format_summary(metrics))
     path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
     return keras.saving.load_model(path), history, metrics
+
+
+def load_data(config, initial_epoch):
+    """(train, eval, info): tf.data pipelines, or for data.source='npz' on JAX, device batches.
+
+    The npz source on JAX (okddip_tf.arrays) imports no TensorFlow; the others need it.
+    """
+    options = dict(**config.data, seed=config.train.seed, epochs=config.train.epochs,
+                   initial_epoch=initial_epoch)
+    if config.data.source == "npz":
+        from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
+
+        options = {key: value for key, value in options.items()
+                   if key not in ("data_dir", "directory", "shuffle_buffer", "cache", "source")}
+        train_ds, eval_ds, info = arrays.load_datasets(**options)
+    else:
+        try:
+            from okddip_tf import data  # pylint: disable=import-outside-toplevel
+        except ImportError as error:
+            raise ImportError(f"data.source={config.data.source!r} reads data with TensorFlow, "
+                              f"which is not installed ({error}). Without TensorFlow use "
+                              "--config.data.source=npz --config.data.path=FILE.npz.") from error
+        train_ds, eval_ds, info = data.load_datasets(**options)
+    if keras.backend.backend() != "tensorflow":
+        return train_ds, eval_ds, info
+    return runtime.shard_by_example(train_ds), runtime.shard_by_example(eval_ds), info
 
 
 def fit(group, config, workdir, datasets, initial_epoch, history):
@@ -227,10 +257,7 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     """Trains epochs initial_epoch.. of the run in `workdir`, writing into `out_dir`."""
     runtime.set_determinism(config.train.seed, config.train.deterministic)
     io_utils.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
-    train_ds, eval_ds, info = data.load_datasets(
-        **config.data, seed=config.train.seed, epochs=config.train.epochs,
-        initial_epoch=initial_epoch)
-    train_ds, eval_ds = runtime.shard_by_example(train_ds), runtime.shard_by_example(eval_ds)
+    train_ds, eval_ds, info = load_data(config, initial_epoch)
     io_utils.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
     steps_per_epoch = info.num_train_examples // config.data.batch_size
     options = prepare_method(config, workdir)

@@ -35,6 +35,27 @@ def tfds_data_dir():
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def cifar100_npz():
+    """The compact CIFAR-100 file (JPEG layout) that $OKDDIP_CIFAR100_NPZ names.
+
+    Like `tfds_data_dir`: missing, the test fails under CI and is skipped elsewhere.
+    """
+    value = os.environ.get("OKDDIP_CIFAR100_NPZ", "")
+    path = pathlib.Path(value)
+    if value and not path.is_absolute():
+        path = REPO_ROOT / path
+    if value and path.is_file():
+        return str(path)
+    message = ("OKDDIP_CIFAR100_NPZ does not name a file" if value else
+               "OKDDIP_CIFAR100_NPZ is not set") + (
+        "; point it at an .npz of CIFAR-100 in the compact JPEG layout (see okddip_tf/arrays.py) "
+        "to run the tests that read the real file.")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 

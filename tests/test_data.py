@@ -139,7 +139,7 @@ def test_compute_pixel_stats_matches_numpy():
 def test_load_datasets_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="batch sizes"):
         data.load_datasets(batch_size=0, data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="Unknown data source 'csv'.*'tfds' or 'folder'"):
+    with pytest.raises(ValueError, match="Unknown data source 'csv'.*'tfds', 'folder' or 'npz'"):
         data.load_datasets(source="csv", data_dir=str(tmp_path))
 
 

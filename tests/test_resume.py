@@ -358,6 +358,12 @@ def test_config_differences_ignore_what_a_resumed_run_may_change():
     assert checkpointing.config_differences(saved, config) == {}
     del saved["tuner"]  # a run saved before the tuner section existed
     assert checkpointing.config_differences(saved, config) == {}
+    del saved["data"]["path"]  # saved before data.path existed: unset, it changes nothing
+    assert checkpointing.config_differences(saved, config) == {}
+    config.data.path = "cifar100.npz"
+    assert checkpointing.config_differences(saved, config) == {
+        "data.path": ("<absent>", "cifar100.npz")}
+    config.data.path = None
     config.optim.drop_epochs = (100, 200)
     assert checkpointing.config_differences(saved, config) == {
         "optim.drop_epochs": ([150, 225], [100, 200])}

@@ -1,0 +1,301 @@
+"""The ``npz`` data source: image classification arrays in one ``.npz`` file, without TensorFlow.
+
+    okddip train ... --config.data.source=npz --config.data.path=cifar100.npz
+
+Two layouts are read, for each split name (``data.train_split``, ``data.eval_split``):
+  raw:  ``x_<split>`` uint8 ``[N, H, W, 3]`` and ``y_<split>`` integer ``[N]``
+        (``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``);
+  JPEG: ``<split>_jpeg`` uint8 (all JPEG files concatenated), ``<split>_offsets`` int64
+        ``[N + 1]`` (file i is ``jpeg[offsets[i]:offsets[i + 1]]``) and ``y_<split>``, the
+        compact CIFAR-100 copy's layout. The images are decoded once per process with Pillow.
+Optional keys: ``num_classes`` (else the largest label + 1) and ``class_names``.
+
+Training order and augmentation are host-side random draws that depend only on (seed, epoch)
+(`epoch_draws`), so a resumed run sees the batches of a run that never stopped; the crop and flip
+(`crop_flip`, the same semantics as `okddip_tf.data.augment_image`) run on the batch as a whole:
+in a jitted pre-step on the accelerator under JAX (`okddip_tf.jax_input`), in NumPy on the host
+inside a tf.data pipeline under TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+
+import numpy as np
+
+from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo
+
+PAD = 4  # zero-padding before the random crop, as in okddip_tf.data
+STATS_EXAMPLES = 5000  # leading training images whose pixels give an unknown dataset's mean/std
+LAYOUT_HELP = ("an .npz with x_<split> (uint8 [N, H, W, 3]) and y_<split> (integer [N]), or the "
+               "JPEG layout <split>_jpeg, <split>_offsets and y_<split>")
+
+
+def check_npz(path):
+    """The open `.npz` file at `path`, or a clear error."""
+    if not path:
+        raise ValueError("data.source='npz' needs data.path: pass --config.data.path=FILE.npz.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data.path={path!r} is not a file; pass {LAYOUT_HELP}.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"data.path={path!r} is not a readable .npz ({err}); pass "
+                         f"{LAYOUT_HELP}.") from err
+
+
+def split_size(data, split, path):
+    """Examples in `split` of an open npz; fails saying which keys exist."""
+    if "[" in split:
+        raise ValueError(f"Split {split!r}: the npz source has no tfds slicing; use "
+                         "data.train_examples / data.eval_examples for the first N examples.")
+    if f"y_{split}" not in data.files or not ({f"x_{split}"} <= set(data.files) or {
+            f"{split}_jpeg", f"{split}_offsets"} <= set(data.files)):
+        raise ValueError(f"{path} has no split {split!r} (keys: {sorted(data.files)}); expected "
+                         f"{LAYOUT_HELP}.")
+    return len(data[f"y_{split}"])
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(path, mtime_ns, size_bytes, split, count):
+    """(images, labels) of the first `count` examples; cached per file version."""
+    del mtime_ns, size_bytes  # part of the cache key only
+    with check_npz(path) as data:
+        split_size(data, split, path)
+        labels = np.asarray(data[f"y_{split}"][:count])
+        if f"x_{split}" in data.files:
+            images = np.asarray(data[f"x_{split}"][:count])
+        else:
+            images = decode_jpegs(data[f"{split}_jpeg"], data[f"{split}_offsets"], count, path)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: y_{split} must be a 1-D integer array of class ids, got shape "
+                         f"{labels.shape} dtype {labels.dtype}.")
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+        raise ValueError(f"{path}: the {split} images must be [N, H, W, 3] with N = "
+                         f"{len(labels)} labels, got shape {images.shape}.")
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.integer) or (
+                images.size and (images.min() < 0 or images.max() > 255)):
+            raise ValueError(f"{path}: the {split} images must be uint8 pixels in [0, 255], got "
+                             f"dtype {images.dtype}; convert them, e.g. (x * 255).astype('uint8').")
+        images = images.astype(np.uint8)
+    images.setflags(write=False)
+    labels = labels.astype(np.int32)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def decode_jpegs(blob, offsets, count, path=""):
+    """Decodes the first `count` JPEG files of a concatenated `blob` into uint8 RGB images."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    offsets = np.asarray(offsets)
+    if offsets.ndim != 1 or len(offsets) < count + 1 or offsets[count] > len(blob):
+        raise ValueError(f"{path}: the JPEG offsets ({offsets.shape}) do not cover {count} files "
+                         f"of a {len(blob)}-byte blob; offsets must hold N + 1 positions.")
+    data = memoryview(np.ascontiguousarray(blob))
+    images = None
+    for i in range(count):
+        with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        if images is None:
+            images = np.empty((count, *pixels.shape), np.uint8)
+        elif pixels.shape != images.shape[1:]:
+            raise ValueError(f"{path}: JPEG {i} is {pixels.shape}, but the first is "
+                             f"{images.shape[1:]}; all images must have one size.")
+        images[i] = pixels
+    return images if images is not None else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def read_split(path, split, count=None):
+    """(uint8 images [N, H, W, 3], int32 labels [N]) of the first `count` (None: all) examples.
+
+    Decoded JPEGs are kept for the process: training and its resumption read them once.
+    """
+    with check_npz(path) as data:
+        available = split_size(data, split, path)
+    if count is None:
+        count = available
+    if not 1 <= count <= available:
+        raise ValueError(f"Asked for {count} examples of split {split!r}, which has "
+                         f"{available} in {path}; use a value between 1 and {available} (or None).")
+    stat = os.stat(path)
+    return _read_split(os.path.abspath(path), stat.st_mtime_ns, stat.st_size, split, count)
+
+
+def num_classes_of(path, splits):
+    with check_npz(path) as data:
+        if "num_classes" in data.files:
+            return int(data["num_classes"])
+        return int(max(np.max(data[f"y_{split}"]) for split in splits)) + 1
+
+
+def class_names_of(path):
+    with check_npz(path) as data:
+        if "class_names" in data.files:
+            return tuple(str(name) for name in data["class_names"])
+    return None
+
+
+def pixel_stats(images, max_examples=STATS_EXAMPLES):
+    """Per-channel (population) mean and std in pixel units over the first images."""
+    pixels = images[:max_examples].reshape(-1, images.shape[-1]).astype(np.float64)
+    return tuple(map(float, pixels.mean(axis=0))), tuple(map(float, pixels.std(axis=0)))
+
+
+def epoch_draws(seed, epoch, size, pad=PAD):
+    """An epoch's example order and augmentation draws, a pure function of (seed, epoch).
+
+    Returns ``(order, offset_y, offset_x, flip)``, each ``[size]``: position i of the epoch shows
+    example ``order[i]``, cropped at rows ``offset_y[i]..+H`` and columns ``offset_x[i]..+W`` of
+    the zero-padded image (offsets uniform in ``[0, 2 * pad]``), mirrored when ``flip[i]``
+    (probability 1/2).
+    """
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    order = rng.permutation(size).astype(np.int32)
+    offset_y, offset_x = rng.integers(0, 2 * pad + 1, size=(2, size), dtype=np.int32)
+    flip = rng.random(size) < 0.5
+    return order, offset_y, offset_x, flip
+
+
+def crop_flip(xp, images, offset_y, offset_x, flip, pad=PAD):
+    """Pads a batch with `pad` zeros, crops each image at its offsets, mirrors the flipped ones.
+
+    The semantics of `okddip_tf.data.augment_image` (pad 4, random crop of the input size, random
+    left-right flip of the crop), with the draws given. `xp` is `numpy` or `jax.numpy`: one gather
+    per axis, so the whole batch is cropped at once (on the accelerator under JAX).
+
+    Args:
+      images: ``[B, H, W, C]``.
+      offset_y, offset_x: ``[B]`` integers in ``[0, 2 * pad]``.
+      flip: ``[B]`` booleans.
+    """
+    height, width = images.shape[1], images.shape[2]
+    padded = xp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows = offset_y[:, None] + xp.arange(height)[None, :]
+    columns = xp.where(flip[:, None], offset_x[:, None] + (width - 1 - xp.arange(width))[None, :],
+                       offset_x[:, None] + xp.arange(width)[None, :])
+    cropped = xp.take_along_axis(padded, rows[:, :, None, None], axis=1)
+    return xp.take_along_axis(cropped, columns[:, None, :, None], axis=2)
+
+
+def epoch_batches(seed, epoch, size, batch_size):
+    """Yields ``(index, offset_y, offset_x, flip)`` of every full batch of epoch `epoch`."""
+    order, offset_y, offset_x, flip = epoch_draws(seed, epoch, size)
+    for start in range(0, size - batch_size + 1, batch_size):
+        part = slice(start, start + batch_size)
+        yield order[part], offset_y[part], offset_x[part], flip[part]
+
+
+def epoch_numbers(epochs, initial_epoch):
+    """The epochs a training stream holds: initial..epochs-1, or (epochs None) one per pass."""
+    if epochs is None:
+        if initial_epoch:
+            raise ValueError("initial_epoch needs epochs: pass the epoch to stop before.")
+        return None
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(f"Need 0 <= initial_epoch < epochs, got initial_epoch={initial_epoch} "
+                         f"and epochs={epochs}.")
+    return range(initial_epoch, epochs)
+
+
+class HostBatches:
+    """Training batches made on the host (NumPy): each iteration is the next epoch(s)."""
+
+    def __init__(self, images, labels, *, batch_size, augment, seed, epochs, initial_epoch):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.augment, self.seed = augment, seed
+        self.epochs = epoch_numbers(epochs, initial_epoch)
+        self.passes = 0
+
+    def __iter__(self):
+        epochs = self.epochs if self.epochs is not None else [self.passes]
+        self.passes += 1
+        for epoch in epochs:
+            for index, offset_y, offset_x, flip in epoch_batches(
+                    self.seed, epoch, len(self.images), self.batch_size):
+                batch = self.images[index]
+                if self.augment:
+                    batch = crop_flip(np, batch, offset_y, offset_x, flip)
+                yield batch, self.labels[index]
+
+
+def load_arrays(*, name, path, train_split, eval_split, train_examples, eval_examples):
+    """(train (images, labels), eval (images, labels), DatasetInfo) of an npz file."""
+    train = read_split(path, train_split, train_examples)
+    evals = read_split(path, eval_split, eval_examples)
+    if train[0].shape[1:] != evals[0].shape[1:]:
+        raise ValueError(f"{path}: {train_split} images are {train[0].shape[1:]} but "
+                         f"{eval_split} images are {evals[0].shape[1:]}; they must match.")
+    num_classes = num_classes_of(path, (train_split, eval_split))
+    for split, (_, labels) in ((train_split, train), (eval_split, evals)):
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"{path}: {split} labels must lie in [0, {num_classes}), found "
+                             f"[{labels.min()}, {labels.max()}]; fix the labels or num_classes.")
+    # A known dataset gets its standard constants, as from tfds; others are measured.
+    mean, std = KNOWN_PIXEL_STATS.get(name) or pixel_stats(train[0])
+    info = DatasetInfo(name=name, num_classes=num_classes, image_shape=tuple(train[0].shape[1:]),
+                       class_names=class_names_of(path), num_train_examples=len(train[1]),
+                       num_eval_examples=len(evals[1]), pixel_mean=tuple(mean),
+                       pixel_std=tuple(std))
+    return train, evals, info
+
+
+def load_datasets(*, name="cifar100", path=None, train_split="train", eval_split="test",
+                  train_examples=None, eval_examples=None, batch_size=128, eval_batch_size=None,
+                  augment=True, seed=None, epochs=None, initial_epoch=0):
+    """The npz source's training and evaluation batches for the Keras backend in use.
+
+    JAX: `okddip_tf.jax_input` batches (the arrays on the accelerator, augmented there); no
+    TensorFlow is imported. TensorFlow: tf.data pipelines of the same batches. The arguments
+    mean what they mean in `okddip_tf.data.load_datasets` (shuffling is a full permutation per
+    epoch, so there is no shuffle buffer, and the arrays are always in memory).
+
+    Returns:
+      ``(train_batches, eval_batches, info)``.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+
+    for size in (batch_size, eval_batch_size or batch_size):
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"batch sizes must be integers >= 1, got {size!r}.")
+    train, evals, info = load_arrays(name=name, path=path, train_split=train_split,
+                                     eval_split=eval_split, train_examples=train_examples,
+                                     eval_examples=eval_examples)
+    if len(train[1]) < batch_size:
+        raise ValueError(f"The training set has {len(train[1])} examples, fewer than "
+                         f"batch_size={batch_size}: drop_remainder would give 0 steps. "
+                         "Use more train_examples or a smaller batch_size.")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    options = dict(batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
+                   augment=augment, seed=seed, epochs=epochs, initial_epoch=initial_epoch)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from okddip_tf import jax_input  # pylint: disable=import-outside-toplevel
+
+        return (*jax_input.make_batches(train, evals, **options), info)
+    if backend == "tensorflow":
+        return (*tf_datasets(train, evals, **options), info)
+    raise ValueError(f"data.source='npz' supports the jax and tensorflow Keras backends, not "
+                     f"{backend!r}; set KERAS_BACKEND=jax or tensorflow.")
+
+
+def tf_datasets(train, evals, *, batch_size, eval_batch_size, augment, seed, epochs,
+                initial_epoch):
+    """tf.data pipelines of the host-made batches (the TensorFlow backend)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    images, labels = train
+    batches = HostBatches(images, labels, batch_size=batch_size, augment=augment, seed=seed,
+                          epochs=epochs, initial_epoch=initial_epoch)
+    signature = (tf.TensorSpec([batch_size, *images.shape[1:]], tf.uint8),
+                 tf.TensorSpec([batch_size], tf.int32))
+    train_ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    num_epochs = 1 if epochs is None else epochs - initial_epoch
+    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(
+        num_epochs * (len(images) // batch_size))).prefetch(2)
+    eval_ds = tf.data.Dataset.from_tensor_slices(evals).batch(eval_batch_size).prefetch(2)
+    return train_ds, eval_ds
