@@ -3,6 +3,7 @@ machine fails in seconds. Nothing here downloads: local servers stand in for dow
 
 import http.server
 import itertools
+import json
 import socket
 import threading
 import time
@@ -210,3 +211,22 @@ def test_prepared_dataset_loads_without_any_connection(tfds_data_dir, monkeypatc
     train, _, info = data.load_datasets(**config.data, seed=0)
     assert info.num_train_examples == 64
     assert next(iter(train))[0].shape == (32, 32, 32, 3)
+
+
+def test_runs_and_searches_resume_whatever_data_download_says(tmp_path):
+    """Whether data may be downloaded changes no result: a run or a search started before the
+    key existed, or with the other value, resumes."""
+    from okddip_tf import checkpointing, io_utils, tuner  # pylint: disable=import-outside-toplevel
+
+    config = base_config.get_base_config()
+    saved = json.loads(json.dumps(config.to_dict()))  # as a workdir's config.json holds it
+    del saved["data"]["download"]
+    assert checkpointing.config_differences(saved, config) == {}
+    config.data.download = False
+    assert checkpointing.config_differences(saved, config) == {}
+    config.data.batch_size = 64  # a change that does matter is still refused
+    assert list(checkpointing.config_differences(saved, config)) == ["data.batch_size"]
+    io_utils.write_json(tmp_path / tuner.SEARCH_CONFIG, saved)
+    (tmp_path / tuner.PROJECT).mkdir()
+    config.data.batch_size = saved["data"]["batch_size"]
+    tuner.check_same_search(str(tmp_path), config)
