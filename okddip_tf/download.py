@@ -61,17 +61,17 @@ def unreachable(urls, timeout=PROBE_TIMEOUT):
     first_url = {}
     for url in urls:
         first_url.setdefault(urllib.parse.urlsplit(url).netloc, url)
-    failures = {}
+    why_not = {}  # host -> None (it answered) or why it did not
 
     def ask(host, url):
         try:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
                                    timeout=timeout).close()
-            failures[host] = None
+            why_not[host] = None
         except urllib.error.HTTPError:  # the server answered
-            failures[host] = None
+            why_not[host] = None
         except (OSError, ValueError) as error:  # URLError, timeouts, refused, bad URL
-            failures[host] = str(getattr(error, "reason", error)) or type(error).__name__
+            why_not[host] = str(getattr(error, "reason", error)) or type(error).__name__
 
     threads = [threading.Thread(target=ask, args=item, daemon=True) for item in first_url.items()]
     for thread in threads:
@@ -79,9 +79,9 @@ def unreachable(urls, timeout=PROBE_TIMEOUT):
     deadline = time.monotonic() + timeout
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    answers = dict(failures)  # a late thread may still write
-    return {host: answers.get(host, f"no answer within {timeout:g} s")
-            for host in first_url if answers.get(host, "") is not None}
+    seen = dict(why_not)  # a thread past the deadline may still write
+    return {host: seen.get(host, f"no answer within {timeout:g} s")
+            for host in first_url if seen.get(host, "") is not None}
 
 
 def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOUT):
