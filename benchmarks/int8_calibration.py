@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import export, io_utils, parity, tflite  # noqa: E402
+from okddip_tf import export, interpreter, io_utils, parity, tflite  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "An `okddip train` workdir.", required=True)
 flags.DEFINE_string("name", None, "Result name (default: the workdir's basename).")
@@ -104,7 +104,10 @@ def main(argv):
                 result["runs"].append(run)
                 print(json.dumps(run))
     result["machine"] = {"processor": platform.processor() or platform.machine(),
-                         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__}
+                         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+                         "tflite_interpreter": interpreter.describe(),
+                         # other work on the machine slows conversion_seconds, nothing else
+                         "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
     result["date"] = datetime.date.today().isoformat()
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
     path = os.path.join(os.path.dirname(__file__), "results", f"int8_calibration_{name}.json")

@@ -11,20 +11,36 @@ images come from an .npz and ai-edge-litert is installed.
 """
 
 import argparse
+import functools
 import os
+import sys
 import time
+import warnings
 
 import numpy as np
 
 
-def make_interpreter(path, num_threads=None):
+@functools.cache
+def interpreter_class():
+    """LiteRT's interpreter, or TensorFlow's deprecated one (said once on stderr) without it."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
-    except ImportError:  # only TensorFlow's (deprecated) interpreter is installed
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        try:
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            raise SystemExit("Running .tflite files needs LiteRT: pip install ai-edge-litert "
+                             "(or TensorFlow, whose interpreter is deprecated).") from None
+        print("LiteRT (pip install ai-edge-litert) is not installed: running .tflite files with "
+              "TensorFlow's deprecated tf.lite.Interpreter.", file=sys.stderr, flush=True)
+        return tf.lite.Interpreter
+    return Interpreter
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806
-    return Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
+
+def make_interpreter(path, num_threads=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TF's deprecation notice, said above
+        return interpreter_class()(model_path=path, num_threads=num_threads or os.cpu_count())
 
 
 class Classifier:

@@ -26,7 +26,8 @@ from okddip_tf.callbacks import non_finite_losses
 LAST_CHECKPOINT = "last.keras"
 STATE = "state.json"
 # Keys a resumed run may change: none changes what the finished epochs computed.
-RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data_dir")
+RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data_dir",
+                     "data.download")
 # What a run writes into its workdir: `train.resume=False` moves these aside.
 RUN_ENTRIES = ("config.json", "dataset_info.json", "history.json", "metrics.json",
                "checkpoints", "tensorboard")

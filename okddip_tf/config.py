@@ -42,6 +42,9 @@ def get_base_config():
     config.data.augment = True  # zero-pad 4, random crop, horizontal flip
     config.data.shuffle_buffer = 50_000
     config.data.cache = True
+    # A tfds dataset missing from data_dir is downloaded once (when its host answers within
+    # seconds); False, or the environment variable OKDDIP_OFFLINE=1, never downloads.
+    config.data.download = True
 
     config.optim = config_dict.ConfigDict()
     config.optim.learning_rate = 0.1

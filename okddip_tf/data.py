@@ -1,7 +1,8 @@
 """Input pipelines: CIFAR-style image classification data from tfds or a folder.
 
 Images stay ``uint8`` in ``[0, 255]`` (the models normalise them themselves) and
-labels are ``int32`` of shape ``[batch]``. Nothing here ever downloads data.
+labels are ``int32`` of shape ``[batch]``. A tfds dataset missing from the data dir is
+downloaded once where downloads are allowed and its host answers (okddip_tf/download.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from okddip_tf import download as download_module
 # Defined without TensorFlow (JAX runs need them); imported here for the callers of this module.
 from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo  # noqa: F401
 
@@ -201,11 +203,12 @@ def make_dataset(images, labels, *, num_classes, batch_size, training, augment=N
 def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
                   path=None, train_split="train", eval_split="test", train_examples=None,
                   eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
-                  shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0):
+                  shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0,
+                  download=True):
     """Loads the training and evaluation pipelines and their `DatasetInfo`.
 
     Args:
-      source: ``"tfds"`` (a prepared tfds dataset, never downloaded), ``"folder"``
+      source: ``"tfds"`` (a tfds dataset, downloaded once if needed), ``"folder"``
         (``<directory>/<split>/<class_name>/*.png|jpg|jpeg``) or ``"npz"`` (arrays in the
         ``.npz`` file `path`: see `okddip_tf.arrays`, which builds those pipelines).
       name: tfds dataset name (for ``"folder"``: only a label for `DatasetInfo`).
@@ -219,13 +222,16 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
       shuffle_buffer, cache, seed: pipeline options, see `prepare_dataset`.
       epochs, initial_epoch: None, or the training dataset holds these epochs, each
         a pure function of (seed, epoch): see `prepare_dataset`.
+      download: download and prepare a tfds dataset missing from the data dir (when its
+        host answers; $OKDDIP_OFFLINE=1 overrides): see okddip_tf/download.py.
 
     Returns:
       ``(train_ds, eval_ds, info)``.
 
     Raises:
       ValueError: bad arguments, unknown tfds name, inconsistent folder data.
-      FileNotFoundError: dataset not prepared in the data dir, or folder missing.
+      FileNotFoundError: dataset not prepared in the data dir and not downloaded (downloads
+        off or its host unreachable), or folder missing.
     """
     if source == "npz":
         from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
@@ -239,7 +245,7 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
     _check_batch_size(eval_batch_size or batch_size)
     if source == "tfds":
         train, evals, meta = _load_tfds(name, data_dir, train_split, eval_split,
-                                        train_examples, eval_examples)
+                                        train_examples, eval_examples, download)
     elif source == "folder":
         train, evals, meta = _load_folder(directory, train_split, eval_split,
                                           train_examples, eval_examples)
@@ -278,7 +284,8 @@ def _subset_size(requested, available, split):
     return requested
 
 
-def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_examples):
+def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_examples,
+               download=True):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
@@ -290,13 +297,8 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
                          f"{', '.join(close) or 'none'}. List all names with "
                          "`python -c 'import tensorflow_datasets as tfds; "
                          "print(tfds.list_builders())'`.") from None
-    if not builder.is_prepared():
-        searched = data_dir or "the tfds default (~/tensorflow_datasets)"
-        raise FileNotFoundError(
-            f"tfds dataset {name!r} is not prepared in data_dir {searched} (downloads are "
-            f"disabled). Set TFDS_DATA_DIR or data.data_dir to a folder holding "
-            f"'{builder.name}/<version>/', or prepare it on a networked machine with "
-            f"`tfds build {name} --data_dir=<dir>` and copy it over.")
+    searched = data_dir or "the tfds default (~/tensorflow_datasets)"
+    download_module.ensure_prepared(builder, name, searched, download)
     splits = []
     for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
         if split.split("[")[0] not in builder.info.splits:

@@ -6,12 +6,11 @@ Every file has one `serving_default` signature: input `images` (raw pixels in [0
 dynamic batch) and outputs `logits` and `probabilities`.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
 from okddip_tf import calibration
+from okddip_tf.interpreter import make_interpreter
 
 # name -> what it is. The order is the export order.
 FORMATS = {
@@ -107,17 +106,6 @@ def quantize_calibrated(calibrated, converter):
         calibrated, input_data_type=converter.inference_input_type,
         output_data_type=converter.inference_output_type)
     return lite_convert.deduplicate_readonly_buffers(quantised)
-
-
-def make_interpreter(model_path=None, model_content=None, num_threads=None):
-    """A LiteRT interpreter (`ai-edge-litert`), or TF's deprecated one when that is missing."""
-    num_threads = num_threads or os.cpu_count()
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        Interpreter = tf.lite.Interpreter  # noqa: N806
-    return Interpreter(model_path=model_path, model_content=model_content,
-                       num_threads=num_threads)
 
 
 class TFLiteClassifier:

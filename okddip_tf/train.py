@@ -197,7 +197,8 @@ def load_data(config, initial_epoch):
         from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
 
         options = {key: value for key, value in options.items()
-                   if key not in ("data_dir", "directory", "shuffle_buffer", "cache", "source")}
+                   if key not in ("data_dir", "directory", "shuffle_buffer", "cache", "source",
+                                  "download")}
         train_ds, eval_ds, info = arrays.load_datasets(**options)
     else:
         try:

@@ -54,7 +54,7 @@ SEARCH_SPACE = {**COMMON_SPACE,
                 **{knob.name: (knob.key, knob.kind) for knob in methods.tuner_knobs().values()}}
 # Keys a resumed search may change: none changes what its finished trials computed.
 RESUMABLE_CHANGES = ("tuner.max_trials", "train.epochs", "train.verbose", "train.resume",
-                     "data.data_dir")
+                     "data.data_dir", "data.download")
 
 
 @dataclasses.dataclass(frozen=True)

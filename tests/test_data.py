@@ -152,7 +152,7 @@ def test_unknown_tfds_name_suggests_close_matches(tmp_path):
 
 def test_unprepared_tfds_dataset_explains_data_dir(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        data.load_datasets(name="cifar10", data_dir=str(tmp_path))
+        data.load_datasets(name="cifar10", data_dir=str(tmp_path), download=False)
     message = str(err.value)
     for part in (str(tmp_path), "downloads are disabled", "TFDS_DATA_DIR", "tfds build"):
         assert part in message

@@ -370,19 +370,54 @@ def test_grpc_client_builds_requests_tf_serving_understands(exported, group, ima
         server.stop(grace=None)
 
 
+# Runs a script where TensorFlow, Keras, tensorflow-datasets and okddip_tf cannot be imported, as
+# on a device with only LiteRT and NumPy, and says on its last line which of them got loaded.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+BLOCKED = ("tensorflow", "keras", "tensorflow_datasets", "okddip_tf")
+sys.modules.update(dict.fromkeys(BLOCKED))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print("LOADED", sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
+                       & set(BLOCKED + ("ai_edge_litert",))))
+"""
+
+
 def test_evaluate_tflite_script_runs_standalone(exported, images, tmp_path):
+    """export/evaluate_tflite.py needs LiteRT and NumPy only, and computes what the exporter's
+    own TFLite runner computes."""
     labels = np.arange(len(images)) % 10
     np.savez(tmp_path / "test.npz", images=images, labels=labels)
     files = [os.path.join(exported["directory"], f"leader_{fmt}.tflite")
              for fmt in ("float32", "int8")]
-    result = subprocess.run([sys.executable, "-I", str(REPO_ROOT / "export" / "evaluate_tflite.py"),
+    result = subprocess.run([sys.executable, "-I", "-c", WITHOUT_TENSORFLOW,
+                             str(REPO_ROOT / "export" / "evaluate_tflite.py"),
                              *files, f"--npz={tmp_path / 'test.npz'}", "--batch_size=32"],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0] == f"{len(images)} images; batch 32"
-    float32_row = next(line for line in lines if line.startswith("leader_float32.tflite"))
-    assert float32_row.split()[3] == "1.0000"  # agreement of the reference with itself
+    assert lines[-1] == "LOADED ['ai_edge_litert']"
+    assert "LiteRT" not in result.stderr  # no fallback note
+    predicted = [tflite.TFLiteClassifier(f).predict(images)["logits"].argmax(-1) for f in files]
+    for path, row in zip(files, (line for line in lines if line.startswith("leader_"))):
+        name, _, accuracy, agreement, _ = row.split()
+        index = files.index(path)
+        assert name == os.path.basename(path)
+        assert accuracy == f"{np.mean(predicted[index] == labels):.4f}"
+        assert agreement == f"{np.mean(predicted[index] == predicted[0]):.4f}"
+
+
+def test_evaluate_tflite_script_says_what_it_needs_without_an_interpreter(exported, tmp_path):
+    np.savez(tmp_path / "test.npz", images=np.zeros((2,) + SHAPE, np.uint8), labels=[0, 1])
+    script = WITHOUT_TENSORFLOW.replace('"okddip_tf")', '"okddip_tf", "ai_edge_litert")')
+    result = subprocess.run([sys.executable, "-I", "-c", script,
+                             str(REPO_ROOT / "export" / "evaluate_tflite.py"),
+                             os.path.join(exported["directory"], "leader_float32.tflite"),
+                             f"--npz={tmp_path / 'test.npz'}"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode != 0
+    assert "needs LiteRT: pip install ai-edge-litert" in result.stderr
 
 
 # ------------------------------------------------------------------ real CIFAR-100, trained leader
