@@ -5,6 +5,8 @@ Defaults follow the paper's CIFAR recipe and the authors' code (see decisions.md
 
 from ml_collections import config_dict
 
+from okddip_tf.errors import ConfigError
+
 placeholder = config_dict.placeholder
 
 
@@ -95,7 +97,7 @@ def parse_arg(arg, **defaults):
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in result:
-            raise ValueError(f"Unknown config argument {key!r}; known: {sorted(result)}.")
+            raise ConfigError(f"Unknown config argument {key!r}; known: {sorted(result)}.")
         result[key] = type(result[key])(value) if value else True
     return result
 
@@ -131,5 +133,5 @@ def validate_config(config):
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"Invalid config: {message}. Fix it in the config file or with "
-                             f"--config.<section>.<key>=<value>.")
+            raise ConfigError(f"Invalid config: {message}. Fix it in the config file or with "
+                              f"--config.<section>.<key>=<value>.")

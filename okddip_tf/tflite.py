@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from okddip_tf import calibration
+from okddip_tf.errors import UsageError
 
 # name -> what it is. The order is the export order.
 FORMATS = {
@@ -71,7 +72,7 @@ def make_converter(saved_model_dir, fmt, representative_images=None):
         converter.target_spec.supported_types = [tf.float16]
     if fmt == "int8":
         if representative_images is None or len(representative_images) == 0:
-            raise ValueError("Full-integer int8 needs representative images from the training "
+            raise UsageError("Full-integer int8 needs representative images from the training "
                              "split to calibrate the activation ranges; pass some, or leave "
                              "'int8' out of the formats.")
         images = np.asarray(representative_images, np.float32)
