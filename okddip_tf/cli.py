@@ -262,7 +262,7 @@ def load_config():
 
 def start_tensorflow():
     if not (FLAGS.tf_logs or wants(sys.argv, "tf_logs", quiet.ENV_SHOW)):
-        quiet.import_tensorflow()
+        quiet.quieten()
 
 
 def export():

@@ -20,7 +20,7 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import calibration, io_utils, parity, progress, serving, tflite
+from okddip_tf import calibration, io_utils, parity, progress, quiet, serving, tflite
 from okddip_tf.checkpointing import LAST_CHECKPOINT
 from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
 from okddip_tf.group import GroupModel
@@ -102,18 +102,19 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
         converted = formats[1:] and tflite.write_conversion_model(leader, image_shape, scratch)
         for fmt in formats[1:]:
             path = os.path.join(directory, f"{report['model_name']}_{fmt}.tflite")
-            with open(path, "wb") as f, progress.step(conversion_message(
-                    fmt, representative_images, int8_calibration)):
-                f.write(tflite.convert(converted, fmt, representative_images,
-                                       int8_calibration=int8_calibration))
-            classifier = tflite.TFLiteClassifier(path)
+            with progress.step(conversion_message(fmt, representative_images, int8_calibration)):
+                with open(path, "wb") as f, quiet.notices_dropped():
+                    f.write(tflite.convert(converted, fmt, representative_images,
+                                           int8_calibration=int8_calibration))
+            with quiet.notices_dropped():
+                classifier = tflite.TFLiteClassifier(path)
+                logits = classifier.predict(probe[0], BATCH)
             output_step = classifier.output_details["logits"]["quantization"][0] or None
             report["artefacts"][fmt] = {
                 "path": os.path.basename(path), "description": tflite.FORMATS[fmt],
                 "size_bytes": os.path.getsize(path), "parameters": parameters,
                 "input_dtype": classifier.input_dtype.name,
-                **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:],
-                                 output_step=output_step)}
+                **parity.compare(logits, *probe[1:], output_step=output_step)}
             if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
                 report["artefacts"][fmt]["calibration"] = {
                     "images": len(representative_images), "method": int8_calibration,

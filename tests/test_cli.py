@@ -1,10 +1,10 @@
 """The `okddip` command as a newcomer meets it: help, user errors without tracebacks, a quiet start.
 
-Every test runs the installed `okddip` console script (pyproject's entry point) in a subprocess,
+The tests run the installed `okddip` console script (pyproject's entry point) in a subprocess,
 with this checkout first on PYTHONPATH and without TF_CPP_MIN_LOG_LEVEL, OKDDIP_VERBOSE or
-OKDDIP_TF_LOGS, so it sees what a user's shell sees. Help and argument errors never import
-TensorFlow (well under a second each); the errors that need TensorFlow run two at a time in one
-fixture.
+OKDDIP_TF_LOGS, so they see what a user's shell sees; the last one checks the stderr filter
+in-process. Help and argument errors never import TensorFlow (well under a second each); the
+errors that need TensorFlow run two at a time in one fixture.
 """
 
 import concurrent.futures
@@ -225,3 +225,21 @@ def test_tf_logs_brings_tensorflow_start_up_lines_back(tf_runs):
     assert result.returncode == 1 and "okddip export: " in result.stderr
     assert TF_CPP_LINE.search(result.stderr), result.stderr[-3000:]
     assert not TF_CPP_LINE.search(tf_runs["checkpoint"].stderr)
+
+
+def test_notices_are_dropped_only_when_quiet_and_other_lines_kept(capfd, monkeypatch):
+    """In-process: what `okddip export` wraps its TFLite conversions in."""
+    from okddip_tf import quiet  # pylint: disable=import-outside-toplevel
+
+    notice = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+    with quiet.notices_dropped():  # the library alone: nothing is dropped
+        os.write(2, notice)
+    monkeypatch.setattr(quiet, "_quiet", True)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        with quiet.notices_dropped():
+            os.write(2, notice + b"fully_quantize: 0, inference_type: 6, input_inference_type: "
+                     b"UINT8\na real warning\n")
+            raise RuntimeError("converter crashed")
+    err = capfd.readouterr().err
+    assert err.count("XNNPACK") == 1 and "fully_quantize" not in err
+    assert err.endswith("a real warning\n")
