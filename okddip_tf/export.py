@@ -129,7 +129,7 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
 
 
 def conversion_message(fmt, representative_images, int8_calibration):
-    if fmt not in tflite.NEEDS_REPRESENTATIVE_IMAGES:
+    if fmt not in tflite.NEEDS_REPRESENTATIVE_IMAGES or representative_images is None:
         return f"Converting to TFLite {fmt}"
     return (f"Converting to TFLite {fmt}: calibrating on {len(representative_images)} training "
             f"images ({int8_calibration} ranges), then quantizing; this takes tens of seconds")
