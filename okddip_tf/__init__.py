@@ -1,12 +1,50 @@
-"""okddip_tf: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020) for Keras."""
+"""okddip_tf: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020) for Keras.
 
-from okddip_tf import losses, methods
-from okddip_tf.attention import PeerAttention
-from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard
-from okddip_tf.group import GroupModel
-from okddip_tf.methods import METHODS
-from okddip_tf.models import BACKBONES
-from okddip_tf.normalization import PixelNormalization
-from okddip_tf.optim import CoupledSGD, paper_sgd
+The public names below are imported on first use, so `import okddip_tf` (and the `okddip`
+command's help and argument checks) does not start TensorFlow; `okddip_tf.GroupModel` etc. work
+as before.
+"""
+
+import importlib
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
+
+# public name -> the submodule defining it
+_EXPORTS = {
+    "PeerAttention": "attention",
+    "DistillWeightRampup": "callbacks",
+    "DiversityLogger": "callbacks",
+    "NaNGuard": "callbacks",
+    "GroupModel": "group",
+    "METHODS": "methods",
+    "BACKBONES": "models",
+    "PixelNormalization": "normalization",
+    "CoupledSGD": "optim",
+    "paper_sgd": "optim",
+}
+
+__all__ = ["losses", *_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        value = importlib.import_module(f"{__name__}.{name}")  # e.g. okddip_tf.losses
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+# Keras finds the okddip_tf classes of a saved `.keras` file (GroupModel and its layers) only once
+# they are registered. When Keras is already loaded, register them now: that starts nothing new.
+# Otherwise they register on first use (`okddip_tf.GroupModel`, `import okddip_tf.group`).
+if "keras" in sys.modules:
+    importlib.import_module(f"{__name__}.group")

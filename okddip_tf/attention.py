@@ -5,6 +5,8 @@ import math
 import keras
 from keras import layers, ops
 
+from okddip_tf.errors import ConfigError
+
 
 def torch_linear_initializer(fan_in):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for nn.Linear weights and biases.
@@ -33,7 +35,7 @@ class PeerAttention(layers.Layer):
     def __init__(self, dim, scale=False, projections=True, **kwargs):
         super().__init__(**kwargs)
         if dim < 1:
-            raise ValueError(f"attention dim must be >= 1, got {dim}.")
+            raise ConfigError(f"attention dim must be >= 1, got {dim}.")
         self.dim = dim
         self.scale = scale
         self.projections = projections

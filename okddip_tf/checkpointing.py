@@ -22,6 +22,7 @@ import numpy as np
 
 from okddip_tf import io_utils
 from okddip_tf.callbacks import non_finite_losses
+from okddip_tf.errors import InputError, MissingInputError
 
 LAST_CHECKPOINT = "last.keras"
 STATE = "state.json"
@@ -148,7 +149,7 @@ def check_same_config(workdir, config):
     if differences:
         listed = "; ".join(f"{key}: {old!r} there, {new!r} now"
                            for key, (old, new) in list(differences.items())[:8])
-        raise ValueError(
+        raise InputError(
             f"{workdir} holds a run with a different config ({listed}), so it cannot be resumed. "
             "Use a new --workdir, or --config.train.resume=False to start over there (the old "
             "run is then moved into a replaced-* folder inside the workdir, not deleted).")
@@ -171,12 +172,12 @@ def read_progress(workdir):
     if os.path.exists(path) and file_sha256(path) != state.get("checkpoint_sha256"):
         done += 1  # saved for the next epoch by a run killed before it updated state.json
     elif done and not os.path.exists(path):
-        raise FileNotFoundError(f"{directory}/{STATE} records {done} finished epochs, but "
+        raise MissingInputError(f"{directory}/{STATE} records {done} finished epochs, but "
                                 f"{path} is missing. Start over with a new --workdir or "
                                 "--config.train.resume=False.")
     history = io_utils.read_json(os.path.join(workdir, "history.json"), {})
     if done and (not history or min(len(values) for values in history.values()) < done):
-        raise ValueError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
+        raise InputError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
                          "checkpoint: the run cannot be resumed exactly. Start over with a new "
                          "--workdir or --config.train.resume=False.")
     return done, {key: values[:done] for key, values in history.items()}

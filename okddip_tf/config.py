@@ -6,6 +6,7 @@ Defaults follow the paper's CIFAR recipe and the authors' code (see decisions.md
 from ml_collections import config_dict
 
 from okddip_tf import methods
+from okddip_tf.errors import ConfigError, MissingInputError
 
 placeholder = config_dict.placeholder
 
@@ -106,7 +107,7 @@ def parse_arg(arg, **defaults):
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in result:
-            raise ValueError(f"Unknown config argument {key!r}; known: {sorted(result)}.")
+            raise ConfigError(f"Unknown config argument {key!r}; known: {sorted(result)}.")
         result[key] = type(result[key])(value) if value else True
     return result
 
@@ -166,8 +167,8 @@ def validate_config(config):
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"Invalid config: {message}. Fix it in the config file or with "
-                             f"--config.<section>.<key>=<value>.")
+            raise ConfigError(f"Invalid config: {message}. Fix it in the config file or with "
+                              f"--config.<section>.<key>=<value>.")
 
 
 def load_config_file(spec):
@@ -185,8 +186,8 @@ def load_config_file(spec):
         candidates.append(os.path.join(os.path.dirname(os.path.dirname(__file__)), path))
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
-        raise FileNotFoundError(f"Config file {path!r} not found (looked in the working directory "
-                                "and the repository root).")
+        raise MissingInputError(f"Config file {path!r} not found (looked in the working "
+                                "directory and the repository root).")
     module_spec = importlib.util.spec_from_file_location("okddip_loaded_config", found)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

@@ -16,6 +16,8 @@ import tensorflow as tf
 from okddip_tf import download as download_module
 # Defined without TensorFlow (JAX runs need them); imported here for the callers of this module.
 from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo  # noqa: F401
+from okddip_tf import progress
+from okddip_tf.errors import ConfigError, InputError, MissingInputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 PAD = 4
@@ -250,16 +252,19 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
         train, evals, meta = _load_folder(directory, train_split, eval_split,
                                           train_examples, eval_examples)
     else:
-        raise ValueError(f"Unknown data source {source!r}; use 'tfds', 'folder' or 'npz'.")
+        raise ConfigError(f"Unknown data source {source!r}; use 'tfds', 'folder' or 'npz'.")
     num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
     if num_train < batch_size:
-        raise ValueError(f"The training set has {num_train} examples, fewer than "
-                         f"batch_size={batch_size}: drop_remainder would give 0 steps. "
-                         "Use more train_examples or a smaller batch_size.")
+        raise ConfigError(f"The training set has {num_train} examples, fewer than "
+                          f"batch_size={batch_size}: drop_remainder would give 0 steps. "
+                          "Use more train_examples or a smaller batch_size.")
     if source == "tfds" and name in KNOWN_PIXEL_STATS:
         mean, std = KNOWN_PIXEL_STATS[name]
     else:
-        mean, std = compute_pixel_stats(train)
+        with progress.step(f"Computing the pixel mean and std of {num_train} training images"):
+            mean, std = compute_pixel_stats(train)
+    progress.say(f"Data: {name} ({source}), {num_train} training and {num_eval} evaluation "
+                 f"examples{'; cached in memory as the first epoch reads them' if cache else ''}.")
     info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
                        pixel_mean=tuple(mean), pixel_std=tuple(std), **meta)
     train_ds = prepare_dataset(train, batch_size=batch_size, training=True, augment=augment,
@@ -272,15 +277,15 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
 
 def _check_batch_size(batch_size):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
+        raise ConfigError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
 
 
 def _subset_size(requested, available, split):
     if requested is None:
         return available
     if not 1 <= requested <= available:
-        raise ValueError(f"Asked for {requested} examples of split {split!r}, which has "
-                         f"{available}; use a value between 1 and {available} (or None).")
+        raise ConfigError(f"Asked for {requested} examples of split {split!r}, which has "
+                          f"{available}; use a value between 1 and {available} (or None).")
     return requested
 
 
@@ -293,24 +298,24 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
-        raise ValueError(f"tfds does not know a dataset named {name!r}. Close matches: "
-                         f"{', '.join(close) or 'none'}. List all names with "
-                         "`python -c 'import tensorflow_datasets as tfds; "
-                         "print(tfds.list_builders())'`.") from None
+        raise ConfigError(f"tfds does not know a dataset named {name!r}. Close matches: "
+                          f"{', '.join(close) or 'none'}. List all names with "
+                          "`python -c 'import tensorflow_datasets as tfds; "
+                          "print(tfds.list_builders())'`.") from None
     searched = data_dir or "the tfds default (~/tensorflow_datasets)"
     download_module.ensure_prepared(builder, name, searched, download)
     splits = []
     for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
         if split.split("[")[0] not in builder.info.splits:
-            raise ValueError(f"{name!r} has no split {split!r}; available: "
-                             f"{sorted(builder.info.splits)}.")
+            raise ConfigError(f"{name!r} has no split {split!r}; available: "
+                              f"{sorted(builder.info.splits)}.")
         size = _subset_size(requested, builder.info.splits[split].num_examples, split)
         if requested is not None and "[" not in split:
             split = f"{split}[:{size}]"
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         splits.append(ds.take(size))
     if not {"image", "label"} <= set(builder.info.features):
-        raise ValueError(f"{name!r} has features {list(builder.info.features)}; only "
+        raise InputError(f"{name!r} has features {list(builder.info.features)}; only "
                          "datasets with 'image' and 'label' features are supported.")
     label = builder.info.features["label"]
     meta = dict(num_classes=label.num_classes,
@@ -323,15 +328,15 @@ def _folder_split(directory, split, requested, class_names=None):
     """Lists ``<directory>/<split>/<class>/*`` as (class names, paths, labels)."""
     root = os.path.join(directory, split)
     if not tf.io.gfile.isdir(root):
-        raise FileNotFoundError(f"Split folder {root} does not exist; expected "
+        raise MissingInputError(f"Split folder {root} does not exist; expected "
                                 f"<directory>/{split}/<class_name>/*.png|jpg|jpeg.")
     classes = sorted(c.rstrip("/") for c in tf.io.gfile.listdir(root)
                      if tf.io.gfile.isdir(os.path.join(root, c)))
     if class_names is None and len(classes) < 2:
-        raise ValueError(f"{root} has {len(classes)} class folder(s); a classifier "
+        raise InputError(f"{root} has {len(classes)} class folder(s); a classifier "
                          "needs at least 2 (<split>/<class_name>/ subfolders).")
     if class_names is not None and classes != class_names:
-        raise ValueError(f"Class folders of {root} {classes} differ from those of the "
+        raise InputError(f"Class folders of {root} {classes} differ from those of the "
                          f"training split {class_names}; both splits need the same.")
     paths, labels = [], []
     for label, name in enumerate(classes):
@@ -340,7 +345,7 @@ def _folder_split(directory, split, requested, class_names=None):
         paths += [os.path.join(root, name, f) for f in files]
         labels += [label] * len(files)
     if not paths:
-        raise ValueError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
+        raise InputError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
     order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
     order = order[:_subset_size(requested, len(paths), split)]
     return classes, [paths[i] for i in order], [labels[i] for i in order]
@@ -355,19 +360,19 @@ def _image_size(path):
     try:
         return tuple(int(v) for v in tf.io.extract_jpeg_shape(data)[:2].numpy())
     except tf.errors.InvalidArgumentError:
-        raise ValueError(f"{path} is neither a PNG nor a JPEG image.") from None
+        raise InputError(f"{path} is neither a PNG nor a JPEG image.") from None
 
 
 def _load_folder(directory, train_split, eval_split, train_examples, eval_examples):
     if not directory or not tf.io.gfile.isdir(directory):
-        raise FileNotFoundError(f"Dataset folder {directory!r} does not exist; pass "
+        raise MissingInputError(f"Dataset folder {directory!r} does not exist; pass "
                                 "directory=<root> holding <split>/<class_name>/*.png.")
     class_names, *train = _folder_split(directory, train_split, train_examples)
     _, *evals = _folder_split(directory, eval_split, eval_examples, class_names)
     height, width = _image_size(train[0][0])
     for path in train[0] + evals[0]:
         if _image_size(path) != (height, width):
-            raise ValueError(f"{path} is {_image_size(path)} (HxW) but the images must "
+            raise InputError(f"{path} is {_image_size(path)} (HxW) but the images must "
                              f"all be {(height, width)} like {train[0][0]}; resize it.")
     shape = (height, width, 3)
 

@@ -16,6 +16,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from okddip_tf.errors import ConfigError, MissingInputError
+
 OFFLINE_ENV = "OKDDIP_OFFLINE"
 PROBE_TIMEOUT = 4.0  # seconds for the whole reachability check
 LOAD, DOWNLOAD, DISABLED, UNREACHABLE = "load", "download", "disabled", "unreachable"
@@ -42,12 +44,12 @@ def decide(prepared, download_allowed, reachable):
 def downloads_allowed(config_value=True, environ=None):
     """`data.download`, unless $OKDDIP_OFFLINE turns downloads off (it wins over the config)."""
     if not isinstance(config_value, bool):
-        raise ValueError(f"data.download must be True or False, got {config_value!r}.")
+        raise ConfigError(f"data.download must be True or False, got {config_value!r}.")
     environ = os.environ if environ is None else environ
     value = environ.get(OFFLINE_ENV, "").strip().lower()
     if value not in _TRUE + _FALSE:
-        raise ValueError(f"{OFFLINE_ENV}={value!r} is not understood; set it to 1 to never "
-                         "download datasets, or to 0 (or leave it unset) to allow downloads.")
+        raise ConfigError(f"{OFFLINE_ENV}={value!r} is not understood; set it to 1 to never "
+                          "download datasets, or to 0 (or leave it unset) to allow downloads.")
     return config_value and value not in _TRUE
 
 
@@ -121,7 +123,7 @@ def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOU
     else:
         hosts = "; ".join(f"{host}: {why}" for host, why in sorted(failures.items()))
         reason = f"it could not be downloaded: its download host is unreachable ({hosts})"
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"tfds dataset {name!r} is not prepared in data_dir {searched} and {reason}. Set "
         f"TFDS_DATA_DIR or data.data_dir to a folder holding '{builder.name}/<version>/', or "
         f"prepare it on a networked machine with `tfds build {name} --data_dir=<dir>` and copy "

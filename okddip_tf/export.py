@@ -20,8 +20,9 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import calibration, io_utils, parity, serving, tflite
+from okddip_tf import calibration, io_utils, parity, progress, quiet, serving, tflite
 from okddip_tf.checkpointing import LAST_CHECKPOINT
+from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
 from okddip_tf.group import GroupModel
 
 SAVED_MODEL = "saved_model"
@@ -86,7 +87,8 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
                     report, int8_calibration):
     """The SavedModel, the TFLite files and the report, each checked against the Keras leader."""
     image_shape, parameters = tuple(report["image_shape"]), report["parameters"]["leader"]
-    serving.write_saved_model(leader, image_shape, class_names, directory)
+    with progress.step("Writing the SavedModel"):
+        serving.write_saved_model(leader, image_shape, class_names, directory)
     outputs = serving.predict(directory, probe[0], batch_size=BATCH)
     saved_parameters = serving.count_parameters(directory)
     if saved_parameters != parameters:
@@ -100,17 +102,19 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
         converted = formats[1:] and tflite.write_conversion_model(leader, image_shape, scratch)
         for fmt in formats[1:]:
             path = os.path.join(directory, f"{report['model_name']}_{fmt}.tflite")
-            with open(path, "wb") as f:
-                f.write(tflite.convert(converted, fmt, representative_images,
-                                       int8_calibration=int8_calibration))
-            classifier = tflite.TFLiteClassifier(path)
+            with progress.step(conversion_message(fmt, representative_images, int8_calibration)):
+                with open(path, "wb") as f, quiet.notices_dropped():
+                    f.write(tflite.convert(converted, fmt, representative_images,
+                                           int8_calibration=int8_calibration))
+            with quiet.notices_dropped():
+                classifier = tflite.TFLiteClassifier(path)
+                logits = classifier.predict(probe[0], BATCH)
             output_step = classifier.output_details["logits"]["quantization"][0] or None
             report["artefacts"][fmt] = {
                 "path": os.path.basename(path), "description": tflite.FORMATS[fmt],
                 "size_bytes": os.path.getsize(path), "parameters": parameters,
                 "input_dtype": classifier.input_dtype.name,
-                **parity.compare(classifier.predict(probe[0], BATCH), *probe[1:],
-                                 output_step=output_step)}
+                **parity.compare(logits, *probe[1:], output_step=output_step)}
             if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
                 report["artefacts"][fmt]["calibration"] = {
                     "images": len(representative_images), "method": int8_calibration,
@@ -122,6 +126,13 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
     os.umask(umask)
     os.chmod(directory, 0o777 & ~umask)  # a server running as another user must read it
     os.chmod(report_path, 0o666 & ~umask)
+
+
+def conversion_message(fmt, representative_images, int8_calibration):
+    if fmt not in tflite.NEEDS_REPRESENTATIVE_IMAGES or representative_images is None:
+        return f"Converting to TFLite {fmt}"
+    return (f"Converting to TFLite {fmt}: calibrating on {len(representative_images)} training "
+            f"images ({int8_calibration} ranges), then quantizing; this takes tens of seconds")
 
 
 def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name="leader",
@@ -140,17 +151,18 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
       model_name, version, overwrite, formats, int8_calibration: as in `export_leader`.
     """
     if workdir is None and checkpoint is None:
-        raise ValueError("Pass a workdir (okddip export --workdir=DIR) or a checkpoint "
+        raise UsageError("Pass a workdir (okddip export --workdir=DIR) or a checkpoint "
                          "(--checkpoint=PATH/last.keras).")
     if workdir is not None and not os.path.isdir(workdir):
-        raise FileNotFoundError(f"Workdir {workdir} does not exist; pass the --workdir of an "
+        raise MissingInputError(f"Workdir {workdir} does not exist; pass the --workdir of an "
                                 "`okddip train` run.")
     if checkpoint is None:
         checkpoint = os.path.join(workdir, "checkpoints", LAST_CHECKPOINT)
     elif workdir is None:  # <workdir>/checkpoints/last.keras
         parent = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
         workdir = parent if os.path.isfile(os.path.join(parent, "config.json")) else None
-    group = load_group(checkpoint)
+    with progress.step(f"Loading {checkpoint}"):
+        group = load_group(checkpoint)
     config, info = (io_utils.read_json(os.path.join(workdir, name)) if workdir else None
                     for name in ("config.json", "dataset_info.json"))
     representative = eval_images = eval_labels = None
@@ -160,7 +172,8 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
             representative, eval_images, eval_labels = load_export_data(
                 config["data"], representative_examples if calibrate else 0, eval_examples)
         except (OSError, ValueError) as error:
-            kind = next(k for k in (FileNotFoundError, ValueError, OSError) if isinstance(error, k))
+            kind = type(error) if isinstance(error, UserError) else next(
+                k for k in (FileNotFoundError, ValueError, OSError) if isinstance(error, k))
             raise kind(f"{error} To export without data, pass --eval_examples=0 "
                        "--formats=saved_model,float32,float16,dynamic_int8.") from error
     source = {"checkpoint": os.path.abspath(checkpoint), "backbone": group.backbone_name,
@@ -178,18 +191,18 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
 def load_group(checkpoint):
     """Loads a .keras GroupModel checkpoint (no optimizer); clear errors for anything else."""
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"No checkpoint at {checkpoint}. `okddip train` writes <workdir>/checkpoints/"
             f"{LAST_CHECKPOINT} after every epoch: train first, or pass --checkpoint=PATH to a "
             ".keras file of a GroupModel.")
     try:
         model = keras.saving.load_model(checkpoint, compile=False)
     except Exception as error:  # zip, config or weight problems all land here
-        raise ValueError(f"Could not load {checkpoint} as a Keras model ({type(error).__name__}: "
+        raise InputError(f"Could not load {checkpoint} as a Keras model ({type(error).__name__}: "
                          f"{error}). Expected a .keras file of an okddip_tf GroupModel, as "
                          "written by `okddip train`.") from error
     if not isinstance(model, GroupModel):
-        raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not an okddip_tf "
+        raise InputError(f"{checkpoint} holds a {type(model).__name__}, not an okddip_tf "
                          "GroupModel; `okddip export` exports the leader of a trained group "
                          "(<workdir>/checkpoints/last.keras).")
     return model
@@ -228,7 +241,7 @@ def resolve_formats(formats, representative_images):
         formats = [f for f in FORMATS if has_images or f not in tflite.NEEDS_REPRESENTATIVE_IMAGES]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(f"Unknown export formats {unknown}; choose from {list(FORMATS)}.")
+        raise UsageError(f"Unknown export formats {unknown}; choose from {list(FORMATS)}.")
     return [SAVED_MODEL] + [f for f in FORMATS[1:] if f in formats]
 
 
@@ -248,10 +261,10 @@ def resolve_version(model_dir, version, overwrite):
     if version is None:
         return max(versions) if overwrite and versions else max(versions, default=0) + 1
     if int(version) != version or version < 1:
-        raise ValueError(f"Versions are positive integers (TF Serving's layout), got {version}.")
+        raise UsageError(f"Versions are positive integers (TF Serving's layout), got {version}.")
     if version in versions and not overwrite:
-        raise FileExistsError(f"{model_dir}/{version} exists; pass overwrite=True (--overwrite) "
-                              f"to replace it, or omit the version to write {max(versions) + 1}.")
+        raise ExistsError(f"{model_dir}/{version} exists; pass overwrite=True (--overwrite) "
+                          f"to replace it, or omit the version to write {max(versions) + 1}.")
     return int(version)
 
 
@@ -267,7 +280,7 @@ def write_version(build, path, overwrite):
         io_utils.replace_directory(build, path)
         return
     if not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+        raise ExistsError(f"{path} exists; pass overwrite=True to replace it.")
     parent, name = os.path.split(path)
     staged = os.path.join(parent, f".staged-{name}-{os.getpid()}")
     old = os.path.join(parent, f".replaced-{name}-{os.getpid()}")

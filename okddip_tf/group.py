@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from okddip_tf import metrics as group_metrics
+from okddip_tf.errors import ConfigError
 from okddip_tf import portable
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import get_backbone
@@ -106,7 +107,7 @@ class GroupModel(keras.Model):
                                self.image_shape)
         for name, layer in self.method.build_layers(context).items():
             if hasattr(self, name):
-                raise ValueError(f"Method {self.method_name!r} names a layer {name!r}, which the "
+                raise RuntimeError(f"Method {self.method_name!r} names a layer {name!r}, which the "
                                  "group already has.")
             setattr(self, name, layer)
         self.distill_weight = None
@@ -275,8 +276,8 @@ def scale_for_replicas(loss):
 def validate_group_args(num_classes, sharing, temperature):
     """Fails fast, saying what was wrong and how to fix it."""
     if sharing not in SHARINGS:
-        raise ValueError(f"sharing must be one of {SHARINGS}, got {sharing!r}.")
+        raise ConfigError(f"sharing must be one of {SHARINGS}, got {sharing!r}.")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}. The paper uses 3.")
+        raise ConfigError(f"temperature must be > 0, got {temperature}. The paper uses 3.")
     if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}.")
+        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes}.")

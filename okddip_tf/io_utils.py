@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from okddip_tf.errors import StorageError, WorkdirError
+
 # The names of in-progress writes: never a finished file.
 TEMPORARY_PREFIXES = (".tmp-", ".partial-", ".probe-")
 
@@ -90,7 +92,7 @@ def check_writable(directory):
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise PermissionError(
+        raise WorkdirError(
             f"Cannot write to {directory} ({err.strerror or err}): the run could not save "
             "checkpoints there. Choose a writable --workdir, or fix its permissions."
         ) from err
@@ -100,7 +102,7 @@ def check_free_space(directory, needed_bytes, what):
     """Fails clearly when the file system of `directory` has fewer than `needed_bytes` free."""
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
-        raise OSError(
+        raise StorageError(
             errno.ENOSPC,
             f"{directory} has {free / 2**20:.1f} MiB free, but {what} needs about "
             f"{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.",

@@ -9,6 +9,8 @@ as the authors' code implements them (see `okddip_spec.md` §4 and `decisions.md
 
 from keras import ops
 
+from okddip_tf.errors import ConfigError
+
 # The authors' KL adds this to the target probabilities before taking their log (utils.KL_Loss).
 TARGET_EPSILON = 1e-7
 
@@ -146,7 +148,7 @@ def okddip_loss(
 
 def check_target_space(target_space):
     if target_space not in TARGET_SPACES:
-        raise ValueError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")
+        raise ConfigError(f"target_space must be one of {TARGET_SPACES}, got {target_space!r}.")
 
 
 def leave_one_out_kd(student_logits, temperature):

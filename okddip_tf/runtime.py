@@ -13,6 +13,8 @@ import shutil
 
 import keras
 
+from okddip_tf.errors import ConfigError, InputError
+
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "auto")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -34,7 +36,7 @@ def make_strategy(name, tpu=""):
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown train.strategy {name!r}; choose one of {STRATEGIES}.")
+        raise ConfigError(f"Unknown train.strategy {name!r}; choose one of {STRATEGIES}.")
     if name == "auto":
         name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
     if name == "default":
@@ -72,18 +74,18 @@ def check_strategy(strategy, batch_size, eval_batch_size, jit_compile, determini
     for key, size in sizes:
         if size % replicas:
             fits = max(replicas, size - size % replicas)
-            raise ValueError(
+            raise ConfigError(
                 f"{key}={size} is the global batch, split over the {replicas} replicas of "
                 f"{type(strategy).__name__}: it must be divisible by {replicas} (e.g. {fits}) so "
                 "that every replica gets the same number of examples.")
     if jit_compile and replicas > 1:
-        raise ValueError(
+        raise ConfigError(
             f"train.jit_compile=True does not work under {type(strategy).__name__} with "
             f"{replicas} replicas: XLA-compiled steps fail reading variables placed on another "
             "replica's device (TensorFlow's known issue; TPUs compile with XLA anyway). Set "
             "--config.train.jit_compile=False.")
     if jit_compile and deterministic:
-        raise ValueError(
+        raise ConfigError(
             "train.jit_compile=True with train.deterministic=True: Keras turns XLA off when op "
             "determinism is enabled. Set one of them to False.")
 
@@ -145,7 +147,7 @@ def check_same_on_workers(strategy, value, what):
     total, squares = strategy.reduce("SUM", values, axis=None).numpy()
     replicas = strategy.num_replicas_in_sync
     if abs(replicas * squares - total**2) > 1e-6 * max(1.0, total**2):  # equal iff all equal
-        raise ValueError(
+        raise InputError(
             f"The workers disagree on {what} (this one has {value}, the mean is "
             f"{total / replicas:g}). Every worker must see the chief's workdir (shared storage) "
             "to resume it; otherwise start a new run in a new --workdir.")
@@ -207,7 +209,7 @@ def shard_by_example(dataset):
 def set_precision(name):
     """Sets Keras' global dtype policy; logits and losses stay float32 inside the models."""
     if name not in PRECISIONS:
-        raise ValueError(f"Unknown train.precision {name!r}; choose one of {PRECISIONS}.")
+        raise ConfigError(f"Unknown train.precision {name!r}; choose one of {PRECISIONS}.")
     keras.mixed_precision.set_global_policy(name)
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from okddip_tf import calibration
 from okddip_tf.interpreter import make_interpreter
+from okddip_tf.errors import UsageError
 
 # name -> what it is. The order is the export order.
 FORMATS = {
@@ -70,7 +71,7 @@ def make_converter(saved_model_dir, fmt, representative_images=None):
         converter.target_spec.supported_types = [tf.float16]
     if fmt == "int8":
         if representative_images is None or len(representative_images) == 0:
-            raise ValueError("Full-integer int8 needs representative images from the training "
+            raise UsageError("Full-integer int8 needs representative images from the training "
                              "split to calibrate the activation ranges; pass some, or leave "
                              "'int8' out of the formats.")
         images = np.asarray(representative_images, np.float32)

@@ -25,6 +25,7 @@ import numpy as np
 from okddip_tf import callbacks as group_callbacks
 from okddip_tf import checkpointing, event_log, io_utils, methods, runtime
 from okddip_tf.config import validate_config
+from okddip_tf.errors import InputError
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
 
@@ -174,7 +175,7 @@ def build_compiled_group(config, info, strategy, steps_per_epoch, method_options
 def finished_run(config, workdir, epochs_done, history, out_dir=None):
     """A workdir whose run has done every epoch: report it (into out_dir), retrain nothing."""
     if epochs_done > config.train.epochs:
-        raise ValueError(f"{workdir} holds a run of {epochs_done} epochs, more than "
+        raise InputError(f"{workdir} holds a run of {epochs_done} epochs, more than "
                          f"train.epochs={config.train.epochs}: it cannot be shortened. Use a new "
                          "--workdir, or --config.train.resume=False to start over there.")
     print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "

@@ -35,6 +35,7 @@ from okddip_tf import callbacks as group_callbacks
 from okddip_tf import checkpointing, data, io_utils, runtime, train
 from okddip_tf.config import validate_config
 from okddip_tf import methods
+from okddip_tf.errors import ConfigError, DependencyError, InputError
 from okddip_tf.metrics import GroupTrackers
 
 ALGORITHMS = ("random", "hyperband", "bayesian")
@@ -113,25 +114,25 @@ def search_space(config):
             continue
         where = f"tuner.{name}={values!r}"
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-            raise ValueError(f"{where}: the values must be numbers.")
+            raise ConfigError(f"{where}: the values must be numbers.")
         if kind == "choice":
             if any(not isinstance(v, int) for v in values) or len(set(values)) != len(values):
-                raise ValueError(f"{where}: give distinct integer choices, e.g. (2, 3, 4), or () "
-                                 "to keep the config's value.")
+                raise ConfigError(f"{where}: give distinct integer choices, e.g. (2, 3, 4), or () "
+                                  "to keep the config's value.")
         elif len(values) != 2 or not values[0] <= values[1] or not all(map(math.isfinite, values)):
-            raise ValueError(f"{where}: give a range (low, high) with low <= high, or () to keep "
-                             "the config's value.")
+            raise ConfigError(f"{where}: give a range (low, high) with low <= high, or () to keep "
+                              "the config's value.")
         if name == "num_students" and not all(
                 method.min_students <= v <= method.max_students for v in values):
-            raise ValueError(f"{where}: model.method={config.model.method!r} takes between "
-                             f"{method.min_students} and {method.max_students} students.")
+            raise ConfigError(f"{where}: model.method={config.model.method!r} takes between "
+                              f"{method.min_students} and {method.max_students} students.")
         dimension = Dimension(name, key, kind, values)
         for extreme in (min(values), max(values)):  # the config's own checks, at both ends
             try:
                 validate_config(with_values(config, {name: extreme}))
             except ValueError as error:
-                raise ValueError(f"{where} reaches {extreme!r}, which the config rejects: "
-                                 f"{error}") from None
+                raise ConfigError(f"{where} reaches {extreme!r}, which the config rejects: "
+                                  f"{error}") from None
         space.append(dimension)
     return space
 
@@ -170,9 +171,9 @@ def make_objective(config, space):
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=3)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"tuner.objective={name!r} is not a metric the group logs.{hint} Valid "
-                         f"objectives for model.method={config.model.method!r}: "
-                         f"{', '.join(valid)}.")
+        raise ConfigError(f"tuner.objective={name!r} is not a metric the group logs.{hint} Valid "
+                          f"objectives for model.method={config.model.method!r}: "
+                          f"{', '.join(valid)}.")
     direction = "min" if name.endswith(("loss", "_ce", "_kd")) else "max"
     return kt.Objective(name, direction)
 
@@ -181,8 +182,8 @@ def check_tuner_config(config):
     """Checks the `tuner` section's own settings before anything loads."""
     tuner_config = config.tuner
     if tuner_config.algorithm not in ALGORITHMS:
-        raise ValueError(f"Unknown tuner.algorithm {tuner_config.algorithm!r}; choose one of "
-                         f"{', '.join(ALGORITHMS)}.")
+        raise ConfigError(f"Unknown tuner.algorithm {tuner_config.algorithm!r}; choose one of "
+                          f"{', '.join(ALGORITHMS)}.")
     checks = [
         (tuner_config.max_trials >= 1, "tuner.max_trials must be >= 1"),
         (tuner_config.epochs >= 1, "tuner.epochs must be >= 1"),
@@ -191,19 +192,19 @@ def check_tuner_config(config):
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"Invalid config: {message}.")
+            raise ConfigError(f"Invalid config: {message}.")
     if config.data.source != "tfds" and "[" in (tuner_config.train_split or "") + (
             tuner_config.eval_split or ""):
-        raise ValueError("tuner.train_split and tuner.eval_split slice tfds splits (e.g. "
-                         "'train[:90%]'); for data.source='folder' name two subfolders, or set "
-                         "both to '' to use data.train_split and data.eval_split.")
+        raise ConfigError("tuner.train_split and tuner.eval_split slice tfds splits (e.g. "
+                          "'train[:90%]'); for data.source='folder' name two subfolders, or set "
+                          "both to '' to use data.train_split and data.eval_split.")
     if tuner_config.algorithm == "bayesian":
         try:
             import scipy  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
             import sklearn  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         except ImportError as error:
-            raise ImportError("tuner.algorithm='bayesian' needs scipy and scikit-learn: "
-                              "pip install 'keras-tuner[bayesian]'.") from error
+            raise DependencyError("tuner.algorithm='bayesian' needs scipy and scikit-learn: "
+                                  "pip install 'keras-tuner[bayesian]'.") from error
 
 
 def trial_data_config(config):
@@ -301,7 +302,7 @@ def check_same_search(workdir, config):
                        f"{new.get(key, '<absent>')!r} now"
                        for key in keys if old.get(key, "<absent>") != new.get(key, "<absent>")]
         if differences:
-            raise ValueError(
+            raise InputError(
                 f"{workdir} holds a search with a different config ({'; '.join(differences[:8])})"
                 ", so it cannot be resumed: its trials measured something else. Use a new "
                 "--workdir (a resumed search may change only "
@@ -339,6 +340,8 @@ def search(config, workdir):
 
     default = strategy is tf.distribute.get_strategy()
     tuner = make_tuner(config, hypermodel, objective, workdir, None if default else strategy)
+    print(f"Search in {workdir}: {config.tuner.algorithm}, trials of up to {config.tuner.epochs} "
+          f"epoch(s) each; KerasTuner announces each trial (train.verbose >= 1).", flush=True)
     tuner.search(train_ds, validation_data=eval_ds, epochs=config.tuner.epochs,
                  verbose=config.train.verbose, shuffle=False,  # the dataset shuffles itself
                  callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))])

@@ -5,6 +5,7 @@
 declares, and each module for its method as the authors' code runs it.
 """
 
+from okddip_tf.errors import ConfigError
 from okddip_tf.methods.base import GroupContext, Method, Students, TunerKnob
 from okddip_tf.methods.baseline import Baseline
 from okddip_tf.methods.cl_ilr import CLILR
@@ -22,7 +23,7 @@ METHODS = {cls.name: cls for cls in (Baseline, Independent, OKDDip, KD, OKDDipKD
 def get_method_class(name):
     """The method class registered as `name`; the error lists the known ones."""
     if name not in METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown method {name!r}. Known methods: {sorted(METHODS)}. "
             "Set it with method=... or --config.model.method=..."
         )
@@ -33,7 +34,7 @@ def create_method(method, options=None):
     """A fresh method instance from a name (plus options) or from an instance (copied)."""
     if isinstance(method, Method):
         if options:
-            raise ValueError("Pass the options to the Method instance, not method_options.")
+            raise ConfigError("Pass the options to the Method instance, not method_options.")
         return type(method)(**method.options)
     return get_method_class(method)(**(options or {}))
 
@@ -44,7 +45,7 @@ def config_sections():
     for cls in METHODS.values():
         for section, defaults in cls.sections.items():
             if sections.setdefault(section, defaults) != defaults:
-                raise ValueError(f"Methods disagree on the defaults of config section {section!r}.")
+                raise RuntimeError(f"Methods disagree on the defaults of config section {section!r}.")
     return sections
 
 
@@ -60,5 +61,5 @@ def tuner_knobs():
     for cls in METHODS.values():
         for knob in cls.tuner_knobs:
             if knobs.setdefault(knob.name, knob) != knob:
-                raise ValueError(f"Two methods declare different tuner knobs named {knob.name!r}.")
+                raise RuntimeError(f"Two methods declare different tuner knobs named {knob.name!r}.")
     return knobs

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 from keras import ops
 
 from okddip_tf import losses
+from okddip_tf.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Method:
                  for key, default in section.items()}
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Method {self.name!r} has no option(s) {unknown}. Its options: "
                 f"{sorted(known) or 'none'}.")
         self.options = {**known, **options}
@@ -134,12 +135,12 @@ class Method:
     def check_group(self, num_students, sharing):
         """Fails fast on a group this method cannot train, saying how to fix it."""
         if not self.min_students <= num_students <= self.max_students:
-            raise ValueError(
+            raise ConfigError(
                 f"Method {self.name!r} needs num_students between {self.min_students} and "
                 f"{self.max_students}, got {num_students}. Set --config.model.num_students "
                 "(OKDDip's default is 4: 3 peers and a leader; 'baseline' and 'kd' use 1).")
         if num_students > 1 and sharing not in self.sharings:
-            raise ValueError(
+            raise ConfigError(
                 f"Method {self.name!r} needs sharing in {self.sharings}, got {sharing!r}. Set "
                 f"--config.model.sharing={self.sharings[0]}.")
 

@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from okddip_tf import losses
+from okddip_tf.errors import ConfigError, MissingInputError
 from okddip_tf.methods import base
 
 SECTION = {"kd": {
@@ -72,7 +73,7 @@ class KD(base.Method):
 
 def check_kd_options(options):
     if not options["alpha"] >= 0:
-        raise ValueError(f"kd.alpha must be >= 0, got {options['alpha']}.")
+        raise ConfigError(f"kd.alpha must be >= 0, got {options['alpha']}.")
 
 
 def teacher_logits(teacher, images):
@@ -91,12 +92,12 @@ def checkpoint_of(teacher):
     if os.path.isdir(teacher):
         path = os.path.join(teacher, "checkpoints", "last.keras")
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"kd.teacher={teacher!r} is a folder without checkpoints/last.keras: name a "
                 "finished `okddip train` workdir or a .keras file.")
         return path
     if not os.path.isfile(teacher):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"kd.teacher={teacher!r} does not exist: name a finished `okddip train` workdir or a "
             ".keras file, or leave it empty to train kd.teacher_config first.")
     return teacher
@@ -117,12 +118,12 @@ def build_teacher(teacher, teacher_model, num_classes):
     elif teacher:
         model = load_teacher(teacher)
     else:
-        raise ValueError("KD needs a teacher: set --config.kd.teacher=WORKDIR_OR_FILE (or "
-                         "kd.teacher_config, a config `okddip train` trains first).")
+        raise ConfigError("KD needs a teacher: set --config.kd.teacher=WORKDIR_OR_FILE (or "
+                          "kd.teacher_config, a config `okddip train` trains first).")
     classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
     if classes != num_classes:
-        raise ValueError(f"The teacher ({teacher or 'saved'}) predicts {classes} classes; this "
-                         f"group has {num_classes}. Train the teacher on the same dataset.")
+        raise ConfigError(f"The teacher ({teacher or 'saved'}) predicts {classes} classes; this "
+                          f"group has {num_classes}. Train the teacher on the same dataset.")
     model.trainable = False
     return model, keras.saving.serialize_keras_object(model)
 
@@ -132,16 +133,16 @@ def prepare_teacher(options, config, workdir):
     if options["teacher"]:
         return {"teacher": options["teacher"]}
     if not options["teacher_config"]:
-        raise ValueError("KD needs a teacher: set --config.kd.teacher=WORKDIR_OR_FILE or "
-                         "--config.kd.teacher_config=configs/FILE.py.")
+        raise ConfigError("KD needs a teacher: set --config.kd.teacher=WORKDIR_OR_FILE or "
+                          "--config.kd.teacher_config=configs/FILE.py.")
     # Imported here: training imports the group, which imports the methods.
     from okddip_tf import train  # pylint: disable=import-outside-toplevel
     from okddip_tf.config import load_config_file  # pylint: disable=import-outside-toplevel
 
     teacher_config = load_config_file(options["teacher_config"])
     if teacher_config.model.method in ("kd", "okddip_kd"):
-        raise ValueError(f"kd.teacher_config={options['teacher_config']!r} trains with "
-                         f"{teacher_config.model.method!r}, which needs a teacher itself.")
+        raise ConfigError(f"kd.teacher_config={options['teacher_config']!r} trains with "
+                          f"{teacher_config.model.method!r}, which needs a teacher itself.")
     with teacher_config.unlocked():
         teacher_config.data.data_dir = teacher_config.data.data_dir or config.data.data_dir
     directory = os.path.join(workdir, "teacher")

@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from okddip_tf import losses
+from okddip_tf.errors import ConfigError
 from okddip_tf.attention import PeerAttention, RandomAttention
 from okddip_tf.methods import base
 
@@ -64,12 +65,12 @@ class OKDDip(base.Method):
     def check_options(self):
         options = self.options
         if options["attention"] not in ATTENTIONS:
-            raise ValueError(f"okddip.attention must be one of {ATTENTIONS}, got "
-                             f"{options['attention']!r}.")
+            raise ConfigError(f"okddip.attention must be one of {ATTENTIONS}, got "
+                              f"{options['attention']!r}.")
         losses.check_target_space(options["target_space"])
         if options["attention_dim"] is not None and options["attention_dim"] < 1:
-            raise ValueError(f"okddip.attention_dim must be >= 1 (or None for feature_dim // 8), "
-                             f"got {options['attention_dim']}.")
+            raise ConfigError(f"okddip.attention_dim must be >= 1 (or None for feature_dim // 8), "
+                              f"got {options['attention_dim']}.")
 
     @property
     def two_level(self):
@@ -95,14 +96,14 @@ class OKDDip(base.Method):
         if chosen < 0:
             chosen = draw_student(0, num_students)
         if chosen >= num_students:
-            raise ValueError(f"okddip.reported_student={chosen} is not one of the "
-                             f"{num_students} students.")
+            raise ConfigError(f"okddip.reported_student={chosen} is not one of the "
+                              f"{num_students} students.")
         return chosen
 
     def check_group(self, num_students, sharing):
         super().check_group(num_students, sharing)
         if not self.two_level and num_students < 2:
-            raise ValueError("okddip.two_level=False needs num_students >= 2 peers.")
+            raise ConfigError("okddip.two_level=False needs num_students >= 2 peers.")
         self.deployed_index(num_students)
 
     def build_layers(self, context):

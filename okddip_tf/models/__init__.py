@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Callable
 
+from okddip_tf.errors import ConfigError
+
 BACKBONES = {}
 
 
@@ -40,7 +42,7 @@ def register_backbone(backbone):
 def get_backbone(name):
     """Looks up a backbone by name; the error lists the known ones."""
     if name not in BACKBONES:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown backbone {name!r}. Known backbones: {sorted(BACKBONES)}. "
             "Set it with backbone=... or --config.model.backbone=..."
         )

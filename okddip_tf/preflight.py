@@ -1,0 +1,51 @@
+"""Checks `okddip` runs on a config before it loads any data, so a wrong value fails in seconds.
+
+Each raises `errors.ConfigError` (a ValueError) with the message of the check it mirrors.
+"""
+
+import contextlib
+
+from okddip_tf import errors
+
+
+@contextlib.contextmanager
+def config_errors():
+    """Reports a ValueError of a check that reads only the config as a ConfigError.
+
+    Use it only around such checks: a ValueError from anything else may be a bug.
+    """
+    try:
+        yield
+    except errors.UserError:
+        raise
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
+
+
+def check_config(config):
+    """The config's own value checks (no TensorFlow needed)."""
+    from okddip_tf.config import validate_config  # pylint: disable=import-outside-toplevel
+
+    validate_config(config)
+
+
+def check_model(config):
+    """The model section and the method's options: a known backbone and method, options the
+    method takes, and a group size and sharing it can train."""
+    # pylint: disable=import-outside-toplevel
+    from okddip_tf import methods, models
+
+    models.get_backbone(config.model.backbone)
+    with config_errors():
+        method = methods.create_method(config.model.method, methods.options_from_config(config))
+        method.check_group(config.model.num_students, config.model.sharing)
+
+
+def check_search(config):
+    """`okddip tune`'s own settings and search space, as the search itself checks them."""
+    from okddip_tf import tuner  # pylint: disable=import-outside-toplevel
+
+    with config_errors():
+        tuner.check_tuner_config(config)
+        tuner.search_space(config)
+        tuner.make_objective(config, tuner.search_space(config))

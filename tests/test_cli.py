@@ -1,0 +1,245 @@
+"""The `okddip` command as a newcomer meets it: help, user errors without tracebacks, a quiet start.
+
+The tests run the installed `okddip` console script (pyproject's entry point) in a subprocess,
+with this checkout first on PYTHONPATH and without TF_CPP_MIN_LOG_LEVEL, OKDDIP_VERBOSE or
+OKDDIP_TF_LOGS, so they see what a user's shell sees; the last one checks the stderr filter
+in-process. Help and argument errors never import TensorFlow (well under a second each); the
+errors that need TensorFlow run two at a time in one fixture.
+"""
+
+import concurrent.futures
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = "--config=configs/quickstart.py:smoke"
+# A line in the format of TensorFlow's C++ logging (e.g. "I0000 00:00:17.. 123 cudart_stub.cc:31]")
+# or absl's note that precedes such lines.
+TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\]|absl::InitializeLog", re.M)
+# The flags `okddip <command> --help` must describe (the issue's list).
+COMMAND_FLAGS = {
+    "train": ["config", "workdir", "verbose", "tf_logs"],
+    "export": ["workdir", "checkpoint", "export_dir", "model_name", "model_version", "overwrite",
+               "formats", "eval_examples", "calibration_images", "int8_calibration", "verbose",
+               "tf_logs"],
+    "tune": ["config", "workdir", "verbose", "tf_logs"],
+}
+
+
+def entry_point():
+    script = pathlib.Path(sysconfig.get_path("scripts")) / "okddip"
+    found = str(script) if script.is_file() else shutil.which("okddip")
+    assert found, "the `okddip` script is missing: install the package (pip install -e .)"
+    return found
+
+
+def user_env(**extra):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("TF_CPP_MIN_LOG_LEVEL", "OKDDIP_VERBOSE", "OKDDIP_TF_LOGS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+def okddip(*args, timeout=300, **env):
+    return subprocess.run([entry_point(), *args], cwd=REPO_ROOT, env=user_env(**env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def python(code, *args, timeout=300):
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=user_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_user_error(result, command, status, message):
+    """Exit `status`, `message` in a one- or two-line stderr naming the command, no traceback."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    prefix = f"okddip {command}: " if command else "okddip: "
+    ours = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    assert ours and len(lines) - ours[0] <= 2, result.stderr[-3000:]
+    assert message in "\n".join(lines[ours[0]:]), result.stderr[-3000:]
+    assert not TF_CPP_LINE.search(result.stderr), result.stderr[-3000:]
+
+
+def flag_help(stdout, flag):
+    """The text `--help` prints for --flag: its line and the indented lines under it."""
+    match = re.search(rf"^  --{flag}\b.*\n((?:      .*\n?)*)", stdout, re.M)
+    assert match, f"--{flag} is not listed:\n{stdout}"
+    return " ".join(match.group(0).split())
+
+
+def test_tool_help_lists_the_commands_without_starting_tensorflow():
+    result = okddip("--help")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    for command in COMMAND_FLAGS:
+        assert re.search(rf"^  {command}\s+\w", result.stdout, re.M), result.stdout
+    assert "okddip <command> --help" in result.stdout and "README" in result.stdout
+    # Help is instant: TensorFlow is not imported for it.
+    code = ("import sys; from okddip_tf import cli; sys.argv = ['okddip', *sys.argv[1:]]; "
+            "cli.run(); print('tensorflow imported:', 'tensorflow' in sys.modules)")
+    assert python(code, "train", "--help").stdout.strip().endswith("tensorflow imported: False")
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_FLAGS))
+def test_command_help_names_its_flags_defaults_and_an_example(command):
+    result = okddip(command, "--help")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert result.stdout.startswith(f"okddip {command}: ")
+    for flag in COMMAND_FLAGS[command]:
+        assert "(default: " in flag_help(result.stdout, flag)
+    assert f"Example:\n  okddip {command} --" in result.stdout
+    if "config" in COMMAND_FLAGS[command]:
+        assert "--config.<section>.<key>=<value>" in result.stdout
+    other = {"export": "--checkpoint", "train": None, "tune": None}[command]
+    assert (other is None) or other in result.stdout
+    if command != "export":  # export's own flags are not offered where they do nothing
+        assert "--checkpoint" not in result.stdout and "--formats" not in result.stdout
+
+
+def test_export_help_shows_real_defaults():
+    result = okddip("export", "--help")
+    assert "(default: 1000)" in flag_help(result.stdout, "calibration_images")
+    assert "(default: percentile)" in flag_help(result.stdout, "int8_calibration")
+    assert "(default: leader)" in flag_help(result.stdout, "model_name")
+
+
+def test_helpfull_still_lists_every_flag():
+    result = okddip("--helpfull")
+    assert result.returncode == 0
+    assert "--flagfile" in result.stdout and "--int8_calibration" in result.stdout
+
+
+def test_no_command_prints_our_usage_only():
+    result = okddip()
+    assert_user_error(result, "", 2, "expected one command of train, export, tune")
+    assert "USAGE:" not in result.stderr and "helpfull" not in result.stderr
+
+
+@pytest.mark.parametrize("args, command, status, message", [
+    (("frobnicate",), "", 2, "got 'frobnicate'"),
+    (("train", SMOKE), "train", 2, "needs --config=FILE and --workdir=DIR"),
+    (("export",), "export", 2, "needs --workdir=DIR"),
+    (("train", SMOKE, "--workdir=W", "--no_such_flag=1"), "train", 2, "no_such_flag"),
+    (("train", "--config=configs/no_such_config.py", "--workdir=W"), "train", 2,
+     "--config=configs/no_such_config.py: no such file"),
+    (("train", "--config=configs/quickstart.py:smok", "--workdir=W"), "train", 2,
+     "Unknown config argument 'smok'"),
+    (("train", SMOKE, "--workdir=W", "--config.model.temprature=2"), "train", 2,
+     'the config has no such key. Did you mean "temperature"'),
+    (("tune", SMOKE, "--workdir=W", "--config.train.epochs=abc"), "tune", 2,
+     "--config.train.epochs=abc"),
+    (("train", SMOKE, "--workdir=W", "--config.train.epochs=0"), "train", 2,
+     "train.epochs must be >= 1"),
+])
+def test_argument_and_config_errors_are_one_message(args, command, status, message, tmp_path):
+    args = [arg.replace("--workdir=W", f"--workdir={tmp_path / 'w'}") for arg in args]
+    result = okddip(*args)
+    assert_user_error(result, command, status, message)
+    assert not (tmp_path / "w").exists()
+
+
+def test_verbose_and_its_environment_variable_show_the_traceback(tmp_path):
+    args = ["train", SMOKE, f"--workdir={tmp_path}", "--config.train.epochs=0"]
+    for result in (okddip(*args, "--verbose"), okddip(*args, OKDDIP_VERBOSE="1")):
+        assert result.returncode == 2
+        assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("okddip train: Invalid config")
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """A plain ValueError where only user errors were expected is a bug: it is not hidden."""
+    code = ("import sys\nfrom okddip_tf import cli, config\n"
+            "def broken(cfg):\n    raise ValueError('a bug, not a user error')\n"
+            "config.validate_config = broken\n"
+            "sys.argv = ['okddip', *sys.argv[1:]]\nsys.exit(cli.run())\n")
+    result = python(code, "train", SMOKE, f"--workdir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "ValueError: a bug, not a user error" in result.stderr
+
+
+def test_a_config_file_that_crashes_keeps_its_traceback(tmp_path):
+    """Only ml_collections' unknown-key error becomes a message; a config file's own bug is not."""
+    path = tmp_path / "broken.py"
+    path.write_text("def get_config(arg=None):\n    return None.model\n")
+    result = okddip("train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "AttributeError" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tf_runs(tmp_path_factory):
+    """The errors that need TensorFlow (or tfds), run two at a time: name -> result."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "empty_data_dir").mkdir()
+    (tmp / "a_file").write_text("")
+    (tmp / "garbage.keras").write_bytes(b"not a zip file")
+    runs = {
+        "backbone": ("train", SMOKE, "--config.model.backbone=resnet9"),
+        "method": ("train", SMOKE, "--config.model.method=okdd"),
+        "group_size": ("train", SMOKE, "--config.model.num_students=1"),
+        "dataset": ("train", SMOKE, "--config.data.name=cifar1000",
+                    f"--config.data.data_dir={tmp / 'empty_data_dir'}"),
+        "not_prepared": ("train", SMOKE, f"--config.data.data_dir={tmp / 'empty_data_dir'}"),
+        "workdir": ("train", SMOKE, f"--workdir={tmp / 'a_file' / 'run'}",
+                    f"--config.data.data_dir={tmp / 'empty_data_dir'}"),
+        "checkpoint": ("export", f"--checkpoint={tmp / 'garbage.keras'}"),
+        "tf_logs": ("export", f"--checkpoint={tmp / 'garbage.keras'}", "--tf_logs"),
+    }
+
+    def run(name):
+        args = list(runs[name])
+        if args[0] == "train" and not any(a.startswith("--workdir=") for a in args):
+            args.append(f"--workdir={tmp / name}")
+        return name, okddip(*args, timeout=240, TFDS_DATA_DIR=str(tmp / "empty_data_dir"))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, runs))
+
+
+@pytest.mark.parametrize("name, command, status, message", [
+    ("backbone", "train", 2, "Unknown backbone 'resnet9'. Known backbones: ["),
+    ("method", "train", 2, "Unknown method 'okdd'. Known methods: ["),
+    ("group_size", "train", 2, "Method 'okddip' needs num_students between 2 and"),
+    ("dataset", "train", 2, "tfds does not know a dataset named 'cifar1000'. Close matches: "
+                            "cifar100"),
+    ("not_prepared", "train", 1, "tfds dataset 'cifar100' is not prepared in data_dir"),
+    ("workdir", "train", 1, "Choose a writable --workdir"),
+    ("checkpoint", "export", 1, "as a Keras model"),
+])
+def test_user_errors_past_tensorflow_are_one_message_and_start_quietly(tf_runs, name, command,
+                                                                        status, message):
+    assert_user_error(tf_runs[name], command, status, message)
+
+
+def test_tf_logs_brings_tensorflow_start_up_lines_back(tf_runs):
+    result = tf_runs["tf_logs"]
+    assert result.returncode == 1 and "okddip export: " in result.stderr
+    assert TF_CPP_LINE.search(result.stderr), result.stderr[-3000:]
+    assert not TF_CPP_LINE.search(tf_runs["checkpoint"].stderr)
+
+
+def test_notices_are_dropped_only_when_quiet_and_other_lines_kept(capfd, monkeypatch):
+    """In-process: what `okddip export` wraps its TFLite conversions in."""
+    from okddip_tf import quiet  # pylint: disable=import-outside-toplevel
+
+    notice = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+    with quiet.notices_dropped():  # the library alone: nothing is dropped
+        os.write(2, notice)
+    monkeypatch.setattr(quiet, "_quiet", True)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        with quiet.notices_dropped():
+            os.write(2, notice + b"fully_quantize: 0, inference_type: 6, input_inference_type: "
+                     b"UINT8\na real warning\n")
+            raise RuntimeError("converter crashed")
+    err = capfd.readouterr().err
+    assert err.count("XNNPACK") == 1 and "fully_quantize" not in err
+    assert err.endswith("a real warning\n")
