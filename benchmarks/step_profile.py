@@ -1,7 +1,7 @@
 """Where the milliseconds of one TensorFlow training step go, by op type (CPU).
 
     python benchmarks/step_profile.py [--variant=okddip_branch_4|single] [--steps=4]
-        [--onednn=0|1] [--out=step_profile_<variant>_onednn<0|1>.json]
+        [--onednn=0|1] [--layers=fused|keras] [--out=NAME.json]
 
 Builds the variant exactly as benchmarks/torch_vs_tf_cpu.py does (batch 128 of random 32x32x3
 images, 100 classes, CoupledSGD), warms the compiled step up, then records `--steps` steps with
@@ -9,7 +9,8 @@ tf.profiler and sums each TensorFlow op's time on the host threads by op type (C
 backprops, BatchNorm's pieces, the optimizer's per-variable updates, ...). With 2 inter-op threads
 ops overlap, so the per-type times add up to more than the wall time; they show the shares.
 It also times the parts separately: forward + loss + gradients, the optimizer's apply alone, and
-the whole step. Writes benchmarks/results/<out>.
+the whole step. --layers=keras profiles the net built from Keras' own BatchNormalization and padding layers
+(okddip_tf before its speed work). Writes benchmarks/results/<out>.
 """
 
 import argparse
@@ -27,6 +28,8 @@ parser.add_argument("--steps", type=int, default=4)
 parser.add_argument("--onednn", choices=["0", "1"], default=None,
                     help="TF_ENABLE_ONEDNN_OPTS for this process (default: as okddip_tf sets it).")
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--layers", choices=["fused", "keras"], default="fused",
+                    help="keras: Keras' own BatchNormalization and padding layers (the old net)")
 parser.add_argument("--out", default=None)
 ARGS = parser.parse_args()
 if ARGS.onednn is not None:
@@ -34,10 +37,8 @@ if ARGS.onednn is not None:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import tf_group_step  # noqa: E402  (imports okddip_tf, which sets the oneDNN default, first)
 import tensorflow as tf  # noqa: E402
-
-import tf_group_step  # noqa: E402
 
 
 def timed(fn, steps):
@@ -66,14 +67,17 @@ def op_times(logdir):
                     name = names.get(event.metadata_id, "")
                     if ":" not in name:  # TF ops are "op_name:OpType"
                         continue
-                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e6
+                    op_type = name.rsplit(":", 1)[1].strip()
+                    if op_type in ("Process", "Run") or op_type.startswith("__inference"):
+                        continue  # whole-function events that contain the ops
+                    totals[op_type] += event.duration_ps / 1e6
     return totals
 
 
 def main():
     tf.config.threading.set_intra_op_parallelism_threads(ARGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(ARGS.threads)
-    model, step, batch = tf_group_step.build(ARGS.variant)
+    model, step, batch = tf_group_step.build(ARGS.variant, layers=ARGS.layers)
     grads_fn = tf.function(lambda: tf_group_step.gradients(model, batch))
     gradients = grads_fn()
     apply_fn = tf.function(lambda: model.optimizer.apply(gradients, model.trainable_variables))
@@ -98,12 +102,13 @@ def main():
     print({k: round(v * 1e3, 1) for k, v in parts.items()}, "ms; profiled wall",
           round(wall * 1e3, 1), "ms")
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
-    out = ARGS.out or f"step_profile_{ARGS.variant}_onednn{onednn}.json"
+    out = ARGS.out or f"step_profile_{ARGS.variant}_{ARGS.layers}_layers_onednn{onednn}.json"
     tf_group_step.write_json({
         "command": "python " + " ".join(sys.argv),
         "machine": tf_group_step.machine(),
         "threads": ARGS.threads,
         "variant": ARGS.variant,
+        "layers": ARGS.layers,
         "batch_size": tf_group_step.BATCH,
         "profiled_steps": ARGS.steps,
         "load_average": os.getloadavg(),

@@ -4,6 +4,7 @@ Shared by benchmarks/torch_vs_tf_cpu.py and benchmarks/step_profile.py. TensorFl
 imported before the caller has set TF_ENABLE_ONEDNN_OPTS (okddip_tf sets its default on import).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -23,17 +24,46 @@ VARIANTS = {
 }
 
 
-def build(variant, seed=0):
-    """(group, step(batch) -> loss as a float, batch) for a variant, built and compiled."""
+def build(variant, seed=0, layers="fused"):
+    """(group, step(batch) -> loss as a float, batch) for a variant, built and compiled.
+
+    layers="keras" builds the same network from Keras' own BatchNormalization and a padding layer
+    before every 3x3 conv (okddip_tf's layers before the speed work), to time the difference.
+    """
     keras.utils.set_random_seed(seed)
-    group = okddip_tf.GroupModel(backbone="resnet32", num_classes=CLASSES, image_shape=(32, 32, 3),
-                                 **VARIANTS[variant])
+    with plain_keras_layers(layers == "keras"):
+        group = okddip_tf.GroupModel(backbone="resnet32", num_classes=CLASSES,
+                                     image_shape=(32, 32, 3), **VARIANTS[variant])
     group.compile(optimizer=okddip_tf.CoupledSGD(0.1, momentum=0.9, nesterov=True, l2=5e-4))
     rng = np.random.default_rng(seed)
     batch = (tf.constant(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)),
              tf.constant(rng.integers(0, CLASSES, BATCH), dtype=tf.int32))
     train_step = tf.function(group.train_step)
     return group, lambda b: float(train_step(b)["loss"]), batch
+
+
+@contextlib.contextmanager
+def plain_keras_layers(enabled):
+    """While building: resnet_cifar with keras.layers.BatchNormalization and ZeroPadding2D convs."""
+    if not enabled:
+        yield
+        return
+    from okddip_tf.models import resnet_cifar
+
+    def padded_conv(filters, kernel_size, stride, name):
+        pad = (kernel_size - 1) // 2
+        conv = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding="valid",
+                                   use_bias=False, kernel_initializer=resnet_cifar.conv_init(),
+                                   name=name)
+        padding = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad") if pad else None
+        return lambda x: conv(padding(x) if padding else x)
+
+    saved = resnet_cifar.BatchNormalization, resnet_cifar.conv
+    resnet_cifar.BatchNormalization, resnet_cifar.conv = keras.layers.BatchNormalization, padded_conv
+    try:
+        yield
+    finally:
+        resnet_cifar.BatchNormalization, resnet_cifar.conv = saved
 
 
 def gradients(group, batch):
