@@ -2,9 +2,10 @@
 
 import os
 
-# TensorFlow's oneDNN CPU kernels are off by default on CPUs without AVX-512 and must be chosen
-# before TensorFlow loads; they train the ResNet-32 group about 1.25x faster on an AVX2 CPU
-# (benchmarks/torch_vs_tf_cpu.py). Set TF_ENABLE_ONEDNN_OPTS=0 to keep TensorFlow's own default.
+# TensorFlow's oneDNN CPU kernels are off by default on CPUs without AVX-512 and are chosen when
+# TensorFlow loads, so this works when okddip_tf is imported first (as `okddip` does). They speed
+# up the convolutions that dominate the training step (benchmarks/step_profile.py --onednn=0|1).
+# Set TF_ENABLE_ONEDNN_OPTS=0 to keep TensorFlow's own default.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from okddip_tf import losses
