@@ -7,7 +7,14 @@ as before.
 
 import importlib
 import importlib.util
+import os
 import sys
+
+# TensorFlow's oneDNN CPU kernels are off by default on CPUs without AVX-512 and are chosen when
+# TensorFlow loads, so this works when okddip_tf is imported first (as `okddip` does). They speed
+# up the convolutions that dominate the training step (benchmarks/step_profile.py --onednn=0|1).
+# Set TF_ENABLE_ONEDNN_OPTS=0 to keep TensorFlow's own default.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,10 @@ shares everything up to the last stage (the paper's CIFAR split).
 Fidelity to the PyTorch code: post-activation blocks, BatchNorm momentum 0.9 / epsilon 1e-5
 (PyTorch's 0.1 / 1e-5), Kaiming-normal fan-out conv init, PyTorch's uniform Linear init, and
 stride-2 convolutions padded by one on every side ("same" in TF pads asymmetrically).
+
+Speed without changing the maths: BatchNorm trains with TensorFlow's fused kernel
+(`okddip_tf.models.batchnorm`), and stride-1 3x3 convolutions pad inside the convolution ("same",
+symmetric at stride 1) instead of through a separate padding layer.
 """
 
 import functools
@@ -15,6 +19,7 @@ import keras
 from keras import layers
 
 from okddip_tf.attention import torch_linear_initializer
+from okddip_tf.models.batchnorm import BatchNormalization
 from okddip_tf.models import Backbone, register_backbone
 
 
@@ -30,17 +35,22 @@ def conv_init():
 
 def batch_norm(name, sync_batchnorm):
     kwargs = {"synchronized": True} if sync_batchnorm else {}
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, **kwargs)
+    return BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, **kwargs)
 
 
 def conv(filters, kernel_size, stride, name):
-    """A bias-free conv with PyTorch's symmetric padding of (kernel_size - 1) // 2."""
+    """A bias-free conv with PyTorch's symmetric padding of (kernel_size - 1) // 2.
+
+    At stride 1 an odd kernel's "same" padding is that symmetric padding, done inside the
+    convolution; at stride 2 "same" would pad only after, so a padding layer pads both sides.
+    """
     pad = (kernel_size - 1) // 2
-    ops_ = [layers.ZeroPadding2D(pad, name=f"{name}_pad")] if pad else []
+    inside = stride == 1 and kernel_size % 2 == 1
+    ops_ = [layers.ZeroPadding2D(pad, name=f"{name}_pad")] if pad and not inside else []
     ops_.append(
         layers.Conv2D(
-            filters, kernel_size, strides=stride, padding="valid", use_bias=False,
-            kernel_initializer=conv_init(), name=name,
+            filters, kernel_size, strides=stride, padding="same" if inside else "valid",
+            use_bias=False, kernel_initializer=conv_init(), name=name,
         )
     )
 

@@ -1,0 +1,137 @@
+"""The okddip_tf side of the CPU step benchmarks: the group's compiled train step on random data.
+
+Shared by benchmarks/torch_vs_tf_cpu.py and benchmarks/step_profile.py. TensorFlow must not be
+imported before the caller has set TF_ENABLE_ONEDNN_OPTS (okddip_tf sets its default on import).
+"""
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+
+import okddip_tf  # noqa: F401  (sets the oneDNN default before TensorFlow loads)
+import keras
+import numpy as np
+import tensorflow as tf
+
+BATCH, CLASSES = 128, 100
+VARIANTS = {
+    "okddip_branch_4": dict(method="okddip", num_students=4, sharing="branch"),
+    "single": dict(method="baseline", num_students=1),
+}
+
+
+def build(variant, seed=0, layers="fused"):
+    """(group, step(batch) -> loss as a float, batch) for a variant, built and compiled.
+
+    layers="keras" builds the same network from Keras' own BatchNormalization and a padding layer
+    before every 3x3 conv (okddip_tf's layers before the speed work), to time the difference.
+    """
+    keras.utils.set_random_seed(seed)
+    with plain_keras_layers(layers == "keras"):
+        group = okddip_tf.GroupModel(backbone="resnet32", num_classes=CLASSES,
+                                     image_shape=(32, 32, 3), **VARIANTS[variant])
+    group.compile(optimizer=okddip_tf.CoupledSGD(0.1, momentum=0.9, nesterov=True, l2=5e-4))
+    rng = np.random.default_rng(seed)
+    batch = (tf.constant(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)),
+             tf.constant(rng.integers(0, CLASSES, BATCH), dtype=tf.int32))
+    train_step = tf.function(group.train_step)
+    return group, lambda b: float(train_step(b)["loss"]), batch
+
+
+@contextlib.contextmanager
+def plain_keras_layers(enabled):
+    """While building: resnet_cifar with keras.layers.BatchNormalization and ZeroPadding2D convs."""
+    if not enabled:
+        yield
+        return
+    from okddip_tf.models import resnet_cifar
+
+    def padded_conv(filters, kernel_size, stride, name):
+        pad = (kernel_size - 1) // 2
+        conv = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding="valid",
+                                   use_bias=False, kernel_initializer=resnet_cifar.conv_init(),
+                                   name=name)
+        padding = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad") if pad else None
+        return lambda x: conv(padding(x) if padding else x)
+
+    saved = resnet_cifar.BatchNormalization, resnet_cifar.conv
+    resnet_cifar.BatchNormalization, resnet_cifar.conv = keras.layers.BatchNormalization, padded_conv
+    try:
+        yield
+    finally:
+        resnet_cifar.BatchNormalization, resnet_cifar.conv = saved
+
+
+def gradients(group, batch):
+    """Forward, the group's loss and the gradients, without the optimizer (for profiling)."""
+    images, labels = batch
+    with tf.GradientTape() as tape:
+        outputs = group(images, training=True)
+        loss = group.compute_group_loss(labels, outputs)["loss"]
+    return tape.gradient(loss, group.trainable_variables)
+
+
+def cpu_kind():
+    """The CPU's model name and the vector extensions that decide which kernels run."""
+    flags, model = set(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                elif line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    avx512 = sorted(f for f in flags if f.startswith("avx512"))
+    kind = ("AVX-512" + (" + BF16" if "avx512_bf16" in flags else "") if avx512
+            else "AVX2" if "avx2" in flags else "no AVX2")
+    return {"model_name": model, "kind": kind, "avx2": "avx2" in flags,
+            "avx512_flags": avx512, "amx": sorted(f for f in flags if f.startswith("amx"))}
+
+
+def machine():
+    return {"cpu": cpu_kind(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+            "onednn_in_use": onednn_in_use()}
+
+
+def onednn_in_use():
+    """Whether this TensorFlow build runs its oneDNN kernels (the env var, or its own default)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_json(report, name):
+    """Writes benchmarks/results/<name> atomically."""
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "git_commit": git_commit(), **report}
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, out)
+    print("wrote", os.path.relpath(out))
+
+
+def safe_name(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
