@@ -13,7 +13,10 @@ def get_base_config():
 
     config.model = config_dict.ConfigDict()
     config.model.method = "okddip"  # okddip | independent | baseline
-    config.model.backbone = "resnet32"
+    config.model.backbone = "resnet32"  # a registered name, or package.module:factory (own model)
+    config.model.split_stage = placeholder(int)  # registered nets: first per-student stage (None: paper's)
+    config.model.split_at = placeholder(str)  # own model: the layer the branches start after
+    config.model.batchnorm = "pytorch"  # pytorch (momentum 0.9, eps 1e-5) | keras (0.99, 1e-3)
     config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
     config.model.sharing = "branch"  # branch (shared trunk) | network (m independent networks)
     config.model.temperature = 3.0
@@ -43,6 +46,7 @@ def get_base_config():
     config.optim.momentum = 0.9
     config.optim.nesterov = True
     config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
+    config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD weight_decay)
     config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
     config.optim.drop_factor = 0.1
 
@@ -124,6 +128,8 @@ def validate_config(config):
         (config.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (config.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
         (config.optim.l2 >= 0, "optim.l2 must be >= 0"),
+        (config.optim.get("weight_decay", "coupled") in ("coupled", "decoupled"),
+         "optim.weight_decay must be 'coupled' or 'decoupled'"),
         (config.rampup.length >= 0, "rampup.length must be >= 0 epochs"),
         (list(config.optim.drop_epochs) == sorted(config.optim.drop_epochs),
          "optim.drop_epochs must be increasing"),

@@ -8,7 +8,7 @@ from okddip_tf import portable
 from okddip_tf.attention import PeerAttention
 from okddip_tf.losses import TARGET_SPACES, mix_peer_logits
 from okddip_tf.methods import get_method
-from okddip_tf.models import get_backbone
+from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
 from okddip_tf.normalization import check_image_shape
 
@@ -51,7 +51,9 @@ class GroupModel(keras.Model):
     ```
 
     Args:
-      backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`).
+      backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`), a configured
+        `okddip_tf.models.Backbone` (`get_backbone(name, split_stage=..., batchnorm=...)`, or
+        your own model through `okddip_tf.models.from_keras`), or its `get_config()` dict.
       num_classes: number of classes.
       num_students: m, the group size including the leader (2..8; 1 for "baseline").
       sharing: "branch" (shared trunk, last stage per student) or "network" (m networks).
@@ -85,11 +87,16 @@ class GroupModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        spec = get_backbone(backbone)
+        spec = resolve_backbone(backbone)
+        if spec.raw_pixels:  # the network normalises its input itself
+            pixel_mean, pixel_std = (0.0,) * len(pixel_mean), (1.0,) * len(pixel_std)
         self.method = get_method(method)
         validate_group_args(self.method, method, num_classes, num_students, sharing, temperature,
                             target_space)
-        self.backbone_name, self.method_name = backbone, method
+        self.backbone, self.backbone_name, self.method_name = spec, spec.name, method
+        # A name stays a name in the config; anything else is saved as the backbone's config.
+        self._backbone_config = backbone if isinstance(backbone, str) and ":" not in backbone \
+            else spec.get_config()
         self.num_classes, self.num_students, self.sharing = num_classes, num_students, sharing
         self.num_peers = num_students - 1
         self.temperature = float(temperature)
@@ -238,7 +245,7 @@ class GroupModel(keras.Model):
     def get_config(self):
         return {
             **super().get_config(),
-            "backbone": self.backbone_name,
+            "backbone": self._backbone_config,
             "num_classes": self.num_classes,
             "num_students": self.num_students,
             "sharing": self.sharing,

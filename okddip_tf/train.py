@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, data, io_utils, runtime
+from okddip_tf import checkpointing, data, io_utils, models, runtime
 from okddip_tf.config import validate_config
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
@@ -33,23 +33,47 @@ REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "diversity"
 
 def build_group(model_config, info):
     """The group model for a dataset: the config's model section plus the dataset's shapes."""
+    kwargs = dict(model_config)
+    backbone_options = {key: kwargs.pop(key, None) for key in ("split_stage", "split_at",
+                                                                "batchnorm")}
+    if backbone_options["batchnorm"] == "pytorch":
+        backbone_options["batchnorm"] = None  # the default: a name stays a plain name
+    backbone = kwargs.pop("backbone")
+    if ":" in backbone:  # the user's own model: "package.module:factory"
+        backbone = models.from_keras(
+            backbone, split_at=backbone_options["split_at"],
+            factory_kwargs={"num_classes": info.num_classes, "input_shape": info.image_shape})
+        if backbone_options["split_stage"] is not None or backbone_options["batchnorm"]:
+            raise ValueError("model.split_stage and model.batchnorm apply to registered "
+                             "backbones; your own model keeps its layers (use model.split_at).")
+    elif any(value is not None for value in backbone_options.values()):
+        backbone = models.resolve_backbone(backbone, **backbone_options)
     return GroupModel(
+        backbone=backbone,
         num_classes=info.num_classes,
         image_shape=info.image_shape,
         pixel_mean=info.pixel_mean,
         pixel_std=info.pixel_std,
-        **model_config,
+        **kwargs,
     )
 
 
 def build_optimizer(optim_config, steps_per_epoch):
-    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops."""
+    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops.
+
+    `optim.weight_decay="decoupled"` gives Keras' SGD with decoupled weight decay
+    (w <- w - lr * l2 * w after the update) instead, the alternative of decision 9.
+    """
     schedule = step_schedule(
         steps_per_epoch,
         optim_config.learning_rate,
         tuple(optim_config.drop_epochs),
         optim_config.drop_factor,
     )
+    if optim_config.get("weight_decay", "coupled") == "decoupled":
+        return keras.optimizers.SGD(schedule, momentum=optim_config.momentum,
+                                    nesterov=optim_config.nesterov,
+                                    weight_decay=optim_config.l2 or None)
     return CoupledSGD(
         schedule,
         momentum=optim_config.momentum,

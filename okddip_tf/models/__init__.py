@@ -36,8 +36,8 @@ class Backbone:
     """
 
     name: str
-    build_trunk: Callable
-    build_head: Callable
+    build_trunk: Callable = dataclasses.field(compare=False)
+    build_head: Callable = dataclasses.field(compare=False)
     trunk_channels: int
     feature_dim: int
     options: tuple = ()
@@ -110,7 +110,7 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
         if split_stage is not None or batchnorm is not None:
             raise ValueError("split_stage and batchnorm apply to registered backbones; a user's "
                              "model keeps its own layers (use split_at to choose the split).")
-        from okddip_tf.models.from_keras import from_keras  # pylint: disable=import-outside-toplevel
+        from okddip_tf.models.keras_backbone import from_keras  # pylint: disable=import-outside-toplevel
 
         return from_keras(backbone, split_at=split_at)
     if split_at is not None:
@@ -122,7 +122,7 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
 def backbone_from_config(config):
     """Rebuilds a backbone from `Backbone.get_config()`."""
     if "keras_model" in config:
-        from okddip_tf.models.from_keras import from_config  # pylint: disable=import-outside-toplevel
+        from okddip_tf.models.keras_backbone import from_config  # pylint: disable=import-outside-toplevel
 
         return from_config(config)
     if "name" not in config:
@@ -133,4 +133,4 @@ def backbone_from_config(config):
 # Registration happens on import; importing them here means callers never have to.
 from okddip_tf.models import resnet_cifar  # noqa: E402,F401
 from okddip_tf.models import densenet, resnet_imagenet, vgg  # noqa: E402,F401
-from okddip_tf.models.from_keras import from_keras  # noqa: E402,F401
+from okddip_tf.models.keras_backbone import from_keras  # noqa: E402,F401
