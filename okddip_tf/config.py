@@ -40,6 +40,8 @@ def get_base_config():
     config.data.augment = True  # zero-pad 4, random crop, horizontal flip
     config.data.shuffle_buffer = 50_000
     config.data.cache = True
+    config.data.pipeline = "cifar"  # cifar | imagenet (okddip_tf/imagenet.py: crops of any size)
+    config.data.image_size = 224  # pipeline=imagenet: the crop size
 
     config.optim = config_dict.ConfigDict()
     config.optim.learning_rate = 0.1
