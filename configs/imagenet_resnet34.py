@@ -12,14 +12,15 @@ an assumption.
 
 Data: tfds `imagenet2012`, prepared by you (manual download, see okddip_tf/imagenet.py), or
 `:folder=/path/to/imagenet` for `<path>/train/<wnid>/*.JPEG` and `<path>/val/<wnid>/*.JPEG`.
-Variants: `:network` uses 4 independent ResNet-34s.
+Variants: `:network` uses 4 independent ResNet-34s; `:smoke` is a seconds-long check of the
+pipeline and the training loop on CIFAR-100's encoded images (tiny backbone, 32x32 crops).
 """
 
 from okddip_tf import config as common
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, network=False, folder="")
+    args = common.parse_arg(arg, network=False, folder="", smoke=False)
     config = common.get_base_config()
     config.model.backbone = "resnet34_imagenet"
     if args["network"]:
@@ -40,4 +41,7 @@ def get_config(arg=None):
     config.train.epochs = 90
     config.rampup.length = 24
     config.train.probe_images = 256
+    if args["smoke"]:
+        common.apply_smoke(config)
+        config.data.name, config.data.eval_split, config.data.image_size = "cifar100", "test", 32
     return config
