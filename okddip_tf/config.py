@@ -13,8 +13,8 @@ def get_base_config():
 
     config.model = config_dict.ConfigDict()
     config.model.method = "okddip"  # okddip | independent | baseline
-    config.model.backbone = "resnet32"  # a registered name, or package.module:factory (own model)
-    config.model.split_stage = placeholder(int)  # registered nets: first per-student stage (None: paper's)
+    config.model.backbone = "resnet32"  # registered name, or package.module:factory (own model)
+    config.model.split_stage = placeholder(int)  # first per-student stage (None: the paper's)
     config.model.split_at = placeholder(str)  # own model: the layer the branches start after
     config.model.batchnorm = "pytorch"  # pytorch (momentum 0.9, eps 1e-5) | keras (0.99, 1e-3)
     config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
@@ -48,7 +48,7 @@ def get_base_config():
     config.optim.momentum = 0.9
     config.optim.nesterov = True
     config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
-    config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD weight_decay)
+    config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD)
     config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
     config.optim.drop_factor = 0.1
 

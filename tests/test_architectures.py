@@ -65,9 +65,9 @@ PAPER_COUNTS = [
     ("resnet32", 100, 472_756, 1_554_272),
     ("resnet110_bottleneck", 10, 1_147_738, 3_781_496),
     ("wrn20_8_bottleneck", 10, 6_848_090, 22_519_416),
-    ("wrn20_8_bottleneck", 100, 6_871_220, 22_611_936),
+    pytest.param("wrn20_8_bottleneck", 100, 6_871_220, 22_611_936, marks=pytest.mark.slow),
     ("vgg16", 10, 15_253_578, 38_157_928),
-    ("vgg16", 100, 15_299_748, 38_342_608),
+    pytest.param("vgg16", 100, 15_299_748, 38_342_608, marks=pytest.mark.slow),
 ]
 
 
@@ -104,7 +104,8 @@ def test_resnet34_imagenet_leader_and_two_stage_branches():
 
 
 @pytest.mark.parametrize("backbone,classes,plain", [
-    ("densenet40_12", 100, 188_092), ("wrn20_8_bottleneck", 10, 6_848_090)])
+    ("densenet40_12", 100, 188_092),
+    pytest.param("wrn20_8_bottleneck", 10, 6_848_090, marks=pytest.mark.slow)])
 def test_network_groups_hold_m_plain_networks(backbone, classes, plain):
     group = GroupModel(backbone=backbone, num_classes=classes, num_students=M, sharing="network")
     feature_dim = get_backbone(backbone).feature_dim

@@ -110,9 +110,9 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
         if split_stage is not None or batchnorm is not None:
             raise ValueError("split_stage and batchnorm apply to registered backbones; a user's "
                              "model keeps its own layers (use split_at to choose the split).")
-        from okddip_tf.models.keras_backbone import from_keras  # pylint: disable=import-outside-toplevel
+        from okddip_tf.models import keras_backbone  # pylint: disable=import-outside-toplevel
 
-        return from_keras(backbone, split_at=split_at)
+        return keras_backbone.from_keras(backbone, split_at=split_at)
     if split_at is not None:
         raise ValueError(f"split_at names a layer of your own model; for the registered "
                          f"backbone {backbone!r} use split_stage (an integer stage index).")
@@ -122,11 +122,12 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
 def backbone_from_config(config):
     """Rebuilds a backbone from `Backbone.get_config()`."""
     if "keras_model" in config:
-        from okddip_tf.models.keras_backbone import from_config  # pylint: disable=import-outside-toplevel
+        from okddip_tf.models import keras_backbone  # pylint: disable=import-outside-toplevel
 
-        return from_config(config)
+        return keras_backbone.from_config(config)
     if "name" not in config:
-        raise ValueError(f"Not a backbone config (no 'name' or 'keras_model' key): {sorted(config)}.")
+        raise ValueError("Not a backbone config (no 'name' or 'keras_model' key): "
+                         f"{sorted(config)}.")
     return get_backbone(config["name"], **config.get("options", {}))
 
 

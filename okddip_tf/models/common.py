@@ -48,11 +48,12 @@ def conv_init():
     called, so a shared module-level instance would give every same-shaped conv (and every
     student's head) identical weights.
     """
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                              distribution="untruncated_normal")
 
 
 def batch_norm(name, norm):
-    """BatchNormalization built as `norm` (a NormSettings, or a bool: synchronise, PyTorch style)."""
+    """BatchNormalization built as `norm` (NormSettings, or a bool: synchronise, PyTorch style)."""
     if not isinstance(norm, NormSettings):
         norm = NormSettings(bool(norm))
     momentum, epsilon = BATCHNORM_STYLES[norm.style]

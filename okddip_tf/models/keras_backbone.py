@@ -163,7 +163,8 @@ def import_factory(path):
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(f"Cannot import {module_name!r} for backbone {path!r} ({error}); make "
-                         "the module importable (install it, or add its folder to PYTHONPATH).") from None
+                         "the module importable (install it, or add its folder to "
+                         "PYTHONPATH).") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ValueError(f"{module_name!r} has no function {attribute!r} (backbone {path!r}).")
