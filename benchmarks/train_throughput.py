@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py [--backbone=resnet32] [--batch_size=128] [--steps=12]
         [--precision=float32|mixed_float16|mixed_bfloat16] [--jit_compile]
     python benchmarks/train_throughput.py --mode=precision [--rounds=3]
+    python benchmarks/train_throughput.py --mode=architectures [--steps=3] [--rounds=2]
 
 Data are random uint8 images already in memory, so the numbers measure the model's training step
 alone (benchmarks/input_pipeline.py measures the input pipeline). Writes
@@ -15,6 +16,12 @@ XLA (jit_compile), all built and warmed up first, then timed in interleaved roun
 change in the machine's load hits every setting alike; it reports each round and the median, plus
 the load averages, into benchmarks/results/train_throughput_<backbone>_precision.json.
 (TensorFlow vs the JAX backend: see benchmarks/jax_epoch.py.)
+
+--mode=architectures covers every network of the paper (and a keras.applications model through
+okddip_tf.models.from_keras): for each, one network (baseline) and the branch-based OKDDip group
+of 4 are built, warmed up, then timed in interleaved rounds, so the group's cost relative to one
+network is measured under the same load. CIFAR networks train on 32x32 images, ResNet-34 on
+224x224 with a smaller batch; benchmarks/results/train_throughput_architectures.json.
 """
 
 import datetime
@@ -40,7 +47,7 @@ flags.DEFINE_integer("num_classes", 100, "Classes.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
                   "Keras dtype policy the models are built under.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the timed train step and forward pass.")
-flags.DEFINE_enum("mode", "variants", ["variants", "precision"],
+flags.DEFINE_enum("mode", "variants", ["variants", "precision", "architectures"],
                   "variants: the four models; precision: precision/XLA settings (see above).")
 flags.DEFINE_integer("rounds", 3, "--mode=precision: interleaved timing rounds.")
 FLAGS = flags.FLAGS
@@ -61,6 +68,19 @@ VARIANTS = {
 }
 
 
+# --mode=architectures: backbone -> (classes, image size, batch size).
+ARCHITECTURES = {
+    "resnet32": (100, 32, 32),
+    "resnet110_bottleneck": (100, 32, 32),
+    "wrn20_8_bottleneck": (100, 32, 32),
+    "vgg16": (100, 32, 32),
+    "densenet40_12": (100, 32, 32),
+    "resnet34_imagenet": (1000, 224, 4),
+    "keras.applications.MobileNetV3Small": (100, 32, 32),
+}
+ARCHITECTURE_VARIANTS = ("single", "okddip_branch_4")
+
+
 def time_steps(step, batches, warmup=3):
     for i in range(warmup):
         step(batches[i % len(batches)])
@@ -70,19 +90,23 @@ def time_steps(step, batches, warmup=3):
     return (time.perf_counter() - start) / FLAGS.steps
 
 
-def build_steps(variant, precision="float32", jit_compile=False):
+def build_steps(variant, precision="float32", jit_compile=False, backbone=None, num_classes=None,
+                image_size=32, batch_size=None):
     """(group, train step, forward pass, batches) of one variant built under `precision`."""
+    backbone = backbone or FLAGS.backbone
+    num_classes, batch_size = num_classes or FLAGS.num_classes, batch_size or FLAGS.batch_size
     keras.mixed_precision.set_global_policy(precision)
     try:
         keras.utils.set_random_seed(0)
-        group = okddip_tf.GroupModel(backbone=FLAGS.backbone, num_classes=FLAGS.num_classes,
-                                     image_shape=(32, 32, 3), **variant)
+        group = okddip_tf.GroupModel(backbone=backbone, num_classes=num_classes,
+                                     image_shape=(image_size, image_size, 3), **variant)
         group.compile(optimizer=okddip_tf.paper_sgd(steps_per_epoch=390))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(0)
-    batches = [(tf.constant(rng.integers(0, 256, (FLAGS.batch_size, 32, 32, 3), dtype=np.uint8)),
-                tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size), dtype=tf.int32))
+    shape = (batch_size, image_size, image_size, 3)
+    batches = [(tf.constant(rng.integers(0, 256, shape, dtype=np.uint8)),
+                tf.constant(rng.integers(0, num_classes, batch_size), dtype=tf.int32))
                for _ in range(3)]
     train_step = tf.function(group.train_step, jit_compile=jit_compile)
     predict = tf.function(lambda x: group(x, training=False), jit_compile=jit_compile)
@@ -170,10 +194,65 @@ def main_precision():
     }, f"train_throughput_{FLAGS.backbone}_precision.json")
 
 
+def architecture_backbone(name, num_classes, image_size):
+    if not name.startswith("keras.applications."):
+        return name
+    application = getattr(keras.applications, name.rsplit(".", 1)[1])
+    model = application(weights=None, input_shape=(image_size, image_size, 3),
+                        classes=num_classes)
+    return okddip_tf.models.from_keras(model, split_at="expanded_conv_10_add")
+
+
+def main_architectures():
+    results, loads = {}, [os.getloadavg()]
+    for name, (num_classes, image_size, batch_size) in ARCHITECTURES.items():
+        runs, params = {}, {}
+        for variant in ARCHITECTURE_VARIANTS:
+            group, train, _, batches = build_steps(
+                VARIANTS[variant], backbone=architecture_backbone(name, num_classes, image_size),
+                num_classes=num_classes, image_size=image_size, batch_size=batch_size)
+            train(batches[0])  # tracing happens here
+            runs[variant] = (train, batches)
+            params[variant] = int(sum(np.prod(v.shape) for v in group.trainable_variables))
+        rounds = {variant: [] for variant in runs}
+        for _ in range(FLAGS.rounds):
+            for variant, (train, batches) in runs.items():
+                rounds[variant].append(time_steps(train, batches, warmup=1))
+        loads.append(os.getloadavg())
+        seconds = {variant: float(np.median(times)) for variant, times in rounds.items()}
+        results[name] = {
+            "num_classes": num_classes, "image_size": image_size, "batch_size": batch_size,
+            "trainable_params": params,
+            "train_step_seconds_median": seconds,
+            "train_step_seconds_per_round": rounds,
+            "train_images_per_second": {v: batch_size / s for v, s in seconds.items()},
+            "group_cost_vs_single": seconds["okddip_branch_4"] / seconds["single"],
+        }
+        print(f"{name:<38} single {params['single']:>11,} params {seconds['single']:7.3f} s/step"
+              f"  group {params['okddip_branch_4']:>11,} params "
+              f"{seconds['okddip_branch_4']:7.3f} s/step  "
+              f"{results[name]['group_cost_vs_single']:4.2f}x", flush=True)
+    write({
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "note": ("Measured with few steps on a shared machine also loaded by other processes "
+                 "(load averages before and after each architecture in load_averages): the "
+                 "absolute times are noisy; each group-vs-single ratio comes from interleaved "
+                 "rounds under the same load. Random uint8 images in memory, float32, no XLA."),
+        "load_averages": loads,
+        "timed_steps_per_round": FLAGS.steps,
+        "rounds": FLAGS.rounds,
+        "results": results,
+    }, "train_throughput_architectures.json")
+
+
 def main(argv):
     del argv
     if FLAGS.mode == "precision":
         return main_precision()
+    if FLAGS.mode == "architectures":
+        return main_architectures()
     results = {name: measure(variant, FLAGS.precision, FLAGS.jit_compile)
                for name, variant in VARIANTS.items()}
     single = results["single"]["train_step_seconds"]

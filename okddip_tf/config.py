@@ -16,7 +16,10 @@ def get_base_config():
 
     config.model = config_dict.ConfigDict()
     config.model.method = "okddip"  # a name in okddip_tf.methods.METHODS
-    config.model.backbone = "resnet32"
+    config.model.backbone = "resnet32"  # registered name, or package.module:factory (own model)
+    config.model.split_stage = placeholder(int)  # first per-student stage (None: the paper's)
+    config.model.split_at = placeholder(str)  # own model: the layer the branches start after
+    config.model.batchnorm = "pytorch"  # pytorch (momentum 0.9, eps 1e-5) | keras (0.99, 1e-3)
     config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
     config.model.sharing = "branch"  # branch (shared trunk) | network (m independent networks)
     config.model.temperature = 3.0  # T of every distilling method
@@ -46,12 +49,15 @@ def get_base_config():
     # A tfds dataset missing from data_dir is downloaded once (when its host answers within
     # seconds); False, or the environment variable OKDDIP_OFFLINE=1, never downloads.
     config.data.download = True
+    config.data.pipeline = "cifar"  # cifar | imagenet (okddip_tf/imagenet.py: crops of any size)
+    config.data.image_size = 224  # pipeline=imagenet: the crop size
 
     config.optim = config_dict.ConfigDict()
     config.optim.learning_rate = 0.1
     config.optim.momentum = 0.9
     config.optim.nesterov = True
     config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
+    config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD)
     config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
     config.optim.drop_factor = 0.1
 
@@ -160,6 +166,8 @@ def validate_config(config):
         (config.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (config.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
         (config.optim.l2 >= 0, "optim.l2 must be >= 0"),
+        (config.optim.get("weight_decay", "coupled") in ("coupled", "decoupled"),
+         "optim.weight_decay must be 'coupled' or 'decoupled'"),
         (config.rampup.length >= 0, "rampup.length must be >= 0 epochs"),
         (list(config.optim.drop_epochs) == sorted(config.optim.drop_epochs),
          "optim.drop_epochs must be increasing"),

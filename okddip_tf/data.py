@@ -206,7 +206,7 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
                   path=None, train_split="train", eval_split="test", train_examples=None,
                   eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
                   shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0,
-                  download=True):
+                  download=True, pipeline="cifar", image_size=224):
     """Loads the training and evaluation pipelines and their `DatasetInfo`.
 
     Args:
@@ -226,6 +226,9 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
         a pure function of (seed, epoch): see `prepare_dataset`.
       download: download and prepare a tfds dataset missing from the data dir (when its
         host answers; $OKDDIP_OFFLINE=1 overrides): see okddip_tf/download.py.
+      pipeline: ``"cifar"`` (this module) or ``"imagenet"`` (`okddip_tf.imagenet`: images of
+        any size, random-resized crops to `image_size`; evaluation resize and centre crop).
+      image_size: the crop size of the ``"imagenet"`` pipeline.
 
     Returns:
       ``(train_ds, eval_ds, info)``.
@@ -243,6 +246,17 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
             train_examples=train_examples, eval_examples=eval_examples, batch_size=batch_size,
             eval_batch_size=eval_batch_size, augment=augment, seed=seed, epochs=epochs,
             initial_epoch=initial_epoch)
+    if pipeline == "imagenet":
+        from okddip_tf import imagenet  # pylint: disable=import-outside-toplevel
+
+        return imagenet.load_datasets(
+            source=source, name=name, data_dir=data_dir, directory=directory,
+            train_split=train_split, eval_split=eval_split, train_examples=train_examples,
+            eval_examples=eval_examples, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            augment=augment, shuffle_buffer=shuffle_buffer, cache=cache, seed=seed,
+            epochs=epochs, initial_epoch=initial_epoch, image_size=image_size)
+    if pipeline != "cifar":
+        raise ConfigError(f"Unknown data pipeline {pipeline!r}; use 'cifar' or 'imagenet'.")
     _check_batch_size(batch_size)
     _check_batch_size(eval_batch_size or batch_size)
     if source == "tfds":

@@ -214,7 +214,7 @@ def resolve_leader(group_or_leader, image_shape):
     if isinstance(group_or_leader, GroupModel):
         group = group_or_leader
         leader, image_shape = group.leader, tuple(image_shape or group.image_shape or ())
-        reference = GroupModel(backbone=group.backbone_name, num_classes=group.num_classes,
+        reference = GroupModel(backbone=group.backbone, num_classes=group.num_classes,
                                num_students=1, method="baseline", image_shape=group.image_shape,
                                pixel_mean=group.normalizer.mean,
                                pixel_std=group.normalizer.std).leader

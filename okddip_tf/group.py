@@ -7,7 +7,7 @@ from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
 from okddip_tf import portable
 from okddip_tf.methods import GroupContext, Students, create_method
-from okddip_tf.models import get_backbone
+from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
 from okddip_tf.normalization import check_image_shape
 
@@ -53,7 +53,9 @@ class GroupModel(keras.Model):
     ```
 
     Args:
-      backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`).
+      backbone: a registered backbone name (see `okddip_tf.models.BACKBONES`), a configured
+        `okddip_tf.models.Backbone` (`get_backbone(name, split_stage=..., batchnorm=...)`, or
+        your own model through `okddip_tf.models.from_keras`), or its `get_config()` dict.
       num_classes: number of classes.
       num_students: m, the group size (the method says which sizes it takes).
       sharing: "branch" (shared trunk, last stage per student) or "network" (m networks).
@@ -82,11 +84,16 @@ class GroupModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        spec = get_backbone(backbone)
+        spec = resolve_backbone(backbone)
+        if spec.raw_pixels:  # the network normalises its input itself
+            pixel_mean, pixel_std = (0.0,) * len(pixel_mean), (1.0,) * len(pixel_std)
         self.method = create_method(method, method_options)
         validate_group_args(num_classes, sharing, temperature)
         self.method.check_group(num_students, sharing)
-        self.backbone_name, self.method_name = backbone, self.method.name
+        self.backbone, self.backbone_name, self.method_name = spec, spec.name, self.method.name
+        # A name stays a name in the config; anything else is saved as the backbone's config.
+        self._backbone_config = backbone if isinstance(backbone, str) and ":" not in backbone \
+            else spec.get_config()
         self.num_classes, self.num_students, self.sharing = num_classes, num_students, sharing
         self.num_peers = self.method.num_peers(num_students)
         self.has_leader = self.method.has_leader(num_students)
@@ -233,7 +240,7 @@ class GroupModel(keras.Model):
     def get_config(self):
         return {
             **super().get_config(),
-            "backbone": self.backbone_name,
+            "backbone": self._backbone_config,
             "num_classes": self.num_classes,
             "num_students": self.num_students,
             "sharing": self.sharing,

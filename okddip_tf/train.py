@@ -23,9 +23,9 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, event_log, io_utils, methods, runtime
+from okddip_tf import checkpointing, event_log, io_utils, methods, models, runtime
 from okddip_tf.config import validate_config
-from okddip_tf.errors import InputError
+from okddip_tf.errors import ConfigError, InputError
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
 
@@ -52,24 +52,48 @@ def prepare_method(config, workdir):
 
 def build_group(config, info, method_options=None):
     """The group model for a dataset: the config's model section plus the dataset's shapes."""
+    kwargs = dict(config.model)
+    backbone_options = {key: kwargs.pop(key, None) for key in ("split_stage", "split_at",
+                                                                "batchnorm")}
+    if backbone_options["batchnorm"] == "pytorch":
+        backbone_options["batchnorm"] = None  # the default: a name stays a plain name
+    backbone = kwargs.pop("backbone")
+    if ":" in backbone:  # the user's own model: "package.module:factory"
+        backbone = models.from_keras(
+            backbone, split_at=backbone_options["split_at"],
+            factory_kwargs={"num_classes": info.num_classes, "input_shape": info.image_shape})
+        if backbone_options["split_stage"] is not None or backbone_options["batchnorm"]:
+            raise ConfigError("model.split_stage and model.batchnorm apply to registered "
+                             "backbones; your own model keeps its layers (use model.split_at).")
+    elif any(value is not None for value in backbone_options.values()):
+        backbone = models.resolve_backbone(backbone, **backbone_options)
     return GroupModel(
+        backbone=backbone,
         num_classes=info.num_classes,
         image_shape=info.image_shape,
         pixel_mean=info.pixel_mean,
         pixel_std=info.pixel_std,
         method_options=method_options or methods.options_from_config(config),
-        **config.model,
+        **kwargs,
     )
 
 
 def build_optimizer(optim_config, steps_per_epoch):
-    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops."""
+    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops.
+
+    `optim.weight_decay="decoupled"` gives Keras' SGD with decoupled weight decay
+    (w <- w - lr * l2 * w after the update) instead, the alternative of decision 9.
+    """
     schedule = step_schedule(
         steps_per_epoch,
         optim_config.learning_rate,
         tuple(optim_config.drop_epochs),
         optim_config.drop_factor,
     )
+    if optim_config.get("weight_decay", "coupled") == "decoupled":
+        return keras.optimizers.SGD(schedule, momentum=optim_config.momentum,
+                                    nesterov=optim_config.nesterov,
+                                    weight_decay=optim_config.l2 or None)
     return CoupledSGD(
         schedule,
         momentum=optim_config.momentum,
@@ -199,7 +223,7 @@ def load_data(config, initial_epoch):
 
         options = {key: value for key, value in options.items()
                    if key not in ("data_dir", "directory", "shuffle_buffer", "cache", "source",
-                                  "download")}
+                                  "download", "pipeline", "image_size")}
         train_ds, eval_ds, info = arrays.load_datasets(**options)
     else:
         try:

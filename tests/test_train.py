@@ -52,6 +52,16 @@ def test_paper_recipe_config_matches_the_paper():
     assert config.rampup.length == 80 and not config.okddip.detach_targets
 
 
+def test_imagenet_recipe_config_matches_the_paper():
+    config = load_config_file(REPO_ROOT / "configs" / "imagenet_resnet34.py")
+    assert (config.model.backbone, config.data.pipeline, config.data.image_size) == (
+        "resnet34_imagenet", "imagenet", 224)
+    assert config.data.batch_size == 256 and config.optim.l2 == 1e-4
+    assert tuple(config.optim.drop_epochs) == (30, 60) and config.train.epochs == 90
+    assert (config.optim.learning_rate, config.optim.momentum, config.optim.nesterov) == (
+        0.1, 0.9, True)
+
+
 def test_unknown_config_argument_is_rejected():
     with pytest.raises(ValueError, match="Unknown config argument 'smok'"):
         load_config_file(REPO_ROOT / "configs" / "cifar100_resnet32_okddip.py", "smok")

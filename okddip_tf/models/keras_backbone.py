@@ -1,0 +1,299 @@
+"""Your own functional Keras classifier as an OKDDip backbone.
+
+```python
+base = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3), classes=10,
+                                           classifier_activation=None)
+backbone = okddip_tf.models.from_keras(base, split_at="expanded_conv_10_add")
+group = okddip_tf.GroupModel(backbone=backbone, num_classes=10, image_shape=(96, 96, 3))
+```
+
+The model is split at the layer `split_at`: the trunk is everything up to and including it, a
+head everything after it. Branch-based groups share one trunk and give every student a fresh copy
+of the head; network-based groups give every student fresh copies of both, i.e. a fresh network.
+Every copy is rebuilt from the model's serialised architecture with newly initialised weights;
+the weights of the model passed in are not used.
+
+The features the peer attention and ONE's gate read are the input of the final classification
+layer (the last layer with weights before the output; globally average-pooled when it is a
+feature map), or the output of the layer `features_at`. A final softmax (a softmax layer, or a
+softmax activation on the classification layer) is removed: the group needs logits.
+
+The backbone serialises the model's architecture into the group's config, so a saved group loads,
+resumes and exports without the code that built the model, as long as the model consists of
+Keras' own layers (custom layers must be registered with
+`keras.saving.register_keras_serializable` wherever the group is loaded).
+"""
+
+import importlib
+import json
+import inspect
+
+import keras
+from keras import layers
+
+from okddip_tf.models import Backbone
+
+PREPROCESSING_LAYERS = (layers.Rescaling, layers.Normalization)
+WEIGHTLESS_PASS_THROUGH = (layers.Flatten, layers.Reshape, layers.Dropout, layers.Activation,
+                           layers.Softmax, layers.Identity)
+
+
+def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=None,
+               factory_kwargs=None):
+    """Turns a functional Keras classifier (or a function building one) into a `Backbone`.
+
+    Args:
+      model_or_factory: a functional (or Sequential) `keras.Model` from images to class scores;
+        a function returning one; or "package.module:function" naming such a function.
+      split_at: the layer after which the branches start (branch-based groups share everything
+        up to and including it). None splits right before the classification layer, so the
+        students share all but their classifiers.
+      features_at: the layer whose output is the students' features; None: the input of the
+        final classification layer.
+      raw_pixels: the model normalises its input itself (its first layer is a Rescaling or
+        Normalization layer, as in keras.applications models with built-in preprocessing): the
+        group then feeds it raw [0, 255] pixels instead of normalising them. None detects it.
+      factory_kwargs: keyword arguments given to a factory, each only if the factory's
+        signature accepts it (e.g. {"num_classes": 10, "input_shape": (32, 32, 3)}).
+
+    Returns:
+      A `Backbone` that `GroupModel(backbone=...)` accepts.
+
+    Raises:
+      ValueError: the model is not functional, has several inputs or outputs, or cannot be split
+        at `split_at` (the message lists the layers it can be split at).
+    """
+    factory = None
+    if isinstance(model_or_factory, str):
+        factory = model_or_factory
+        model_or_factory = import_factory(model_or_factory)
+    if isinstance(model_or_factory, keras.Model):
+        model = model_or_factory
+    elif callable(model_or_factory):
+        model = call_factory(model_or_factory, factory_kwargs or {})
+    else:
+        raise TypeError("from_keras needs a keras.Model, a function returning one, or a "
+                        f"'package.module:function' string; got {type(model_or_factory).__name__}.")
+    check_functional(model)
+    # A JSON string: Keras' own config serialisation would mangle a nested model config.
+    serialized = json.dumps(keras.saving.serialize_keras_object(model))
+    config = {"keras_model": serialized, "split_at": split_at,
+              "features_at": features_at, "raw_pixels": raw_pixels, "factory": factory}
+    return from_config(config)
+
+
+def from_config(config):
+    """Rebuilds a `from_keras` backbone from its `get_config()` (no user code needed)."""
+    # Deserialising consumes the dict it is given: every use gets its own copy.
+    template = keras.saving.deserialize_keras_object(json.loads(config["keras_model"]))
+    check_functional(template)
+    split_at, features_at = config.get("split_at"), config.get("features_at")
+    output_layer = producer(template.outputs[0])
+    if has_softmax_activation(output_layer):
+        # Rebuild the architecture with the classification layer's softmax removed.
+        template = keras.saving.deserialize_keras_object(
+            without_softmax(json.loads(config["keras_model"]), output_layer.name))
+    logits = logits_tensor(template)
+    features = (output_of(template, features_at, "features_at") if features_at
+                else classifier_input(logits))
+    if split_at is None:
+        split_at = producer(features).name
+    split = output_of(template, split_at, "split_at")
+    trunk_template = keras.Model(template.inputs[0], split, name="trunk_core")
+    # Splitting right at the features: the head is the classifier, its input the features.
+    features_are_input = features is split
+    try:
+        head_template = keras.Model(split, logits if features_are_input else [features, logits],
+                                    name="head_core")
+    except ValueError as error:
+        raise ValueError(
+            f"Model {template.name!r} cannot be split at layer {split_at!r}: the layers after it "
+            f"also read tensors from before it (a skip connection crosses the split), or the "
+            f"features layer {producer(features).name!r} comes before it ({error}). Pass "
+            f"split_at= one of the layers it can be split at, e.g. "
+            f"{split_points(template, features, logits)[-8:]}.") from None
+    raw = config.get("raw_pixels")
+    if raw is None:
+        raw = first_layer_normalises(template)
+    input_shape = tuple(template.inputs[0].shape[1:])
+    feature_shape = tuple(features.shape[1:])
+    num_classes = int(logits.shape[-1])
+
+    def build_trunk(name, sync_batchnorm):
+        core = clone(trunk_template, sync_batchnorm)
+        images = keras.Input(shape=input_shape, name="normalized_images")
+        return keras.Model(images, core(images), name=name)
+
+    def build_head(name, num_classes_wanted, sync_batchnorm):
+        if num_classes_wanted != num_classes:
+            raise ValueError(
+                f"Model {template.name!r} outputs {num_classes} classes but the group has "
+                f"num_classes={num_classes_wanted}; build the model with {num_classes_wanted} "
+                "classes (e.g. classes= for keras.applications).")
+        core = clone(head_template, sync_batchnorm)
+        feature_map = keras.Input(shape=tuple(split.shape[1:]), name="trunk_features")
+        if features_are_input:
+            student_features, student_logits = feature_map, core(feature_map)
+        else:
+            student_features, student_logits = core(feature_map)
+        if len(feature_shape) == 3:
+            student_features = layers.GlobalAveragePooling2D(name="pool")(student_features)
+        elif len(feature_shape) != 1:
+            student_features = layers.Flatten(name="flatten")(student_features)
+        student_features = layers.Activation("linear", dtype="float32",
+                                             name="features")(student_features)
+        student_logits = layers.Activation("linear", dtype="float32",
+                                           name="logits")(student_logits)
+        return keras.Model(feature_map, [student_features, student_logits], name=name)
+
+    feature_dim = feature_shape[-1] if len(feature_shape) in (1, 3) else int(
+        keras.ops.prod(feature_shape))
+    return Backbone(name=template.name, build_trunk=build_trunk, build_head=build_head,
+                    trunk_channels=int(split.shape[-1]), feature_dim=int(feature_dim),
+                    raw_pixels=bool(raw), config={**config, "split_at": split_at,
+                                                  "raw_pixels": bool(raw)})
+
+
+def import_factory(path):
+    """"package.module:function" -> the function, with errors that say what to fix."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"Expected 'package.module:function', got {path!r}.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"Cannot import {module_name!r} for backbone {path!r} ({error}); make "
+                         "the module importable (install it, or add its folder to "
+                         "PYTHONPATH).") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name!r} has no function {attribute!r} (backbone {path!r}).")
+    return factory
+
+
+def call_factory(factory, factory_kwargs):
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    kwargs = {k: v for k, v in factory_kwargs.items() if takes_any or k in parameters}
+    model = factory(**kwargs)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"The backbone factory {factory.__name__} returned a "
+                        f"{type(model).__name__}, not a keras.Model.")
+    return model
+
+
+def check_functional(model):
+    from keras.src.models.functional import Functional  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise ValueError(f"{type(model).__name__} is a subclassed model, whose layers cannot be "
+                         "split; build it with the functional API (keras.Model(inputs, outputs)).")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"Model {model.name!r} has {len(model.inputs)} inputs and "
+                         f"{len(model.outputs)} outputs; a backbone needs one image input and "
+                         "one output of class scores.")
+    if len(model.inputs[0].shape) != 4:
+        raise ValueError(f"Model {model.name!r} takes inputs of shape {model.inputs[0].shape}; "
+                         "a backbone needs images [batch, height, width, channels].")
+
+
+def producer(tensor):
+    """The layer that produced a functional model's tensor."""
+    return tensor._keras_history.operation  # pylint: disable=protected-access
+
+
+def producer_inputs(tensor):
+    operation, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
+    return operation._inbound_nodes[node_index].input_tensors  # pylint: disable=protected-access
+
+
+def is_softmax(activation):
+    return activation in (keras.activations.softmax, "softmax") or \
+        getattr(activation, "__name__", "") == "softmax"
+
+
+def has_softmax_activation(layer):
+    return not isinstance(layer, (layers.Activation, layers.Softmax)) and \
+        is_softmax(getattr(layer, "activation", None))
+
+
+def without_softmax(model_config, layer_name):
+    """Sets the activation of the layer `layer_name` of a serialised functional model to linear."""
+    for layer in model_config["config"]["layers"]:
+        if layer["config"].get("name") == layer_name:
+            layer["config"]["activation"] = "linear"
+    return model_config
+
+
+def logits_tensor(template):
+    """The model's output, or the input of its final softmax layer."""
+    output = template.outputs[0]
+    layer = producer(output)
+    if isinstance(layer, layers.Softmax) or (isinstance(layer, layers.Activation)
+                                              and is_softmax(layer.activation)):
+        return producer_inputs(output)[0]
+    return output
+
+
+def classifier_input(logits):
+    """The input of the last layer with weights before the logits (the classification layer)."""
+    tensor = logits
+    for _ in range(16):
+        layer, inputs = producer(tensor), producer_inputs(tensor)
+        if len(inputs) != 1 or isinstance(layer, layers.InputLayer):
+            break
+        if layer.weights:
+            return inputs[0]
+        if not isinstance(layer, WEIGHTLESS_PASS_THROUGH):
+            break
+        tensor = inputs[0]
+    raise ValueError(f"Could not find the classification layer before the output (stopped at "
+                     f"{producer(tensor).name!r}); pass features_at= the layer whose output "
+                     "the classifier reads.")
+
+
+def output_of(template, layer_name, argument):
+    try:
+        layer = template.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"Model {template.name!r} has no layer {layer_name!r} ({argument}); its "
+                         f"last layers are {[l.name for l in template.layers][-10:]}.") from None
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):
+        output = None
+    if not isinstance(output, keras.KerasTensor):
+        raise ValueError(f"Layer {layer_name!r} ({argument}) has several outputs or is called "
+                         "more than once; name a layer with one output tensor.")
+    return layer.output
+
+
+def split_points(template, features, logits):
+    """Names of the layers a model can be split after (the head reads only their output)."""
+    names = []
+    for layer in template.layers[1:]:
+        try:
+            keras.Model(output_of(template, layer.name, "split_at"), [features, logits])
+        except ValueError:
+            continue
+        names.append(layer.name)
+    return names
+
+
+def first_layer_normalises(template):
+    consumers = [layer for layer in template.layers[1:] if any(
+        t is template.inputs[0] for node in layer._inbound_nodes  # pylint: disable=protected-access
+        for t in node.input_tensors)]
+    return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers)
+
+
+def clone(model, sync_batchnorm):
+    """A copy of a functional model with fresh weights (synchronised BatchNorm if asked)."""
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if sync_batchnorm and isinstance(layer, layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone_layer)
