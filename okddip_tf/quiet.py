@@ -31,7 +31,9 @@ import tempfile
 ENV_SHOW = "OKDDIP_TF_LOGS"
 # Start-up lines written before TensorFlow applies TF_CPP_MIN_LOG_LEVEL.
 UNFILTERABLE = ("All log messages before absl::InitializeLog() is called are written to STDERR",
-                "Could not find cuda drivers on your machine, GPU will not be used.")
+                "Could not find cuda drivers on your machine, GPU will not be used.",
+                # okddip_tf turns oneDNN on (okddip_tf/__init__.py); TF announces it at import.
+                "oneDNN custom operations are on.")
 # Notices TFLite prints on every conversion or interpreter whatever the log level.
 TFLITE_NOTICES = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
                   "fully_quantize: 0, inference_type: ")

@@ -154,7 +154,7 @@ def test_batchnorm_flag_from_the_config(style, momentum, epsilon):
     config.model.backbone, config.model.batchnorm = "densenet40_12", style or "pytorch"
     info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3), pixel_mean=(0,) * 3,
                                  pixel_std=(1,) * 3))
-    layers = batchnorms(train.build_group(config.model, info))
+    layers = batchnorms(train.build_group(config, info))
     assert layers and {(bn_.momentum, bn_.epsilon) for bn_ in layers} == {(momentum, epsilon)}
     with pytest.raises(ValueError, match="batchnorm must be one of"):
         get_backbone("vgg16", batchnorm="torch")
