@@ -143,9 +143,9 @@ def test_npz_errors_say_what_is_wrong(tmp_path):
         arrays.read_split(str(path), "train")
 
 
-def jpeg_npz(tmp_path, count):
-    """The first `count` train and test JPEGs of the shared compact CIFAR-100 copy."""
-    with np.load(SHARED_NPZ) as full:
+def jpeg_npz(source, tmp_path, count):
+    """The first `count` train and test JPEGs of the compact CIFAR-100 file `source`."""
+    with np.load(source) as full:
         parts = {}
         for split in ("train", "test"):
             offsets = full[f"{split}_offsets"][:count + 1]
@@ -162,8 +162,7 @@ def shared_npz(cifar100_npz):
 
 
 def test_compact_jpeg_layout_decodes_like_tensorflow(shared_npz, tmp_path):
-    del shared_npz
-    path, parts = jpeg_npz(tmp_path, 64)
+    path, parts = jpeg_npz(shared_npz, tmp_path, 64)
     images, labels = arrays.read_split(str(path), "train")
     assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() < 100
