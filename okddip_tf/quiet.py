@@ -89,4 +89,7 @@ def quieten():
     _quiet = True
     if "tensorflow" not in sys.modules:
         with notices_dropped():
-            import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+            try:
+                import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+            except ImportError:  # a JAX-only machine: nothing to quieten
+                pass

@@ -53,8 +53,8 @@ def main(out_dir, workdir, data_dir, strategy_name, steps=STEPS):
     initial = {}
     build = train.build_compiled_group
 
-    def build_and_record(config, info, strategy, steps_per_epoch):
-        group = build(config, info, strategy, steps_per_epoch)
+    def build_and_record(config, info, strategy, steps_per_epoch, method_options=None):
+        group = build(config, info, strategy, steps_per_epoch, method_options)
         initial["weights"] = [np.asarray(v.numpy()) for v in group.weights]
         initial["replicas"] = strategy.num_replicas_in_sync
         initial["chief"] = runtime.is_chief(strategy)
