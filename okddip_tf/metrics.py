@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from okddip_tf.losses import pairwise_diversity
+from okddip_tf.methods.base import student_logits
 
 
 class GroupTrackers:
@@ -67,9 +68,7 @@ class GroupTrackers:
         if self.num_peers:
             self.update_peers(labels, outputs["peer_logits"])
         if self.student_mean is not None:
-            logits = outputs["peer_logits"]
-            if self.has_leader:
-                logits = ops.concatenate([logits, outputs["leader_logits"][:, None]], axis=1)
+            logits = student_logits(outputs, self.has_leader)  # [B, S, C]
             self.student_mean.update_state(mean_hits(labels, logits))
             self.student_ensemble.update_state(labels, ops.mean(logits, axis=1))
             self.student_diversity.update_state(pairwise_diversity(logits))

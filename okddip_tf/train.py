@@ -16,6 +16,7 @@ A workdir with a finished run is reported, not retrained; one with a different c
 """
 
 import dataclasses
+import inspect
 import os
 import re
 
@@ -221,9 +222,9 @@ def load_data(config, initial_epoch):
     if config.data.source == "npz":
         from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
 
-        options = {key: value for key, value in options.items()
-                   if key not in ("data_dir", "directory", "shuffle_buffer", "cache", "source",
-                                  "download", "pipeline", "image_size")}
+        # Only what the array source takes: the tfds, folder and tf.data keys are not its own.
+        accepted = inspect.signature(arrays.load_datasets).parameters
+        options = {key: value for key, value in options.items() if key in accepted}
         train_ds, eval_ds, info = arrays.load_datasets(**options)
     else:
         try:
