@@ -48,22 +48,23 @@ def plain_keras_layers(enabled):
     if not enabled:
         yield
         return
-    from okddip_tf.models import resnet_cifar
+    from okddip_tf.models import common, resnet_cifar
 
     def padded_conv(filters, kernel_size, stride, name):
         pad = (kernel_size - 1) // 2
         conv = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding="valid",
-                                   use_bias=False, kernel_initializer=resnet_cifar.conv_init(),
+                                   use_bias=False, kernel_initializer=common.conv_init(),
                                    name=name)
         padding = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad") if pad else None
         return lambda x: conv(padding(x) if padding else x)
 
-    saved = resnet_cifar.BatchNormalization, resnet_cifar.conv
-    resnet_cifar.BatchNormalization, resnet_cifar.conv = keras.layers.BatchNormalization, padded_conv
+    # common.batch_norm builds common.BatchNormalization; resnet_cifar bound common.conv.
+    saved = common.BatchNormalization, resnet_cifar.conv
+    common.BatchNormalization, resnet_cifar.conv = keras.layers.BatchNormalization, padded_conv
     try:
         yield
     finally:
-        resnet_cifar.BatchNormalization, resnet_cifar.conv = saved
+        common.BatchNormalization, resnet_cifar.conv = saved
 
 
 def gradients(group, batch):

@@ -77,11 +77,11 @@ def check_same_loss():
         torch.from_numpy(labels), distill_weight=weight).item()
     group = tf_group_step.okddip_tf.GroupModel(backbone="tiny", num_classes=classes,
                                                num_students=peers + 1)
-    got = float(group._loss_fn(
+    got = float(group.method.loss(
         tf.constant(labels, tf.int32),
         {"peer_logits": tf.constant(peer_logits), "peer_targets": tf.constant(mixed),
          "attention": tf.constant(attention), "leader_logits": tf.constant(leader)},
-        tf.constant(weight))["loss"])
+        temperature=group.temperature, distill_weight=tf.constant(weight))["loss"])
     assert abs(got - want) <= 1e-5 * abs(want), f"loss differs: okddip_tf {got}, torch {want}"
     return {"okddip_tf": got, "torch": want}
 
