@@ -31,7 +31,8 @@ RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data
                      "data.download")
 # What a run writes into its workdir: `train.resume=False` moves these aside.
 RUN_ENTRIES = ("config.json", "dataset_info.json", "history.json", "metrics.json",
-               "checkpoints", "tensorboard")
+               "timing.json", "checkpoints", "tensorboard")
+TIMING = "timing.json"
 LOG_MARGIN_BYTES = 16 * 2**20  # history, metrics, TensorBoard events
 
 
@@ -89,6 +90,31 @@ class HistoryWriter(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         io_utils.write_json(self.path, self.history)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Keeps `timing.json` ({"epoch_seconds": [wall seconds of each epoch]}) current.
+
+    An epoch's time runs from its first training step to the end of its evaluation (the first
+    epoch also fills the data cache). A resumed run keeps the times of the epochs its checkpoint
+    holds and times the ones it trains again.
+    """
+
+    def __init__(self, path, initial_epoch=0):
+        super().__init__()
+        self.path = path
+        saved = io_utils.read_json(path, {}).get("epoch_seconds", [])[:initial_epoch]
+        # Epochs trained before timing.json existed are unknown (null).
+        self.seconds = saved + [None] * (initial_epoch - len(saved))
+        self.start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        del self.seconds[epoch:]
+        self.seconds.append(time.perf_counter() - self.start)
+        io_utils.write_json(self.path, {"epoch_seconds": self.seconds})
 
 
 def holds_run(workdir):

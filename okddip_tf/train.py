@@ -7,6 +7,7 @@
   checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.checkpointing)
   tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
   history.json         every logged value, per epoch
+  timing.json          the wall seconds of each epoch
   metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test)
 
 Running the same command again continues a killed run from its last checkpoint; with
@@ -135,6 +136,8 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
     result += [
         *event_log.tensorboard_callbacks(tensorboard_dir),
         checkpointing.HistoryWriter(os.path.join(workdir, "history.json"), history),
+        checkpointing.EpochTimer(os.path.join(workdir, checkpointing.TIMING),
+                                 len((history or {}).get("loss", []))),
         checkpointing.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
     ]
     return result
