@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from okddip_tf import machine as machine_info
+
 BATCH, CLASSES = 128, 100
 VARIANTS = {
     "okddip_branch_4": dict(method="okddip", num_students=4, sharing="branch"),
@@ -78,21 +80,7 @@ def gradients(group, batch):
 
 def cpu_kind():
     """The CPU's model name and the vector extensions that decide which kernels run."""
-    flags, model = set(), ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-                elif line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    avx512 = sorted(f for f in flags if f.startswith("avx512"))
-    kind = ("AVX-512" + (" + BF16" if "avx512_bf16" in flags else "") if avx512
-            else "AVX2" if "avx2" in flags else "no AVX2")
-    return {"model_name": model, "kind": kind, "avx2": "avx2" in flags,
-            "avx512_flags": avx512, "amx": sorted(f for f in flags if f.startswith("amx"))}
+    return machine_info.cpu_kind()
 
 
 def machine():

@@ -1,0 +1,26 @@
+"""What a measurement ran on: the CPU's model and vector extensions (they decide the kernels)."""
+
+import platform
+
+
+def cpu_kind():
+    """The CPU's model name and kind: "AVX-512 + BF16", "AVX-512", "AVX2" (from /proc/cpuinfo).
+
+    The CPU machines a measurement may run on differ about 2x on convolutions between AVX-512
+    and AVX2 kinds, so every timing records this.
+    """
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                elif line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+    except OSError:  # not Linux: the kind is unknown
+        pass
+    avx512 = sorted(flag for flag in flags if flag.startswith("avx512"))
+    kind = ("AVX-512" + (" + BF16" if "avx512_bf16" in flags else "") if avx512
+            else "AVX2" if "avx2" in flags else "unknown vector extensions")
+    return {"model_name": model, "kind": kind, "avx2": "avx2" in flags, "avx512_flags": avx512,
+            "amx": sorted(flag for flag in flags if flag.startswith("amx"))}
