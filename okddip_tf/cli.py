@@ -3,6 +3,7 @@
     okddip train --config=FILE --workdir=DIR [--config.model.temperature=4 ...]
     okddip export --workdir=DIR [--checkpoint=PATH] [--export_dir=DIR] [--overwrite]
     okddip tune --config=FILE --workdir=DIR [--config.tuner.max_trials=20 ...]
+    okddip reproduce --experiment=table2 --workdir=DIR [--epochs=60 --seeds=2 --only=resnet32]
 
 `okddip --help` and `okddip <command> --help` describe the commands and their flags. Config
 overrides use ml_collections' syntax on a locked config, so a mistyped key fails. A wrong input
@@ -41,17 +42,34 @@ flags.DEFINE_integer("eval_examples", None, "export: test images for the report'
 flags.DEFINE_integer("calibration_images", 1000, "export: training images calibrating int8.")
 flags.DEFINE_enum("int8_calibration", "percentile", ["percentile", "minmax"],
                   "export: int8 activation ranges: 99.999th percentiles, or TFLite's min/max.")
+flags.DEFINE_string("experiment", None, "reproduce: the paper's table or figure (table1, table2, "
+                    "table4, table5, table6, figure2, figure3).")
+flags.DEFINE_integer("epochs", 300, "reproduce: training epochs per cell; the paper's schedule "
+                     "is scaled to them.")
+flags.DEFINE_integer("seeds", 3, "reproduce: runs per cell (train.seed 0, 1, ...).")
+flags.DEFINE_integer("train_examples", None, "reproduce: train on the first N training images "
+                     "only.")
+flags.DEFINE_string("only", None, "reproduce: comma-separated words; only the cells whose row, "
+                    "column, dataset, backbone, method or run id is one of them.")
+flags.DEFINE_integer("parallel", 1, "reproduce: cells trained at once (one GPU each).")
+flags.DEFINE_bool("report_only", False, "reproduce: train nothing; rebuild the report from the "
+                  "workdir.")
+flags.DEFINE_bool("smoke", False, "reproduce: tiny backbone and data (checks the harness; not a "
+                  "measurement).")
 flags.DEFINE_bool("verbose", False, f"Show the traceback of an error (or set {ENV_VERBOSE}=1).")
 flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's start-up and C++ log lines (or set "
                   f"{quiet.ENV_SHOW}=1).")
 # How `okddip <command> --help` shows a flag's value and default, where not the flag's own.
 METAVARS = {"config": "FILE[:ARG]", "workdir": "DIR", "checkpoint": "PATH", "export_dir": "DIR",
             "model_name": "NAME", "model_version": "N", "formats": "LIST", "eval_examples": "N",
-            "calibration_images": "N", "int8_calibration": "percentile|minmax"}
+            "calibration_images": "N", "int8_calibration": "percentile|minmax",
+            "experiment": "NAME", "epochs": "E", "seeds": "N", "train_examples": "N",
+            "only": "WORDS", "parallel": "N"}
 DEFAULTS = {"config": "required", "checkpoint": "<workdir>/checkpoints/last.keras",
             "export_dir": "<workdir>/export", "model_version": "the latest + 1",
             "formats": "all; int8 only with the run's training data",
-            "eval_examples": "the run's evaluation split"}
+            "eval_examples": "the run's evaluation split", "experiment": "required",
+            "train_examples": "the whole split", "only": "every cell"}
 
 CONFIG_HELP = """\
 Config: --config=FILE[:ARG] loads FILE's get_config(ARG), e.g. configs/quickstart.py:smoke.
@@ -89,6 +107,18 @@ COMMANDS = {
         ("config", "workdir"),
         "okddip tune --config=configs/cifar100_resnet32_tune.py:smoke --workdir=runs/search",
         "The search space is the config's tuner section (see okddip_tf/config.py)."),
+    "reproduce": Command(
+        "Run the paper's tables and figures at a budget; reports ours beside the paper's.",
+        "okddip reproduce --experiment=NAME --workdir=DIR [--epochs=E] [--seeds=N] [flags]",
+        ("experiment", "workdir", "epochs", "seeds", "train_examples", "only", "parallel",
+         "report_only", "smoke"),
+        "okddip reproduce --experiment=table2 --workdir=runs/table2 --epochs=60 --seeds=2 "
+        "--only=resnet32",
+        "Each cell trains as an `okddip train` workdir under DIR; running the same command "
+        "again resumes unfinished cells and skips finished ones. DIR gets report.md, "
+        "results.json and figures/. Experiments: table1, table2 (CIFAR-10/100 comparison), "
+        "table4 (ensembles), table5 (ablations), table6 (with a teacher), figure2 (diversity), "
+        "figure3 (group size)."),
 }
 COMMON_FLAGS = ("verbose", "tf_logs")
 
@@ -222,6 +252,8 @@ def main(argv):
 
 
 def run_command(command):
+    if command == "reproduce":
+        return reproduce()
     if command == "export":
         if FLAGS.workdir is None and FLAGS.checkpoint is None:
             raise errors.UsageError("needs --workdir=DIR (an `okddip train` run) or "
@@ -275,6 +307,26 @@ def export():
         eval_examples=FLAGS.eval_examples, representative_examples=FLAGS.calibration_images,
         int8_calibration=FLAGS.int8_calibration)
     print(parity.format_report(report))
+
+
+def reproduce():
+    if FLAGS.experiment is None or FLAGS.workdir is None:
+        raise errors.UsageError("needs --experiment=NAME and --workdir=DIR.")
+    start_tensorflow()
+    from okddip_tf import reproduce as reproducing  # pylint: disable=import-outside-toplevel
+
+    budget = reproducing.Budget(epochs=FLAGS.epochs, seeds=FLAGS.seeds,
+                                train_examples=FLAGS.train_examples, smoke=FLAGS.smoke)
+    if FLAGS.parallel < 1:
+        raise errors.UsageError(f"--parallel must be >= 1, got {FLAGS.parallel}.")
+    _, tasks = reproducing.reproduce(FLAGS.experiment, FLAGS.workdir, budget, only=FLAGS.only,
+                                     parallel=FLAGS.parallel, report_only=FLAGS.report_only)
+    failed = [task for task in tasks if task.state == "failed"]
+    if failed:
+        raise errors.TrainingFailed(
+            f"{len(failed)} of {len(tasks)} trainings did not finish ("
+            f"{', '.join(task.name for task in failed)}); each one's reason is above and in its "
+            "train.log. Rerun the same command to retry them.")
 
 
 def print_help(text):

@@ -52,3 +52,7 @@ class StorageError(UserError, OSError):
 
 class DependencyError(UserError, ImportError):
     """An optional package a chosen setting needs is not installed."""
+
+
+class TrainingFailed(UserError, RuntimeError):
+    """Trainings the command ran (each with its own log) did not finish; the message says where."""

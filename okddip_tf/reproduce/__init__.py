@@ -1,0 +1,52 @@
+"""`okddip reproduce`: the paper's tables and figures at a stated budget, beside the paper's numbers.
+
+    okddip reproduce --experiment=table2 --workdir=runs/table2 --epochs=60 --seeds=2
+
+manifest.py lists the experiments (Tables 1, 2, 4, 5, 6; Figures 2, 3) and every cell's run;
+budget.py scales the paper's schedule to --epochs; runner.py trains each cell as an `okddip train`
+workdir under the experiment's workdir (resumable; finished cells are skipped); report.py and
+figures.py write report.md, results.json and figures/*.png there. Several experiments given the
+same workdir share their common runs (Table 4 and Figure 2 read Table 2's).
+"""
+
+import os
+
+from okddip_tf.reproduce import budget as budgets
+from okddip_tf.reproduce import figures, manifest, report, runner
+
+Budget = budgets.Budget
+
+
+def build_report(experiment, workdir, budget, selected=None, echo=print):
+    """Writes report.md, results.json and figures/ for `experiment` into `workdir`."""
+    results = report.collect(experiment, workdir, budget, selected)
+    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    path = report.write(results, workdir, names, note)
+    echo(f"Report: {path}" + (f" ({note})" if note else f", with {len(names)} figure(s)."))
+    return results
+
+
+def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=False,
+              echo=print, **runner_options):
+    """Trains what is missing of `experiment` (unless report_only), then writes its report.
+
+    Returns (results dict, tasks); a task's `state` says whether it finished or failed.
+    """
+    experiment = manifest.get_experiment(experiment)
+    selected = manifest.select(experiment, only)
+    if not selected:
+        from okddip_tf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+        raise ConfigError(f"--only={only!r} matches no cell of {experiment.name}; it matches a "
+                          "cell's row, column, dataset, backbone, method or run id, e.g. "
+                          "--only=resnet32.")
+    runs = [run for run in experiment.runs() if any(cell.run == run or cell.run.teacher == run
+                                                   for cell in selected)]
+    tasks = runner.plan(runs, budget, workdir)
+    echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, {len(runs)} "
+         f"runs x {budget.seeds} seed(s) = {len(tasks)} trainings in {workdir}. Budget: "
+         f"{budget.describe()}.")
+    if not report_only:
+        runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
+                      **runner_options).run()
+    return build_report(experiment, workdir, budget, selected, echo), tasks

@@ -1,0 +1,83 @@
+"""The budget of a reproduction: the paper's 300-epoch CIFAR schedule scaled to E epochs.
+
+The learning rate drops x0.1 at the same fractions of training (the paper: epochs 150 and 225 of
+300) and the distillation weight ramps up over the same fraction (80 of 300); E = 300 is the
+paper's recipe exactly. Pure functions: `okddip reproduce` turns them into --config overrides.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from okddip_tf.errors import ConfigError
+
+PAPER_EPOCHS = 300
+PAPER_DROPS = (150, 225)
+PAPER_RAMPUP = 80
+PAPER_SEEDS = 3
+
+
+def scale_epoch(epoch, epochs):
+    """The paper's epoch `epoch` of 300 at a budget of `epochs`, rounded half up."""
+    return math.floor(epoch * epochs / PAPER_EPOCHS + 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much of the paper's recipe a reproduction runs.
+
+    Attributes:
+      epochs: E, the training epochs of every cell (the paper: 300).
+      seeds: runs per cell, with train.seed = 0 .. seeds - 1 (the paper: 3).
+      train_examples: the first N training images only (None: the whole split, as the paper).
+      smoke: tiny backbone and data (configs/paper.py's `smoke`), for tests of the harness.
+    """
+
+    epochs: int = PAPER_EPOCHS
+    seeds: int = PAPER_SEEDS
+    train_examples: Optional[int] = None
+    smoke: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs} (the paper trains 300).")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {self.seeds} (the paper runs 3).")
+        if self.train_examples is not None and self.train_examples < 1:
+            raise ConfigError(f"--train_examples must be >= 1, got {self.train_examples}; leave "
+                              "it out for the whole training split.")
+
+    @property
+    def drop_epochs(self):
+        return tuple(scale_epoch(epoch, self.epochs) for epoch in PAPER_DROPS)
+
+    @property
+    def rampup_length(self):
+        return scale_epoch(PAPER_RAMPUP, self.epochs)
+
+    def overrides(self, seed):
+        """The config keys the budget sets for one seed, {key: value}."""
+        result = {"train.epochs": self.epochs, "optim.drop_epochs": self.drop_epochs,
+                  "rampup.length": self.rampup_length, "train.seed": seed}
+        if self.train_examples is not None:
+            result["data.train_examples"] = self.train_examples
+        return result
+
+    def describe(self):
+        """One line: the budget against the paper's recipe."""
+        first, second = self.drop_epochs
+        data = (f"the first {self.train_examples:,} training images" if self.train_examples
+                else "256 training images (smoke)" if self.smoke else "the whole training split")
+        seeds = f"{self.seeds} seed{'s' if self.seeds > 1 else ''}" + (
+            " (the paper: 3)" if self.seeds != PAPER_SEEDS else "")
+        text = (f"{self.epochs} epochs (the paper: {PAPER_EPOCHS}); learning rate x0.1 from "
+                f"epochs {first} and {second} (0-indexed; the paper: {PAPER_DROPS[0]} and "
+                f"{PAPER_DROPS[1]}); distillation ramp-up over {self.rampup_length} epochs (the "
+                f"paper: {PAPER_RAMPUP}); {data}; {seeds}")
+        return text + ("; smoke: the tiny backbone, a check of the harness and not a measurement"
+                       if self.smoke else "")
+
+    def headline(self):
+        """A few words for a title: "15 of 300 epochs, 1 seed"."""
+        return (f"{self.epochs} of {PAPER_EPOCHS} epochs, {self.seeds} seed"
+                f"{'s' if self.seeds > 1 else ''}" + (", smoke" if self.smoke else ""))

@@ -1,0 +1,200 @@
+"""The report's PNG figures (matplotlib, the optional `reproduce` extra).
+
+- `errors.png` (tables): per row, the paper's error beside ours at the best and the last epoch.
+- `figure2.png`: peer diversity per epoch, one panel per architecture, a line per method.
+- `figure3.png`: error against the group size, a line per method, the paper's points marked.
+- `curves_<row>.png`: test accuracy per epoch of every cell of a row (the method's number, the
+  students' mean and the ensemble), the mean over the seeds that reached each epoch.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from okddip_tf import io_utils
+
+MISSING = ("Figures were not drawn: matplotlib is not installed (pip install -e \".[reproduce]\", "
+           "then okddip reproduce ... --report_only).")
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return plt
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def mean_curve(curves):
+    """The mean over curves of each epoch that any curve reached (shorter curves stop early)."""
+    curves = [np.asarray(curve, dtype=float) for curve in curves if curve]
+    if not curves:
+        return None
+    length = max(len(curve) for curve in curves)
+    return np.array([np.mean([curve[i] for curve in curves if len(curve) > i])
+                     for i in range(length)])
+
+
+def histories(results, workdir, cell):
+    """The history.json of every seed of a cell that has one."""
+    found = []
+    for seed in cell["seeds"]:
+        path = os.path.join(workdir, cell["run"], f"seed{seed}", "history.json")
+        history = io_utils.read_json(path)
+        if history:
+            found.append(history)
+    return found
+
+
+def integer_epochs(axis):
+    from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def save(plt, figure, out_dir, name):
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    figure.tight_layout()
+    figure.savefig(path + ".tmp.png", dpi=110)
+    plt.close(figure)
+    os.replace(path + ".tmp.png", path)
+    return name
+
+
+def errors_figure(plt, results, out_dir):
+    rows = results["rows"]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(11, 3.2 * len(rows)), squeeze=False)
+    for axis, row in zip(axes[:, 0], rows):
+        cells = [cell for cell in results["cells"] if cell["row"] == row]
+        x = np.arange(len(cells))
+        series = (("paper", [c["paper"]["error"] if c["paper"] else np.nan for c in cells]),
+                  ("ours, best epoch", [c["best"]["mean"] if c.get("best") else np.nan
+                                        for c in cells]),
+                  ("ours, last epoch", [c["last"]["mean"] if c.get("last") else np.nan
+                                        for c in cells]))
+        for offset, (label, values) in zip((-0.27, 0.0, 0.27), series):
+            bars = axis.bar(x + offset, values, width=0.26, label=label)
+            missing = "—" if label == "paper" else "not run"
+            axis.bar_label(bars, labels=[missing if np.isnan(v) else f"{v:.1f}" for v in values],
+                           fontsize=7)
+        axis.set_xticks(x, [cell["column"] for cell in cells], fontsize=9)
+        axis.set_ylabel("top-1 error (%)")
+        axis.margins(y=0.15)
+        axis.set_title(row)
+        axis.legend(fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"{results['experiment']}: {results['title']}\n"
+                    f"ours: {results['budget']['headline']}; the paper: 300 epochs, 3 seeds",
+                    fontsize=10)
+    return save(plt, figure, out_dir, "errors.png")
+
+
+def diversity_figure(plt, results, workdir, out_dir):
+    rows = results["rows"]
+    figure, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4), squeeze=False)
+    for axis, row in zip(axes[0], rows):
+        for cell in (c for c in results["cells"] if c["row"] == row):
+            curve = mean_curve([h.get("val_diversity") for h in histories(results, workdir,
+                                                                          cell)])
+            if curve is not None:
+                axis.plot(np.arange(1, len(curve) + 1), curve, label=cell["column"])
+        axis.set_title(f"{row} (CIFAR-100)")
+        axis.set_xlabel("epoch")
+        integer_epochs(axis)
+        axis.set_ylabel("peer diversity (test split)")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "no run has reached an epoch yet", ha="center", va="center",
+                      transform=axis.transAxes, color="grey")
+    figure.suptitle(f"Figure 2: peer diversity, {results['budget']['headline']}", fontsize=10)
+    return save(plt, figure, out_dir, "figure2.png")
+
+
+def group_size_figure(plt, results, out_dir):
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    sizes = [int(column.split("=")[1]) for column in results["columns"]]
+    for row, color in zip(results["rows"], ("C0", "C1", "C2", "C3")):
+        cells = {cell["column"]: cell for cell in results["cells"] if cell["row"] == row}
+        ours = [cells[column]["best"]["mean"] if cells[column].get("best") else np.nan
+                for column in results["columns"]]
+        axis.plot(sizes, ours, "o-", color=color, label=f"{row} (ours, best epoch)")
+        paper = [(size, cells[column]["paper"]["error"]) for size, column in
+                 zip(sizes, results["columns"]) if cells[column]["paper"]]
+        if paper:
+            axis.plot(*zip(*paper), "x", color=color, markersize=10, mew=2,
+                      label=f"{row} (paper, Table 2)")
+    axis.set_xlabel("students in the group (m)")
+    axis.set_ylabel("top-1 error (%)")
+    axis.set_xticks(sizes)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"Figure 3: group size, ResNet-32, CIFAR-100, "
+                   f"{results['budget']['headline']}", fontsize=10)
+    return save(plt, figure, out_dir, "figure3.png")
+
+
+CURVES = (("val_leader_accuracy", "leader / the method's student"),
+          ("val_student_accuracy", "mean student"),
+          ("val_ensemble_accuracy", "peers' ensemble"),
+          ("val_student_ensemble_accuracy", "students' ensemble"))
+
+
+def curves_figure(plt, results, workdir, out_dir, row):
+    cells = [cell for cell in results["cells"] if cell["row"] == row]
+    cells = [cell for cell in cells if histories(results, workdir, cell)]
+    if not cells:
+        return None
+    columns = min(4, len(cells))
+    lines = (len(cells) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.3 * lines),
+                                squeeze=False)
+    for axis in axes.flat[len(cells):]:
+        axis.set_visible(False)
+    for axis, cell in zip(axes.flat, cells):
+        found = histories(results, workdir, cell)
+        for key, label in CURVES:
+            curve = mean_curve([history.get(key) for history in found])
+            if curve is not None:
+                axis.plot(np.arange(1, len(curve) + 1), 100 * curve, label=label)
+        if cell["paper"] and cell["metric"] == "method":
+            axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="--",
+                         label="paper (300 epochs)")
+        axis.set_title(f"{cell['column']}", fontsize=9)
+        axis.set_xlabel("epoch")
+        integer_epochs(axis)
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"{results['experiment']}, {row}: test accuracy per epoch (mean over "
+                    f"seeds; {results['budget']['headline']})", fontsize=10)
+    return save(plt, figure, out_dir, f"curves_{slug(row)}.png")
+
+
+def draw(results, workdir, out_dir):
+    """Every figure of the report into `out_dir`; returns (file names, a note or "")."""
+    plt = pyplot()
+    if plt is None:
+        return [], MISSING
+    names = []
+    if results["kind"] == "table":
+        names.append(errors_figure(plt, results, out_dir))
+    elif results["kind"] == "diversity":
+        names.append(diversity_figure(plt, results, workdir, out_dir))
+    elif results["kind"] == "group_size":
+        names.append(group_size_figure(plt, results, out_dir))
+    for row in results["rows"]:
+        names.append(curves_figure(plt, results, workdir, out_dir, row))
+    return [name for name in names if name], ""
+

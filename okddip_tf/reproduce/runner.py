@@ -1,0 +1,221 @@
+"""Runs an experiment's cells as ordinary `okddip train` workdirs, resuming and skipping.
+
+Each (run, seed) trains in `<workdir>/<run id>/seed<k>/` through `okddip train` in a child
+process (its output goes to `train.log` there), so a killed reproduction resumes every cell from
+its last checkpoint, a finished cell is never trained again, and any cell can be inspected,
+exported or continued by hand with the command `train_command` prints.
+"""
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from okddip_tf import io_utils
+from okddip_tf.errors import MissingInputError
+from okddip_tf.reproduce import manifest
+
+CONFIG_FILE = os.path.join("configs", "paper.py")
+POLL_SECONDS = 10
+
+
+def config_file():
+    """configs/paper.py of this checkout (the cells' config file)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise MissingInputError(
+            f"{CONFIG_FILE} is missing beside the okddip_tf package ({root}): `okddip reproduce` "
+            "runs its cells from a checkout of the repository (pip install -e .).")
+    return path
+
+
+def run_dir(workdir, run, seed):
+    return os.path.join(workdir, run.id, f"seed{seed}")
+
+
+def override_value(value):
+    """A value as ml_collections parses it from --config.<key>=<value>."""
+    return f"({', '.join(map(str, value))})" if isinstance(value, tuple) else str(value)
+
+
+def train_command(run, budget, seed, workdir, executable=None):
+    """The `okddip train` argv of one cell and seed (its teacher, if any, in the same workdir)."""
+    spec = f"{config_file()}:{run.config_arg}" + (",smoke" if budget.smoke else "")
+    overrides = {**dict(run.options), **budget.overrides(seed), "train.verbose": 2}
+    if run.teacher is not None:
+        overrides["kd.teacher"] = os.path.abspath(run_dir(workdir, run.teacher, seed))
+        overrides["kd.teacher_config"] = ""
+    prefix = [executable or sys.executable, "-m", "okddip_tf.cli"]
+    return prefix + ["train", f"--config={spec}", f"--workdir={run_dir(workdir, run, seed)}",
+                     *(f"--config.{key}={override_value(value)}"
+                       for key, value in overrides.items())]
+
+
+def epochs_done(directory):
+    """How many epochs the run in `directory` has finished (0: none, or no run)."""
+    history = io_utils.read_json(os.path.join(directory, "history.json"), {})
+    return len(history.get("loss", []))
+
+
+def is_finished(directory, epochs):
+    """Whether `directory` holds a run that finished exactly `epochs` epochs (and its metrics)."""
+    metrics = io_utils.read_json(os.path.join(directory, "metrics.json"))
+    return bool(metrics) and metrics.get("epochs") == epochs and epochs_done(directory) == epochs
+
+
+def epoch_seconds(directory):
+    """The timed epochs' wall seconds (timing.json; None for epochs timed before it existed)."""
+    timing = io_utils.read_json(os.path.join(directory, "timing.json"), {})
+    return timing.get("epoch_seconds", [])
+
+
+def duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@dataclasses.dataclass
+class Task:
+    """One cell's run at one seed."""
+
+    run: manifest.Run
+    seed: int
+    directory: str
+    depends: tuple = ()  # tasks that must finish first (a KD run's teacher)
+    state: str = "pending"  # pending | running | finished | failed | skipped
+    reason: str = ""
+    process: object = None
+    log: object = None
+    reported_epochs: int = -1
+
+    @property
+    def name(self):
+        return f"{self.run.id} seed {self.seed}"
+
+
+def plan(runs, budget, workdir):
+    """Tasks for every run and seed, seeds in the outer loop (a first seed of every cell first)."""
+    tasks = {}
+    for seed in range(budget.seeds):
+        for run in runs:
+            for needed in filter(None, (run.teacher, run)):
+                key = (needed, seed)
+                if key not in tasks:
+                    depends = (tasks[(needed.teacher, seed)],) if needed.teacher else ()
+                    tasks[key] = Task(needed, seed, run_dir(workdir, needed, seed), depends)
+    return list(tasks.values())
+
+
+class Runner:
+    """Trains the tasks in order, `parallel` at a time, printing a progress line per epoch."""
+
+    def __init__(self, tasks, budget, workdir, parallel=1, poll_seconds=POLL_SECONDS,
+                 executable=None, echo=print):
+        self.tasks, self.budget, self.workdir = tasks, budget, workdir
+        self.parallel, self.poll_seconds = max(1, parallel), poll_seconds
+        self.executable, self.echo = executable, echo
+
+    def label(self, task):
+        return f"[{self.tasks.index(task) + 1}/{len(self.tasks)}] {task.name}"
+
+    def run(self):
+        """Trains every task; returns the tasks (with their final state)."""
+        for task in self.tasks:
+            reason = manifest.unavailable(task.run)
+            if reason:
+                task.state, task.reason = "skipped", f"not available: {reason}"
+            elif is_finished(task.directory, self.budget.epochs):
+                task.state, task.reason = "finished", "finished before; not trained again"
+            if task.state != "pending":
+                self.echo(f"{self.label(task)}: {task.reason}.")
+        slots = [None] * self.parallel
+        while any(task.state in ("pending", "running") for task in self.tasks):
+            for index, task in enumerate(slots):
+                if task is not None and task.process.poll() is not None:
+                    self.finish(task)
+                    slots[index] = None
+            for index in range(self.parallel):
+                if slots[index] is None:
+                    slots[index] = self.start_next(index)
+            for task in filter(None, slots):
+                self.report_progress(task)
+            if any(slots):
+                time.sleep(self.poll_seconds)
+            elif any(task.state == "pending" for task in self.tasks):  # all wait on failures
+                for task in self.tasks:
+                    if task.state == "pending":
+                        task.state, task.reason = "failed", "its teacher did not finish"
+                        self.echo(f"{self.label(task)}: not run, {task.reason}.")
+        return self.tasks
+
+    def start_next(self, slot):
+        for task in self.tasks:
+            if task.state != "pending":
+                continue
+            if any(needed.state == "failed" for needed in task.depends):
+                task.state, task.reason = "failed", "its teacher did not finish"
+                self.echo(f"{self.label(task)}: not run, {task.reason}.")
+                continue
+            if all(needed.state == "finished" for needed in task.depends):
+                self.start(task, slot)
+                return task
+        return None
+
+    def start(self, task, slot):
+        os.makedirs(task.directory, exist_ok=True)
+        command = train_command(task.run, self.budget, task.seed, self.workdir, self.executable)
+        env = dict(os.environ)
+        if self.parallel > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)  # one accelerator per concurrent cell
+        done = epochs_done(task.directory)
+        self.echo(f"{self.label(task)}: " + (f"resuming after epoch {done}" if done else
+                                               "starting") +
+                  f" of {self.budget.epochs}; log {os.path.join(task.directory, 'train.log')}")
+        task.log = open(os.path.join(task.directory, "train.log"), "a", encoding="utf-8")
+        task.log.write(f"$ {shlex.join(command)}\n")
+        task.log.flush()
+        task.process = subprocess.Popen(command, stdout=task.log, stderr=subprocess.STDOUT,
+                                        env=env)
+        task.state, task.reported_epochs = "running", done
+
+    def finish(self, task):
+        task.log.close()
+        code = task.process.returncode
+        if code == 0 and is_finished(task.directory, self.budget.epochs):
+            task.state, task.reason = "finished", "finished"
+            seconds = [s for s in epoch_seconds(task.directory) if s is not None]
+            self.echo(f"{self.label(task)}: finished {self.budget.epochs} epochs "
+                      f"({duration(sum(seconds))} of timed epochs).")
+            return
+        task.state = "failed"
+        tail = last_lines(os.path.join(task.directory, "train.log"), 2)
+        task.reason = f"okddip train exited with {code}: {tail}"
+        self.echo(f"{self.label(task)}: FAILED ({task.reason}). Rerun to retry it; the other "
+                  "cells go on.")
+
+    def report_progress(self, task):
+        done = epochs_done(task.directory)
+        if done == task.reported_epochs:
+            return
+        task.reported_epochs = done
+        timed = [s for s in epoch_seconds(task.directory)[1:] if s is not None][-3:]
+        left = self.budget.epochs - done
+        speed = (f", {duration(sum(timed) / len(timed))} per epoch, about "
+                 f"{duration(left * sum(timed) / len(timed))} left for this cell") if timed else ""
+        self.echo(f"{self.label(task)}: epoch {done}/{self.budget.epochs}{speed}.")
+
+
+def last_lines(path, count):
+    """The last `count` lines the latest sitting wrote into a train.log, joined by " | "."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "no log"
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    lines = lines[starts[-1] + 1:] if starts else lines
+    return " | ".join(lines[-count:]) or "no output"

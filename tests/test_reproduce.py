@@ -1,0 +1,525 @@
+"""`okddip reproduce`: the manifest, the budget scaling, the runner's resume/skip logic, the report.
+
+The manifest's paper numbers are checked against the reference specification's table
+(../shared/reference/okddip_spec.md, section 13), every run's config against the real config
+file and the methods' checks, the runner with a stand-in trainer that records what it was asked
+to train, and the report against NumPy on a synthetic grid of histories. One test trains a real
+(smoke-sized) cell through the command line and reruns it.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import stat
+import sys
+
+import numpy as np
+import pytest
+
+from okddip_tf import io_utils
+from okddip_tf.config import load_config_file
+from okddip_tf.reproduce import Budget, budget as budgets, figures, manifest, report, runner
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SPEC = REPO_ROOT.parent / "shared" / "reference" / "okddip_spec.md"
+
+
+def all_runs():
+    runs = []
+    for experiment in manifest.EXPERIMENTS.values():
+        runs += [run for run in experiment.runs() if run not in runs]
+    return runs
+
+
+def run_config(run, budget=Budget(epochs=15, seeds=1), seed=0):
+    """The config `okddip train` gets for a run: the config file, then the overrides."""
+    config = load_config_file(f"configs/paper.py:{run.config_arg}")
+    overrides = {**dict(run.options), **budget.overrides(seed)}
+    with config.unlocked():
+        for key, value in overrides.items():
+            section, name = key.split(".")
+            assert name in config[section], f"{run.id}: the config has no key {key}"
+            config[section][name] = value
+    return config
+
+
+# --- the manifest ------------------------------------------------------------------------------
+
+def spec_targets():
+    """Section 13 of the reference spec: {dataset: {column: error}} and the bullet lines."""
+    if not SPEC.is_file():
+        pytest.fail(f"{SPEC} is missing: the paper's targets are checked against it (CI keeps "
+                    "../shared beside the checkout).")
+    text = SPEC.read_text(encoding="utf-8").split("## 13.")[1]
+    header = [cell.strip() for cell in re.search(r"\| setting \|(.*)\|", text).group(1)
+              .split("|")]
+    rows = {}
+    for dataset in ("CIFAR-10", "CIFAR-100"):
+        values = re.search(rf"\| {dataset} \|(.*)\|", text).group(1).split("|")
+        rows[dataset] = dict(zip(header, (float(v) for v in values)))
+    return rows, text
+
+
+def cell(experiment, row, column):
+    found = [c for c in manifest.EXPERIMENTS[experiment].cells
+             if c.row == row and c.column == column]
+    assert len(found) == 1, (experiment, row, column)
+    return found[0]
+
+
+def test_paper_numbers_match_the_reference_spec():
+    rows, text = spec_targets()
+    names = {"Baseline": "Baseline", "Ind": "Ind", "DML": "DML", "CL-ILR": "CL-ILR",
+             "ONE": "ONE", "OKDDip network-based": "OKDDip (network)",
+             "OKDDip branch-based": "OKDDip (branch)"}
+    for table, dataset in (("table1", "CIFAR-10"), ("table2", "CIFAR-100")):
+        for spec_name, column in names.items():
+            assert cell(table, "ResNet-32", column).paper[0] == rows[dataset][spec_name]
+    # "Table 5, ResNet-32 on CIFAR-100: random 28.24, entropy 26.71, ..."
+    line = re.search(r"Table 5.*", text).group(0)
+    for word, column in (("random", "w/o SA (random)"), ("entropy", "w/o SA (entropy)"),
+                         ("mean", "w/o SA (mean)"), ("asymmetry", "w/o SA (asymmetry)"),
+                         ("w/o two-level", "w/o two-level"), ("full", "OKDDip")):
+        value = float(re.search(rf"{re.escape(word)} (\d+\.\d+)", line).group(1))
+        assert cell("table5", "ResNet-32", column).paper[0] == value
+    # "Table 4 ... ResNet-32: 27.01 / 24.90 / 23.45 / 23.74" (CL-ILR / ONE / OKDDip / Ind)
+    for row in ("ResNet-32", "VGG-16", "ResNet-110"):
+        values = re.search(rf"  - {row}: ([\d./ ]+)", text).group(1).strip().split(" / ")
+        for column, value in zip(("CL-ILR", "ONE", "OKDDip", "Ind"), values):
+            assert cell("table4", row, column).paper[0] == float(value)
+    # "- KD: 6.08 / 26.51", "- OKDDip+KD: 5.36 / 24.92", "- Teacher ResNet-110: 5.27 / 24.12"
+    for label, column in (("KD", "KD"), ("OKDDip\\+KD", "OKDDip+KD"),
+                          ("Teacher ResNet-110", "Teacher")):
+        ten, hundred = re.search(rf"  - {label}: ([\d.]+) / ([\d.]+)", text).groups()
+        assert cell("table6", "CIFAR-10", column).paper[0] == float(ten)
+        assert cell("table6", "CIFAR-100", column).paper[0] == float(hundred)
+
+
+def test_figure3_marks_table2s_four_student_points():
+    for method in ("OKDDip", "ONE", "CL-ILR"):
+        column = "OKDDip (branch)" if method == "OKDDip" else method
+        assert (cell("figure3", method, "m=4").paper ==
+                cell("table2", "ResNet-32", column).paper)
+        assert cell("figure3", method, "m=6").paper is None
+
+
+def test_every_cell_is_laid_out_once_and_runs_have_distinct_ids():
+    for experiment in manifest.EXPERIMENTS.values():
+        keys = [(c.row, c.column) for c in experiment.cells]
+        assert len(keys) == len(set(keys)) == len(experiment.rows) * len(experiment.columns)
+        assert {c.row for c in experiment.cells} == set(experiment.rows)
+        assert {c.column for c in experiment.cells} == set(experiment.columns)
+    runs = all_runs()
+    assert len({run.id for run in runs}) == len(runs)
+
+
+def test_experiments_share_runs_where_the_paper_reuses_them():
+    table2 = set(manifest.EXPERIMENTS["table2"].runs())
+    assert set(manifest.EXPERIMENTS["figure2"].runs()) <= table2
+    assert cell("table5", "ResNet-32", "OKDDip").run == cell("table2", "ResNet-32",
+                                                             "OKDDip (branch)").run
+    assert cell("table4", "ResNet-32", "ONE").run == cell("table2", "ResNet-32", "ONE").run
+    assert cell("table4", "ResNet-32", "ONE").metric == "ensemble"
+
+
+def test_every_run_maps_to_a_config_the_method_accepts():
+    """Every cell's config loads from configs/paper.py, takes the budget and passes the checks
+    `okddip train` runs before loading data (backbone, method options, group size, sharing)."""
+    from okddip_tf import preflight
+
+    for run in all_runs():
+        assert manifest.unavailable(run) == ""
+        config = run_config(run)
+        preflight.check_config(config)
+        preflight.check_model(config)
+        assert config.model.backbone == run.backbone and config.model.method == run.method
+        assert config.data.name == run.dataset
+        if not run.single:
+            assert (config.model.num_students, config.model.sharing) == (run.num_students,
+                                                                          run.sharing)
+
+
+@pytest.mark.parametrize("run_id", [
+    "cifar100_vgg16_one_branch", "cifar100_densenet40_12_cl_ilr_branch",
+    "cifar100_wrn20_8_bottleneck_okddip_network", "cifar100_resnet32_okddip_branch_m8",
+    "cifar100_resnet32_okddip_branch_two_level-False"])
+def test_cells_build_their_group(run_id):
+    """A sample across architectures, methods, sizes and options builds with its paper counts
+    of students; the full set is the slow test below."""
+    build_and_check(next(run for run in all_runs() if run.id == run_id))
+
+
+@pytest.mark.slow
+def test_every_cell_builds_its_group():
+    for run in all_runs():
+        build_and_check(run)
+
+
+def build_and_check(run):
+    import keras
+
+    from okddip_tf import train
+    from okddip_tf.dataset_info import DatasetInfo
+
+    config = run_config(run)
+    classes = 10 if run.dataset == "cifar10" else 100
+    info = DatasetInfo(name=run.dataset, num_classes=classes, image_shape=(32, 32, 3), pixel_mean=(0.5,) * 3,
+                       pixel_std=(0.25,) * 3, num_train_examples=50000, num_eval_examples=10000,
+                       class_names=[str(i) for i in range(classes)])
+    options = train.methods.options_from_config(config)
+    if run.teacher is not None:  # a stand-in teacher of the right class count
+        teacher = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                    keras.layers.Dense(classes)])
+        options["teacher_model"] = keras.saving.serialize_keras_object(teacher)
+    group = train.build_group(config, info, options)
+    outputs = group(np.zeros((2, 32, 32, 3), "float32"), training=False)
+    assert outputs["leader_logits"].shape == (2, classes)
+    assert group.num_students == (1 if run.single else run.num_students)
+    keras.backend.clear_session()
+
+
+def test_an_unimplemented_method_or_backbone_is_listed_not_hidden(tmp_path):
+    missing = manifest.Run("cifar100", "resnet32", "no_such_method")
+    assert "not implemented" in manifest.unavailable(missing)
+    experiment = manifest.Experiment("t", "t", "table", ("R",), ("A", "B"), (
+        manifest.Cell("R", "A", missing, (20.0, 0.1)),
+        manifest.Cell("R", "B", manifest.Run("cifar100", "no_such_net", "okddip"), (19.0, 0.1))))
+    results = report.collect(experiment, str(tmp_path), Budget(epochs=2, seeds=1))
+    assert [c["state"] for c in results["cells"]] == [
+        "not available: method 'no_such_method' is not implemented",
+        "not available: backbone 'no_such_net' is not implemented"]
+    text = report.markdown(results)
+    assert "n/a (paper 20.00)" in text and "not available: backbone" in text
+
+
+def test_only_selects_cells_by_any_of_their_words():
+    table2 = manifest.EXPERIMENTS["table2"]
+    row = manifest.select(table2, "resnet32")
+    assert {c.row for c in row} == {"ResNet-32"} and len(row) == 7
+    two = manifest.select(table2, "cifar100_resnet32_baseline, cifar100_vgg16_dml_network")
+    assert [(c.row, c.column) for c in two] == [("ResNet-32", "Baseline"), ("VGG-16", "DML")]
+    assert {c.column for c in manifest.select(table2, "ONE")} == {"ONE"}
+    assert manifest.select(table2, "nothing") == ()
+    assert manifest.select(table2, None) == table2.cells
+
+
+# --- the budget --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("epochs, drops, rampup", [
+    (300, (150, 225), 80), (15, (8, 11), 4), (60, (30, 45), 16), (30, (15, 23), 8),
+    (1, (1, 1), 0), (150, (75, 113), 40)])
+def test_budget_scales_the_papers_schedule(epochs, drops, rampup):
+    budget = Budget(epochs=epochs)
+    assert budget.drop_epochs == drops and budget.rampup_length == rampup
+    # The same fractions of training as the paper's, to half an epoch.
+    for drop, paper in zip(drops, budgets.PAPER_DROPS):
+        assert abs(drop / epochs - paper / 300) <= 0.5 / epochs + 1e-12
+    assert abs(rampup / epochs - 80 / 300) <= 0.5 / epochs + 1e-12
+
+
+def test_budget_overrides_reach_the_config_and_describe_themselves():
+    budget = Budget(epochs=15, seeds=2, train_examples=5000)
+    config = run_config(manifest.Run("cifar100", "resnet32", "okddip"), budget, seed=1)
+    assert config.train.epochs == 15 and tuple(config.optim.drop_epochs) == (8, 11)
+    assert config.rampup.length == 4 and config.train.seed == 1
+    assert config.data.train_examples == 5000
+    text = budget.describe()
+    assert text.startswith("15 epochs (the paper: 300)") and "5,000 training images" in text
+    assert "2 seeds (the paper: 3)" in text
+    assert Budget().overrides(0) == {"train.epochs": 300, "optim.drop_epochs": (150, 225),
+                                     "rampup.length": 80, "train.seed": 0}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "--epochs must be >= 1"), ({"seeds": 0}, "--seeds must be >= 1"),
+    ({"train_examples": 0}, "--train_examples must be >= 1")])
+def test_budget_refuses_impossible_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Budget(**kwargs)
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+FAKE_TRAINER = '''\
+#!{python}
+"""Stands in for `python -m okddip_tf.cli train`: records the call, writes a finished run."""
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+workdir, epochs = args["workdir"], int(args["config.train.epochs"])
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+if os.path.basename(os.path.dirname(workdir)) in os.environ.get("FAKE_FAIL", "").split(","):
+    print("okddip train: the data is gone. Point TFDS_DATA_DIR at it.")
+    sys.exit(1)
+os.makedirs(workdir, exist_ok=True)
+history = {{"loss": [1.0] * epochs, "val_leader_accuracy": [0.5] * epochs}}
+json.dump(history, open(os.path.join(workdir, "history.json"), "w"))
+json.dump({{"epochs": epochs, "reporting": {{"method_accuracy": "leader_accuracy",
+           "ensemble": None}}}}, open(os.path.join(workdir, "metrics.json"), "w"))
+json.dump({{"epoch_seconds": [2.0] * epochs}}, open(os.path.join(workdir, "timing.json"), "w"))
+'''
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    path = tmp_path / "fake_python"
+    path.write_text(FAKE_TRAINER.format(python=sys.executable))
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+
+    def trained():
+        if not calls.exists():
+            return []
+        lines = [json.loads(line) for line in calls.read_text().splitlines()]
+        return [next(a for a in argv if a.startswith("--workdir=")).split("=", 1)[1]
+                for argv in lines]
+
+    return str(path), trained
+
+
+def write_run(directory, accuracies, key="leader_accuracy", ensemble=None, extra=None):
+    """A finished (or, with fewer epochs than the budget, partial) run's files."""
+    history = {"loss": [1.0] * len(accuracies), f"val_{key}": list(accuracies), **(extra or {})}
+    if ensemble is not None:
+        history["val_student_ensemble_accuracy"] = list(ensemble)
+    io_utils.write_json(os.path.join(directory, "history.json"), history)
+    io_utils.write_json(os.path.join(directory, "metrics.json"), {
+        "epochs": len(accuracies),
+        "reporting": {"method_accuracy": key,
+                      "ensemble": "student_ensemble_accuracy" if ensemble else None}})
+    io_utils.write_json(os.path.join(directory, "timing.json"),
+                        {"epoch_seconds": [10.0] * len(accuracies)})
+
+
+def table6_tasks(workdir, budget):
+    experiment = manifest.EXPERIMENTS["table6"]
+    selected = manifest.select(experiment, "cifar100")
+    runs = [run for run in experiment.runs() if any(c.run == run for c in selected)]
+    return runner.plan(runs, budget, workdir)
+
+
+def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_path, fake_trainer):
+    executable, trained = fake_trainer
+    workdir, budget = str(tmp_path / "grid"), Budget(epochs=3, seeds=1)
+    tasks = table6_tasks(workdir, budget)
+    ids = [task.run.id for task in tasks]
+    teacher = ids.index("cifar100_resnet110_bottleneck_baseline")
+    assert teacher < ids.index("cifar100_resnet32_kd")
+    assert teacher < ids.index("cifar100_resnet32_okddip_kd_branch")
+    finished = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "baseline"), 0)
+    write_run(finished, [0.1, 0.2, 0.3])
+    partial = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "okddip"), 0)
+    write_run(partial, [0.1])
+    os.remove(os.path.join(partial, "metrics.json"))
+    lines = []
+    runner.Runner(tasks, budget, workdir, executable=executable, poll_seconds=0.05,
+                  echo=lines.append).run()
+    assert all(task.state == "finished" for task in tasks), [t.reason for t in tasks]
+    launched = trained()
+    assert finished not in launched and len(launched) == 4
+    assert launched.index(runner.run_dir(workdir, tasks[teacher].run, 0)) == 0
+    assert any("finished before; not trained again" in line for line in lines)
+    assert any(line.endswith(f"resuming after epoch 1 of 3; log {partial}/train.log")
+               for line in lines)
+    # The KD runs are told where their teacher is; nothing asks them to train another.
+    kd_log = open(os.path.join(runner.run_dir(workdir, tasks[ids.index(
+        "cifar100_resnet32_kd")].run, 0), "train.log")).read()
+    argv = shlex.split(kd_log.splitlines()[0])
+    teacher_dir = os.path.abspath(runner.run_dir(workdir, tasks[teacher].run, 0))
+    assert f"--config.kd.teacher={teacher_dir}" in argv and "--config.kd.teacher_config=" in argv
+    # A second pass trains nothing.
+    again = table6_tasks(workdir, budget)
+    runner.Runner(again, budget, workdir, executable=executable, poll_seconds=0.05,
+                  echo=lines.append).run()
+    assert len(trained()) == 4
+
+
+def test_a_failed_teacher_stops_its_students_and_the_rest_go_on(tmp_path, fake_trainer,
+                                                               monkeypatch):
+    executable, trained = fake_trainer
+    monkeypatch.setenv("FAKE_FAIL", "cifar100_resnet110_bottleneck_baseline")
+    workdir, budget = str(tmp_path / "grid"), Budget(epochs=2, seeds=1)
+    tasks = table6_tasks(workdir, budget)
+    lines = []
+    runner.Runner(tasks, budget, workdir, executable=executable, poll_seconds=0.05,
+                  echo=lines.append).run()
+    states = {task.run.id: (task.state, task.reason) for task in tasks}
+    assert states["cifar100_resnet110_bottleneck_baseline"] == (
+        "failed", "okddip train exited with 1: okddip train: the data is gone. Point "
+                  "TFDS_DATA_DIR at it.")
+    assert states["cifar100_resnet32_kd"] == ("failed", "its teacher did not finish")
+    assert states["cifar100_resnet32_okddip_kd_branch"][0] == "failed"
+    assert states["cifar100_resnet32_baseline"][0] == "finished"
+    assert states["cifar100_resnet32_okddip_branch"][0] == "finished"
+    assert len(trained()) == 3
+
+
+def test_train_command_is_an_okddip_train_command_line(tmp_path):
+    run = manifest.Run("cifar100", "resnet32", "okddip", options=(("okddip.attention", "mean"),))
+    argv = runner.train_command(run, Budget(epochs=15, seeds=1), 0, str(tmp_path), "python")
+    assert argv[:4] == ["python", "-m", "okddip_tf.cli", "train"]
+    assert argv[4] == (f"--config={runner.config_file()}:dataset=cifar100,method=okddip,"
+                       "backbone=resnet32,students=4,sharing=branch")
+    assert argv[5] == f"--workdir={tmp_path}/cifar100_resnet32_okddip_branch_attention-mean/seed0"
+    assert argv[6:] == ["--config.okddip.attention=mean", "--config.train.epochs=15",
+                        "--config.optim.drop_epochs=(8, 11)", "--config.rampup.length=4",
+                        "--config.train.seed=0", "--config.train.verbose=2"]
+
+
+# --- the report --------------------------------------------------------------------------------
+
+def test_report_of_a_synthetic_grid_matches_numpy(tmp_path):
+    """Table 5 with two seeds: best-epoch and last-epoch errors, their means and sample stds,
+    the differences to the paper, one cell partial, one never started."""
+    workdir, budget = str(tmp_path), Budget(epochs=4, seeds=2)
+    rng = np.random.default_rng(0)
+    experiment = manifest.EXPERIMENTS["table5"]
+    written = {}
+    for cell in experiment.cells[:4]:
+        for seed in range(2):
+            accuracies = rng.uniform(0.2, 0.7, 4)
+            written[(cell.column, seed)] = accuracies
+            write_run(runner.run_dir(workdir, cell.run, seed), accuracies)
+    partial = experiment.cells[4]
+    write_run(runner.run_dir(workdir, partial.run, 0), [0.3, 0.4, 0.5, 0.6])
+    write_run(runner.run_dir(workdir, partial.run, 1), [0.3, 0.4])
+    results = report.collect(experiment, workdir, budget)
+    for cell in results["cells"][:4]:
+        seeds = [written[(cell["column"], seed)] for seed in range(2)]
+        best = [100 * (1 - max(a)) for a in seeds]
+        last = [100 * (1 - a[-1]) for a in seeds]
+        assert cell["state"] == "finished"
+        assert cell["best"]["mean"] == pytest.approx(np.mean(best), abs=1e-12)
+        assert cell["best"]["std"] == pytest.approx(np.std(best, ddof=1), abs=1e-12)
+        assert cell["last"]["mean"] == pytest.approx(np.mean(last), abs=1e-12)
+        assert cell["best_minus_paper"] == pytest.approx(np.mean(best) - cell["paper"]["error"])
+        assert [cell["seeds"][s]["best_epoch"] for s in "01"] == [int(np.argmax(a)) + 1
+                                                                  for a in seeds]
+        assert cell["wall_seconds_per_seed"]["mean"] == 40.0
+    fifth, sixth = results["cells"][4], results["cells"][5]
+    assert fifth["state"] == "1/2 seeds finished (seed 1: 2/4 epochs)"
+    assert fifth["best"] == {"mean": pytest.approx(40.0), "std": None, "n": 1}
+    assert sixth["state"] == "0/2 seeds finished (seed 0: not started; seed 1: not started)"
+    assert sixth["best"] is None
+    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    path = report.write(results, workdir, names, note)
+    text = open(path).read()
+    first = text.splitlines()[0]
+    assert first.startswith("# table5 at 4 of 300 epochs, 2 seeds:")
+    random_cell = results["cells"][0]
+    assert (f"{random_cell['best']['mean']:.2f} ± {random_cell['best']['std']:.2f} "
+            f"(paper 28.24; {random_cell['best_minus_paper']:+.2f})") in text
+    assert json.load(open(os.path.join(workdir, "results.json")))["cells"][0]["best"] == \
+        pytest.approx(random_cell["best"])
+    assert note == "" and names == ["errors.png", "curves_resnet_32.png"]
+    check_png(os.path.join(workdir, "figures", "errors.png"))
+
+
+def check_png(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 300
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # not blank
+
+
+def test_figures_2_and_3_from_synthetic_runs(tmp_path):
+    workdir, budget = str(tmp_path), Budget(epochs=3, seeds=1)
+    diversity = manifest.EXPERIMENTS["figure2"]
+    for number, cell in enumerate(diversity.cells):
+        write_run(runner.run_dir(workdir, cell.run, 0), [0.3, 0.4, 0.5],
+                  extra={"val_diversity": [0.5 - 0.1 * number, 0.4, 0.3]})
+    results = report.collect(diversity, workdir, budget)
+    assert results["cells"][0]["last_diversity"]["mean"] == pytest.approx(0.3)
+    names, _ = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    assert names[0] == "figure2.png"
+    check_png(os.path.join(workdir, "figures", "figure2.png"))
+    sizes = manifest.EXPERIMENTS["figure3"]
+    for cell in sizes.cells:
+        write_run(runner.run_dir(workdir, cell.run, 0), [0.3, 0.5, 0.5 + cell.run.num_students
+                                                         / 100])
+    results = report.collect(sizes, workdir, budget)
+    okddip = [c for c in results["cells"] if c["row"] == "OKDDip"]
+    assert [round(c["best"]["mean"], 6) for c in okddip] == [round(100 * (0.5 - m / 100), 6)
+                                                            for m in range(3, 9)]
+    names, _ = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    assert names[0] == "figure3.png"
+    check_png(os.path.join(workdir, "figures", "figure3.png"))
+    assert "| OKDDip | 47.00 (paper" not in report.markdown(results)  # m=3 has no paper number
+    assert "46.00 (paper 25.63; +20.37)" in report.markdown(results)
+
+
+def test_report_without_matplotlib_says_how_to_get_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "pyplot", lambda: None)
+    results = report.collect(manifest.EXPERIMENTS["table5"], str(tmp_path), Budget(2, 1))
+    names, note = figures.draw(results, str(tmp_path), str(tmp_path / "figures"))
+    assert names == [] and 'pip install -e ".[reproduce]"' in note
+    assert note in report.markdown(results, names, note)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def test_reproduce_trains_a_real_cell_then_skips_it(tmp_path, tfds_data_dir, run_cli):
+    """A smoke-sized Table 5 cell through `okddip reproduce`: trained, reported, not retrained."""
+    args = ("reproduce", "--experiment=table5", f"--workdir={tmp_path}", "--epochs=2",
+            "--seeds=1", "--smoke", "--only=w/o two-level")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    directory = tmp_path / "cifar100_resnet32_okddip_branch_two_level-False" / "seed0"
+    assert "starting of 2" in first.stdout and "finished 2 epochs" in first.stdout
+    assert len(json.load(open(directory / "timing.json"))["epoch_seconds"]) == 2
+    results = json.load(open(tmp_path / "results.json"))
+    measured = [c for c in results["cells"] if c["state"] == "finished"]
+    assert [c["column"] for c in measured] == ["w/o two-level"]
+    history = json.load(open(directory / "history.json"))
+    accuracy = np.asarray(history["val_leader_accuracy"])
+    assert measured[0]["last"]["mean"] == pytest.approx(100 * (1 - accuracy[-1]))
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "figures" / "errors.png").is_file()
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "finished before; not trained again" in second.stdout
+    assert "starting" not in second.stdout
+
+
+@pytest.mark.slow
+def test_reproduce_trains_a_kd_cell_after_its_teacher(tmp_path, tfds_data_dir, run_cli):
+    result = run_cli("reproduce", "--experiment=table6", f"--workdir={tmp_path}", "--epochs=1",
+                     "--seeds=1", "--smoke", "--only=cifar100_resnet32_kd")
+    assert result.returncode == 0, result.stdout + result.stderr
+    order = re.findall(r"\] (\S+) seed 0: starting", result.stdout)
+    assert order == ["cifar100_resnet110_bottleneck_baseline", "cifar100_resnet32_kd"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--experiment=table9",), "Unknown experiment 'table9'; known: table1, table2"),
+    (("--experiment=table2", "--only=nothing"), "--only='nothing' matches no cell of table2"),
+    (("--experiment=table2", "--epochs=0"), "--epochs must be >= 1"),
+    ((), "needs --experiment=NAME and --workdir=DIR"),
+])
+def test_reproduce_refuses_bad_arguments(tmp_path, run_cli, args, message):
+    result = run_cli("reproduce", f"--workdir={tmp_path}", *args, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reproduce_help(run_cli):
+    result = run_cli("reproduce", "--help", timeout=60)
+    assert result.returncode == 0
+    for flag in ("--experiment=NAME", "--epochs=E", "--seeds=N", "--only=WORDS",
+                 "--report_only", "--parallel=N"):
+        assert flag in result.stdout
+
+
+def test_report_only_trains_nothing(tmp_path, run_cli):
+    result = run_cli("reproduce", "--experiment=table5", f"--workdir={tmp_path}",
+                     "--epochs=2", "--seeds=1", "--report_only", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "starting" not in result.stdout
+    text = (tmp_path / "report.md").read_text()
+    assert "**Cells:** 0 of 6 finished" in text
+    assert not any(p.is_dir() and p.name.startswith("cifar") for p in tmp_path.iterdir())
+
