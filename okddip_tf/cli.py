@@ -54,6 +54,8 @@ flags.DEFINE_string("only", None, "reproduce: comma-separated words; only the ce
 flags.DEFINE_integer("parallel", 1, "reproduce: cells trained at once (one GPU each).")
 flags.DEFINE_bool("report_only", False, "reproduce: train nothing; rebuild the report from the "
                   "workdir.")
+flags.DEFINE_string("report_dir", None, "reproduce: where report.md, results.json and figures/ "
+                    "go.")
 flags.DEFINE_bool("smoke", False, "reproduce: tiny backbone and data (checks the harness; not a "
                   "measurement).")
 flags.DEFINE_bool("verbose", False, f"Show the traceback of an error (or set {ENV_VERBOSE}=1).")
@@ -64,12 +66,13 @@ METAVARS = {"config": "FILE[:ARG]", "workdir": "DIR", "checkpoint": "PATH", "exp
             "model_name": "NAME", "model_version": "N", "formats": "LIST", "eval_examples": "N",
             "calibration_images": "N", "int8_calibration": "percentile|minmax",
             "experiment": "NAME", "epochs": "E", "seeds": "N", "train_examples": "N",
-            "only": "WORDS", "parallel": "N"}
+            "only": "WORDS", "parallel": "N", "report_dir": "DIR"}
 DEFAULTS = {"config": "required", "checkpoint": "<workdir>/checkpoints/last.keras",
             "export_dir": "<workdir>/export", "model_version": "the latest + 1",
             "formats": "all; int8 only with the run's training data",
             "eval_examples": "the run's evaluation split", "experiment": "required",
-            "train_examples": "the whole split", "only": "every cell"}
+            "train_examples": "the whole split", "only": "every cell",
+            "report_dir": "--workdir"}
 
 CONFIG_HELP = """\
 Config: --config=FILE[:ARG] loads FILE's get_config(ARG), e.g. configs/quickstart.py:smoke.
@@ -111,7 +114,7 @@ COMMANDS = {
         "Run the paper's tables and figures at a budget; reports ours beside the paper's.",
         "okddip reproduce --experiment=NAME --workdir=DIR [--epochs=E] [--seeds=N] [flags]",
         ("experiment", "workdir", "epochs", "seeds", "train_examples", "only", "parallel",
-         "report_only", "smoke"),
+         "report_only", "report_dir", "smoke"),
         "okddip reproduce --experiment=table2 --workdir=runs/table2 --epochs=60 --seeds=2 "
         "--only=resnet32",
         "Each cell trains as an `okddip train` workdir under DIR; running the same command "
@@ -320,7 +323,8 @@ def reproduce():
     if FLAGS.parallel < 1:
         raise errors.UsageError(f"--parallel must be >= 1, got {FLAGS.parallel}.")
     _, tasks = reproducing.reproduce(FLAGS.experiment, FLAGS.workdir, budget, only=FLAGS.only,
-                                     parallel=FLAGS.parallel, report_only=FLAGS.report_only)
+                                     parallel=FLAGS.parallel, report_only=FLAGS.report_only,
+                                     report_dir=FLAGS.report_dir)
     failed = [task for task in tasks if task.state == "failed"]
     if failed:
         raise errors.TrainingFailed(

@@ -514,12 +514,18 @@ def test_reproduce_help(run_cli):
         assert flag in result.stdout
 
 
-def test_report_only_trains_nothing(tmp_path, run_cli):
-    result = run_cli("reproduce", "--experiment=table5", f"--workdir={tmp_path}",
-                     "--epochs=2", "--seeds=1", "--report_only", timeout=120)
+def test_report_only_trains_nothing_and_writes_where_asked(tmp_path, run_cli):
+    workdir, elsewhere = tmp_path / "grid", tmp_path / "report"
+    write_run(runner.run_dir(str(workdir), cell("table5", "ResNet-32", "OKDDip").run, 0),
+              [0.5, 0.75])
+    result = run_cli("reproduce", "--experiment=table5", f"--workdir={workdir}",
+                     "--epochs=2", "--seeds=1", "--report_only", f"--report_dir={elsewhere}",
+                     timeout=120)
     assert result.returncode == 0, result.stderr
     assert "starting" not in result.stdout
-    text = (tmp_path / "report.md").read_text()
-    assert "**Cells:** 0 of 6 finished" in text
-    assert not any(p.is_dir() and p.name.startswith("cifar") for p in tmp_path.iterdir())
+    text = (elsewhere / "report.md").read_text()
+    assert "**Cells:** 1 of 6 finished" in text and "| 25.00 (paper 25.63; -0.63) |" in text
+    assert (elsewhere / "figures" / "errors.png").is_file()
+    assert str(tmp_path) not in text  # no path of the machine in a report that may be shared
+    assert sorted(p.name for p in workdir.iterdir()) == ["cifar100_resnet32_okddip_branch"]
 

@@ -17,18 +17,23 @@ from okddip_tf.reproduce import figures, manifest, report, runner
 Budget = budgets.Budget
 
 
-def build_report(experiment, workdir, budget, selected=None, echo=print):
-    """Writes report.md, results.json and figures/ for `experiment` into `workdir`."""
+def build_report(experiment, workdir, budget, selected=None, echo=print, report_dir=None):
+    """Writes report.md, results.json and figures/ for `experiment` into `report_dir`.
+
+    `report_dir` defaults to the experiment's `workdir`, where the cells' runs are read.
+    """
+    report_dir = report_dir or workdir
     results = report.collect(experiment, workdir, budget, selected)
-    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
-    path = report.write(results, workdir, names, note)
+    names, note = figures.draw(results, workdir, os.path.join(report_dir, "figures"))
+    path = report.write(results, report_dir, names, note)
     echo(f"Report: {path}" + (f" ({note})" if note else f", with {len(names)} figure(s)."))
     return results
 
 
 def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=False,
-              echo=print, **runner_options):
-    """Trains what is missing of `experiment` (unless report_only), then writes its report.
+              report_dir=None, echo=print, **runner_options):
+    """Trains what is missing of `experiment` (unless report_only), then writes its report
+    (into `report_dir`, by default `workdir`).
 
     Returns (results dict, tasks); a task's `state` says whether it finished or failed.
     """
@@ -49,4 +54,4 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
     if not report_only:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()
-    return build_report(experiment, workdir, budget, selected, echo), tasks
+    return build_report(experiment, workdir, budget, selected, echo, report_dir), tasks

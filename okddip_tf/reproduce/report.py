@@ -288,9 +288,10 @@ def markdown(results, figures=(), figures_note=""):
     lines += [f"![{name}](figures/{name})" for name in figures]
     if figures_note:
         lines.append(figures_note)
-    lines += ["", "Every cell is an `okddip train` workdir, `<run>/seed<k>/` beside this report "
-              "(its command is the first line of its train.log); `okddip reproduce` with the "
-              "same flags resumes unfinished cells and `--report_only` rebuilds this report.", ""]
+    lines += ["", "Every cell is an `okddip train` workdir, `<run>/seed<k>/` under the "
+              "experiment's workdir (its command is the first line of its train.log); `okddip "
+              "reproduce` with the same flags resumes unfinished cells and `--report_only` "
+              "rebuilds this report.", ""]
     return "\n".join(lines)
 
 
