@@ -329,8 +329,8 @@ def reproduce():
     if failed:
         raise errors.TrainingFailed(
             f"{len(failed)} of {len(tasks)} trainings did not finish ("
-            f"{', '.join(task.name for task in failed)}); each one's reason is above and in its "
-            "train.log. Rerun the same command to retry them.")
+            f"{', '.join(task.name for task in failed)}); each one's reason is above (and in "
+            "its train.log). Running the same command again retries them.")
 
 
 def print_help(text):

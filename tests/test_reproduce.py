@@ -355,6 +355,14 @@ def test_a_failed_teacher_stops_its_students_and_the_rest_go_on(tmp_path, fake_t
     assert states["cifar100_resnet32_baseline"][0] == "finished"
     assert states["cifar100_resnet32_okddip_branch"][0] == "finished"
     assert len(trained()) == 3
+    # A budget smaller than the runs already there is refused before anything is launched.
+    smaller = table6_tasks(workdir, Budget(epochs=1, seeds=1))
+    runner.Runner(smaller, Budget(epochs=1, seeds=1), workdir, executable=executable,
+                  poll_seconds=0.05, echo=lines.append).run()
+    refused = next(t for t in smaller if t.run.id == "cifar100_resnet32_baseline")
+    assert refused.state == "failed" and "holds 2 epochs, a larger budget than --epochs=1: " \
+        "give each budget its own --workdir" in refused.reason
+    assert len(trained()) == 4  # only the teacher that had failed was tried again
 
 
 def test_train_command_is_an_okddip_train_command_line(tmp_path):

@@ -130,6 +130,11 @@ class Runner:
                 task.state, task.reason = "skipped", f"not available: {reason}"
             elif is_finished(task.directory, self.budget.epochs):
                 task.state, task.reason = "finished", "finished before; not trained again"
+            elif epochs_done(task.directory) > self.budget.epochs:
+                task.state = "failed"
+                task.reason = (f"{task.directory} holds {epochs_done(task.directory)} epochs, a "
+                               f"larger budget than --epochs={self.budget.epochs}: give each "
+                               "budget its own --workdir")
             if task.state != "pending":
                 self.echo(f"{self.label(task)}: {task.reason}.")
         slots = [None] * self.parallel
