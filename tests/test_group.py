@@ -471,9 +471,12 @@ def test_mirrored_strategy_two_replicas_match_one_device(mirrored_process):
     assert not result["unsynced"]["any_synchronized"]
 
     synced, unsynced = result["synced"], result["unsynced"]
-    assert synced["all"] < 0.02, synced
-    assert synced["trainable"] < 0.02, synced
-    assert synced["moving_stats"] < 0.02, synced
+    # The README's bounds. Measured on seeds 0-2 (benchmarks/results/step_parity_mirrored.json):
+    # all 2.4e-4 to 6.6e-4, trainable 1.3e-3 to 3.4e-3, moving statistics 1.3e-6; unsynchronised
+    # BatchNorm: 12-13%, 54-65% and 5-6.5%.
+    assert synced["all"] < 2e-3, synced
+    assert synced["trainable"] < 1e-2, synced
+    assert synced["moving_stats"] < 1e-4, synced
     assert synced["loss"] == pytest.approx(result["single"]["loss"], rel=1e-4)
     # The comparison can fail: unsynchronised BatchNorm moves the statistics visibly.
     assert unsynced["moving_stats"] > 10 * max(synced["moving_stats"], 1e-4), unsynced
