@@ -16,6 +16,9 @@ rounding):
   weights (tests/test_precision.py's one_step_update): cosine and norm ratio of the trainable
   update. Seed s uses the tiny group of seed s and test_precision's batch of seed s; `group4`
   is test_group.py's mixed_float16 case (group seed 4, its 16 images of seed 2).
+- multiworker: two MultiWorkerMirroredStrategy workers on 127.0.0.1 against one process, 4 steps
+  of the tiny group on real CIFAR-100 (tests/test_multiworker.py's processes and differences;
+  needs TFDS_DATA_DIR). Its run has no seed to vary: it is measured once per --repeats.
 Writes benchmarks/results/step_parity[_NAME].json with the machine, versions, command, date and
 git commit. No timing is taken: these are differences of numbers.
 """
@@ -38,7 +41,7 @@ import tf_group_step  # noqa: E402  (imports okddip_tf, then TensorFlow)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-PARTS = ("jax", "mirrored", "precision")
+PARTS = ("jax", "mirrored", "precision", "multiworker")
 
 
 def parse_args():
@@ -137,6 +140,39 @@ def precision_part(seed):
     return result
 
 
+def multiworker_part(scratch):
+    import test_multiworker as t  # pylint: disable=import-outside-toplevel
+
+    data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    root = pathlib.Path(tempfile.mkdtemp(prefix="multiworker_", dir=scratch))
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in t.free_loopback_ports(2)]}
+    started = []
+    try:
+        for index in range(2):
+            started.append(t.start(f"worker{index}", root, root / "workdir", data_dir,
+                                   "multi_worker_mirrored",
+                                   {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        started.append(t.start("single", root, root / "single_workdir", data_dir, "default"))
+        t.wait_all(started, 1200)
+    finally:
+        t.stop(started)
+    runs = {run["name"]: t.load(run) for run in started}
+    worker, single = runs["worker0"], runs["single"]
+    result = {
+        "workers_bit_identical": all(np.array_equal(a, b) for a, b in
+                                     zip(worker["final"], runs["worker1"]["final"])),
+        "all": t.relative_update_difference(worker, single, lambda p: True),
+        "trainable_and_other": t.relative_update_difference(worker, single,
+                                                            lambda p: not t.is_stat(p)),
+        "moving_stats": t.relative_update_difference(worker, single, t.is_stat),
+        "history_relative_difference": {
+            key: abs(worker["history"][key][-1] - single["history"][key][-1])
+            / abs(single["history"][key][-1]) for key in ("loss", "val_loss")},
+    }
+    print("multiworker", json.dumps(result), flush=True)
+    return result
+
+
 def summary(runs):
     """Per part and quantity, the smallest and largest value over every seed and repeat."""
     ranges = {}
@@ -166,8 +202,12 @@ def main():
         for repeat in range(args.repeats):
             for seed in seeds:
                 for part in parts:
+                    if part == "multiworker" and seed != seeds[0]:
+                        continue  # no seed to vary: once per repeat
                     if part == "jax":
                         measured = jax_part(seed, scratch)
+                    elif part == "multiworker":
+                        measured = multiworker_part(scratch)
                     elif part == "mirrored":
                         measured = mirrored_part(seed, scratch)
                     else:
