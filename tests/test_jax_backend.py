@@ -23,6 +23,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
 # (name, backbone, num_students, image side, batch)
 STEP_CASES = [("tiny", "tiny", 4, 16, 16), ("resnet20", "resnet20", 4, 32, 16)]
+# The largest |update_jax - update_tf| / |update_tf| allowed (the README's bounds). Measured on
+# seeds 0-2 (benchmarks/results/step_parity_jax.json): tiny 6.8e-7 to 7.4e-7, ResNet-20 8.1e-4
+# to 1.8e-3 (its BatchNorm over 16 images amplifies the backends' different rounding).
+STEP_TOLERANCE = {"tiny": 1e-5, "resnet20": 5e-3}
 XLA_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY = dict(backbone="tiny", num_classes=10, num_students=4, image_shape=(16, 16, 3))
 
@@ -211,7 +215,7 @@ def test_one_jax_step_equals_the_tf_step(runs, name):
     assert size > 1e-2, "the TF step did not change the weights"
     relative = np.linalg.norm(jax_flat - tf_flat) / size
     print(f"{name}: |update| {size:.4g}, relative JAX-TF difference {relative:.3g}")
-    assert relative < 0.02
+    assert relative < STEP_TOLERANCE[name], relative
     assert sorted(got["logs"]) == sorted(expected["logs"])
     np.testing.assert_allclose(got["logs"]["loss"], expected["logs"]["loss"], rtol=1e-5)
     for key, value in expected["logs"].items():
