@@ -62,6 +62,14 @@ def run_backend(backend, args):
     return json.loads(output.strip().splitlines()[-1])
 
 
+def cpu_kind():
+    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+
+    return tf_group_step.cpu_kind()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="resnet32")
@@ -81,7 +89,7 @@ def main():
         "command": "python benchmarks/backend_throughput.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(),
+                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
                     "load_average_before_after": [load_before, os.getloadavg()]},
         "backbone": args.backbone, "batch_size": args.batch_size, "timed_steps": args.steps,
         "results": results,

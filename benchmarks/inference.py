@@ -90,6 +90,14 @@ def build_group():
                                 num_students=4, method="okddip", image_shape=SHAPE)
 
 
+def cpu_kind():
+    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+
+    return tf_group_step.cpu_kind()
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs every step at INFO
@@ -125,8 +133,8 @@ def main(argv):
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__,
+                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
+                    "tensorflow": tf.__version__, "keras": keras.__version__,
                     "litert_threads": FLAGS.num_threads or os.cpu_count()},
         "model": {"backbone": group.backbone_name, "method": group.method_name,
                   "num_students": group.num_students, "sharing": group.sharing,

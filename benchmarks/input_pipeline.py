@@ -119,6 +119,14 @@ def measure_imagenet(images, batch_size, epochs=3):
     }
 
 
+def cpu_kind():
+    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+
+    return tf_group_step.cpu_kind()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
@@ -141,8 +149,8 @@ def main():
                    f"--batches {args.batches} --batch_size {args.batch_size}")
     result.update({
         "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
-                    "python": platform.python_version(),
+                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
+                    "tensorflow": tf.__version__, "python": platform.python_version(),
                     # Other processes share the CPUs; a load above cpu_count lowers the rate.
                     "load_average_1min_before_after": [round(load_before, 2),
                                                        round(os.getloadavg()[0], 2)]},

@@ -54,6 +54,14 @@ def agreement_by_margin(logits, reference, scale, steps=(1, 2, 4)):
     return result
 
 
+def cpu_kind():
+    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+
+    return tf_group_step.cpu_kind()
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -104,7 +112,7 @@ def main(argv):
                 result["runs"].append(run)
                 print(json.dumps(run))
     result["machine"] = {"processor": platform.processor() or platform.machine(),
-                         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+                         "cpu": cpu_kind(), "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
                          "tflite_interpreter": interpreter.describe(),
                          # other work on the machine slows conversion_seconds, nothing else
                          "load_average_1min_at_end": round(os.getloadavg()[0], 2)}

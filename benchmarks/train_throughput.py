@@ -127,7 +127,11 @@ def measure(variant, precision="float32", jit_compile=False):
 
 
 def machine():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tf_group_step  # pylint: disable=import-outside-toplevel  (TensorFlow is loaded by now)
+
     return {"processor": platform.processor() or platform.machine(),
+            "cpu": tf_group_step.cpu_kind(),
             "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
             "keras": keras.__version__}
 

@@ -1,6 +1,6 @@
 """Helper for test_group.py: one training step on 1 device vs MirroredStrategy on 2 logical CPUs.
 
-Run as `python tests/_mirrored_step.py OUT_DIR`. Splitting the CPU into two logical devices must
+Run as `python tests/_mirrored_step.py OUT_DIR [SEED]` (SEED 0 by default, as test_group.py runs it). Splitting the CPU into two logical devices must
 happen before TensorFlow initialises, hence a separate process. Writes OUT_DIR/result.json with
 the relative L2 differences of the updates (new weights - initial weights) between one replica and
 two replicas, with synchronised BatchNorm ("auto" under the strategy) and with sync switched off.
@@ -33,9 +33,9 @@ IMAGE_SHAPE = (32, 32, 3)
 MOVING_STATS = ("moving_mean", "moving_variance")
 
 
-def make_batch():
+def make_batch(seed=0):
     """Images whose per-image colour varies, so half-batch BatchNorm statistics differ."""
-    rng = np.random.default_rng(1234)
+    rng = np.random.default_rng(1234 + seed)
     offsets = rng.uniform(-90.0, 90.0, size=(GLOBAL_BATCH, 1, 1, 3))
     noise = rng.normal(0.0, 40.0, size=(GLOBAL_BATCH,) + IMAGE_SHAPE)
     images = np.clip(128.0 + offsets + noise, 0, 255).astype("uint8")
@@ -71,8 +71,8 @@ def batchnorm_layers(group):
     return found
 
 
-def one_step(init_path, strategy, sync_batchnorm):
-    images, labels = make_batch()
+def one_step(init_path, strategy, sync_batchnorm, seed=0):
+    images, labels = make_batch(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         group = build(sync_batchnorm)
@@ -108,21 +108,21 @@ def relative_difference(reference, other, keep):
     return float(np.linalg.norm(oth - ref) / np.linalg.norm(ref)), float(np.linalg.norm(ref))
 
 
-def main(out_dir):
+def main(out_dir, seed=0):
     out_dir = pathlib.Path(out_dir)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     init_path = str(out_dir / "init.weights.h5")
     build(False).save_weights(init_path)
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    single = one_step(init_path, None, "auto")
-    synced = one_step(init_path, strategy, "auto")
-    unsynced = one_step(init_path, strategy, False)
+    single = one_step(init_path, None, "auto", seed)
+    synced = one_step(init_path, strategy, "auto", seed)
+    unsynced = one_step(init_path, strategy, False, seed)
 
     def is_stat(path):
         return path.rsplit("/", 1)[-1] in MOVING_STATS
 
-    result = {"replicas": [single["replicas"], synced["replicas"], unsynced["replicas"]]}
+    result = {"seed": seed, "replicas": [single["replicas"], synced["replicas"], unsynced["replicas"]]}
     for name, run in (("synced", synced), ("unsynced", unsynced)):
         result[name] = {
             "all": relative_difference(single, run, lambda p: True)[0],
@@ -145,4 +145,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(int(arg) for arg in sys.argv[2:3]))

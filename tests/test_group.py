@@ -246,10 +246,13 @@ def test_mixed_float16_update_matches_float32():
     cosine = actual_step @ expected_step / (np.linalg.norm(actual_step) * np.linalg.norm(expected_step))
     print(f"mixed_float16 vs float32: whole update relative L2 {whole:.3g}; trainable: norm ratio "
           f"{ratio:.5f}, relative L2 {relative_l2(actual_step, expected_step):.3g}, cosine {cosine:.5f}")
-    assert 0.95 < ratio < 1.05, f"mixed-precision update is {ratio:.3g}x the float32 one"
+    # The README's bounds. Measured (benchmarks/results/step_parity_precision*.json, this case and
+    # 4 seeds of test_precision's batch, oneDNN on and off): cosine 0.9989-0.9994, ratio
+    # 0.998-1.000.
+    assert 0.99 < ratio < 1.01, f"mixed-precision update is {ratio:.3g}x the float32 one"
     # float16 rounding alone moves the trunk's gradients by a few percent on this tiny net (also
     # for a single network with plain cross-entropy), so the direction check is a cosine.
-    assert cosine > 0.995, cosine
+    assert cosine > 0.998, cosine
 
 
 # --------------------------------------------------------------------------- 5. bad input
@@ -471,9 +474,12 @@ def test_mirrored_strategy_two_replicas_match_one_device(mirrored_process):
     assert not result["unsynced"]["any_synchronized"]
 
     synced, unsynced = result["synced"], result["unsynced"]
-    assert synced["all"] < 0.02, synced
-    assert synced["trainable"] < 0.02, synced
-    assert synced["moving_stats"] < 0.02, synced
+    # The README's bounds. Measured on seeds 0-2 (benchmarks/results/step_parity_mirrored.json):
+    # all 2.4e-4 to 6.6e-4, trainable 1.3e-3 to 3.4e-3, moving statistics 1.3e-6; unsynchronised
+    # BatchNorm: 12-13%, 54-65% and 5-6.5%.
+    assert synced["all"] < 2e-3, synced
+    assert synced["trainable"] < 1e-2, synced
+    assert synced["moving_stats"] < 1e-4, synced
     assert synced["loss"] == pytest.approx(result["single"]["loss"], rel=1e-4)
     # The comparison can fail: unsynchronised BatchNorm moves the statistics visibly.
     assert unsynced["moving_stats"] > 10 * max(synced["moving_stats"], 1e-4), unsynced

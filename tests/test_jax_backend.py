@@ -23,6 +23,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
 # (name, backbone, num_students, image side, batch)
 STEP_CASES = [("tiny", "tiny", 4, 16, 16), ("resnet20", "resnet20", 4, 32, 16)]
+# The largest |update_jax - update_tf| / |update_tf| allowed (the README's bounds). Measured on
+# seeds 0-3 with TF's oneDNN kernels on and off (benchmarks/results/step_parity_jax.json,
+# step_parity_precision_jax_onednn0.json): tiny 5.3e-7 to 7.4e-7, ResNet-20 4.6e-4 to 1.8e-3
+# (its BatchNorm over 16 images amplifies the backends' different rounding).
+STEP_TOLERANCE = {"tiny": 1e-5, "resnet20": 5e-3}
 XLA_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY = dict(backbone="tiny", num_classes=10, num_students=4, image_shape=(16, 16, 3))
 
@@ -98,12 +103,15 @@ def group_options(backbone, num_students, side):
                 image_shape=(side, side, 3))
 
 
-def prepare_step(folder, backbone, num_students, side, batch):
-    """Builds a TF group, saves its initial weights and one batch to `folder`."""
-    keras.utils.set_random_seed(7)
+def prepare_step(folder, backbone, num_students, side, batch, seed=7):
+    """Builds a TF group, saves its initial weights and one batch to `folder`.
+
+    benchmarks/step_parity.py repeats this comparison with other seeds (`seed` - 6 for the batch).
+    """
+    keras.utils.set_random_seed(seed)
     group = GroupModel(**group_options(backbone, num_students, side))
     group.save_weights(folder / "w.weights.h5")
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed - 6)
     images = rng.integers(0, 256, size=(batch, side, side, 3)).astype("uint8")
     labels = rng.integers(0, 10, size=(batch,)).astype("int32")
     np.savez(folder / "batch.npz", images=images, labels=labels)
@@ -208,7 +216,7 @@ def test_one_jax_step_equals_the_tf_step(runs, name):
     assert size > 1e-2, "the TF step did not change the weights"
     relative = np.linalg.norm(jax_flat - tf_flat) / size
     print(f"{name}: |update| {size:.4g}, relative JAX-TF difference {relative:.3g}")
-    assert relative < 0.02
+    assert relative < STEP_TOLERANCE[name], relative
     assert sorted(got["logs"]) == sorted(expected["logs"])
     np.testing.assert_allclose(got["logs"]["loss"], expected["logs"]["loss"], rtol=1e-5)
     for key, value in expected["logs"].items():

@@ -258,11 +258,14 @@ def test_two_workers_match_one_process(runs):
         "moving_stats": relative_update_difference(worker, single, is_stat),
     }
     print("two workers vs one process, relative to the update:", differences)
-    # Measured: 6e-4 whole, 2.8e-3 trainable, 3.7e-4 moving statistics. A loss not divided by
-    # the replicas doubles the update (a difference of 100%); unsynchronised BatchNorm or workers
-    # training on the same half-batches move it by tens of percent.
+    # The README's bounds. Measured (benchmarks/results/step_parity_multiworker*.json, AVX2, each
+    # twice, identical): oneDNN on 4.1e-4 whole, 2.0e-3 trainable, 1.6e-4 moving statistics;
+    # off (the workers' default when this module runs alone) 6.4e-4, 2.7e-3, 3.8e-4. A loss not
+    # divided by the replicas doubles the update (a difference of 100%); unsynchronised
+    # BatchNorm or workers training on the same half-batches move it by tens of percent.
+    bounds = {"all": 2e-3, "trainable_and_other": 1e-2, "moving_stats": 1e-3}
     for name, value in differences.items():
-        assert value < 0.02, (name, differences)
+        assert value < bounds[name], (name, differences)
     for key in ("loss", "val_loss", "val_leader_accuracy"):
         assert worker["history"][key] == pytest.approx(single["history"][key], rel=1e-3), key
 
