@@ -315,13 +315,15 @@ def export():
 def reproduce():
     if FLAGS.experiment is None or FLAGS.workdir is None:
         raise errors.UsageError("needs --experiment=NAME and --workdir=DIR.")
-    start_tensorflow()
     from okddip_tf import reproduce as reproducing  # pylint: disable=import-outside-toplevel
 
+    # The arguments are checked before TensorFlow starts (a wrong one fails in a second).
     budget = reproducing.Budget(epochs=FLAGS.epochs, seeds=FLAGS.seeds,
                                 train_examples=FLAGS.train_examples, smoke=FLAGS.smoke)
     if FLAGS.parallel < 1:
         raise errors.UsageError(f"--parallel must be >= 1, got {FLAGS.parallel}.")
+    reproducing.selection(FLAGS.experiment, FLAGS.only)
+    start_tensorflow()
     _, tasks = reproducing.reproduce(FLAGS.experiment, FLAGS.workdir, budget, only=FLAGS.only,
                                      parallel=FLAGS.parallel, report_only=FLAGS.report_only,
                                      report_dir=FLAGS.report_dir)

@@ -407,6 +407,7 @@ def test_report_of_a_synthetic_grid_matches_numpy(tmp_path):
         assert [cell["seeds"][s]["best_epoch"] for s in "01"] == [int(np.argmax(a)) + 1
                                                                   for a in seeds]
         assert cell["wall_seconds_per_seed"]["mean"] == 40.0
+        assert cell["median_epoch_seconds"]["mean"] == 10.0
     fifth, sixth = results["cells"][4], results["cells"][5]
     assert fifth["state"] == "1/2 seeds finished (seed 1: 2/4 epochs)"
     assert fifth["best"] == {"mean": pytest.approx(40.0), "std": None, "n": 1}

@@ -11,10 +11,22 @@ same workdir share their common runs (Table 4 and Figure 2 read Table 2's).
 
 import os
 
+from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import budget as budgets
 from okddip_tf.reproduce import figures, manifest, report, runner
 
 Budget = budgets.Budget
+
+
+def selection(name, only=None):
+    """(the experiment called `name`, its cells that `only` keeps); a clear error for neither."""
+    experiment = manifest.get_experiment(name)
+    selected = manifest.select(experiment, only)
+    if not selected:
+        raise ConfigError(f"--only={only!r} matches no cell of {experiment.name}; it matches a "
+                          "cell's row, column, dataset, backbone, method or run id, e.g. "
+                          "--only=resnet32.")
+    return experiment, selected
 
 
 def build_report(experiment, workdir, budget, selected=None, echo=print, report_dir=None):
@@ -37,14 +49,7 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
 
     Returns (results dict, tasks); a task's `state` says whether it finished or failed.
     """
-    experiment = manifest.get_experiment(experiment)
-    selected = manifest.select(experiment, only)
-    if not selected:
-        from okddip_tf.errors import ConfigError  # pylint: disable=import-outside-toplevel
-
-        raise ConfigError(f"--only={only!r} matches no cell of {experiment.name}; it matches a "
-                          "cell's row, column, dataset, backbone, method or run id, e.g. "
-                          "--only=resnet32.")
+    experiment, selected = selection(experiment, only)
     runs = [run for run in experiment.runs() if any(cell.run == run or cell.run.teacher == run
                                                    for cell in selected)]
     tasks = runner.plan(runs, budget, workdir)

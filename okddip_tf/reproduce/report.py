@@ -28,7 +28,9 @@ def seed_result(directory, metric, epochs):
     timed = [s for s in seconds if s is not None]
     result = {"state": "finished", "epochs": done,
               "wall_seconds": sum(timed) if len(timed) == done else None,
-              "timed_epochs": len(timed)}
+              "timed_epochs": len(timed),
+              # Robust to a few epochs slowed by other work on a shared machine.
+              "median_epoch_seconds": float(np.median(timed)) if timed else None}
     if metric == "diversity":
         curve = history.get("val_diversity")
         result["curve"] = curve
@@ -94,6 +96,8 @@ def collect(experiment, workdir, budget, selected=None):
                 entry["last_minus_paper"] = entry["last"]["mean"] - cell.paper[0]
         walls = [s["wall_seconds"] for s in finished if s.get("wall_seconds") is not None]
         entry["wall_seconds_per_seed"] = summary(walls)
+        entry["median_epoch_seconds"] = summary([s["median_epoch_seconds"] for s in finished
+                                                 if s.get("median_epoch_seconds") is not None])
         cells.append(entry)
     return {
         "experiment": experiment.name, "title": experiment.title, "kind": experiment.kind,
@@ -233,10 +237,12 @@ def machine_text(machine):
 
 def cell_rows(results):
     lines = ["| cell | run | state | best-epoch error | last-epoch error | paper | "
-             "wall time per seed |", "|---|---|---|---|---|---|---|"]
+             "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"]
     for cell in results["cells"]:
-        wall = cell["wall_seconds_per_seed"]
+        wall, epoch = cell["wall_seconds_per_seed"], cell["median_epoch_seconds"]
         wall_text = runner.duration(wall["mean"]) if wall else "—"
+        if epoch:
+            wall_text += f" ({runner.duration(epoch['mean'])})"
         if cell["metric"] == "diversity":
             best, last = "—", f"diversity {number(cell['last_diversity'], 3)}"
         else:
