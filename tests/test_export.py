@@ -531,6 +531,7 @@ def test_export_of_a_longer_trained_resnet20_on_the_whole_test_split(tfds_data_d
 TRAINED_RUN = REPO_ROOT / "tests" / "fixtures" / "cifar100_resnet20_baseline"
 
 
+@pytest.mark.slow  # the whole test split through every format: about 1.5 min
 def test_parity_of_a_trained_resnet20_leader_on_the_whole_test_split(tfds_data_dir, tmp_path):
     """The parity targets of the export on a ResNet-20 leader trained 30 epochs on CIFAR-100
     (58.6% test accuracy; tests/fixtures/README.md says how it was made)."""

@@ -211,6 +211,7 @@ def test_custom_train_step_matches_keras_default_step():
         assert logs_default[name] == pytest.approx(logs_ours[name], rel=1e-5, abs=1e-7), name
 
 
+@pytest.mark.slow  # two ResNet-20 steps; bfloat16 is checked in the default set
 def test_mixed_float16_update_matches_float32():
     images, labels = make_images(16, seed=2), make_labels(16, seed=2)
     reference = tiny_group(seed=4)

@@ -232,6 +232,7 @@ def test_workers_that_disagree_on_the_resume_epoch_both_stop():
         assert "refused: The workers disagree on the epochs done" in output, output[-3000:]
 
 
+@pytest.mark.slow  # the two-worker cluster and a one-process run (the `runs` fixture)
 def test_the_cluster_has_two_replicas_with_synchronised_batchnorm(runs):
     assert [runs[name]["replicas"] for name in ("worker0", "worker1", "single")] == [2, 2, 1]
     assert [runs[name]["chief"] for name in ("worker0", "worker1", "single")] == [True, False, True]
@@ -239,6 +240,7 @@ def test_the_cluster_has_two_replicas_with_synchronised_batchnorm(runs):
     assert not any(runs["single"]["synchronized_bn"])
 
 
+@pytest.mark.slow  # the two-worker cluster and a one-process run (the `runs` fixture)
 def test_two_workers_end_with_identical_weights(runs):
     first, second = runs["worker0"], runs["worker1"]
     assert first["paths"] == second["paths"]
@@ -247,6 +249,7 @@ def test_two_workers_end_with_identical_weights(runs):
     assert first["history"] == second["history"]
 
 
+@pytest.mark.slow  # the two-worker cluster and a one-process run (the `runs` fixture)
 def test_two_workers_match_one_process(runs):
     worker, single = runs["worker0"], runs["single"]
     assert worker["paths"] == single["paths"]
@@ -270,6 +273,7 @@ def test_two_workers_match_one_process(runs):
         assert worker["history"][key] == pytest.approx(single["history"][key], rel=1e-3), key
 
 
+@pytest.mark.slow  # the two-worker cluster and a one-process run (the `runs` fixture)
 def test_only_the_chief_writes_the_workdir(runs):
     workdir = runs["workdir"]
     names = sorted(os.listdir(workdir))
