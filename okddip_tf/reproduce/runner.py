@@ -203,11 +203,14 @@ class Runner:
                   "cells go on.")
 
     def report_progress(self, task):
-        done = epochs_done(task.directory)
+        try:
+            done = epochs_done(task.directory)
+            timed = [s for s in epoch_seconds(task.directory)[1:] if s is not None][-3:]
+        except ValueError:  # a file caught mid-write by a trainer that writes in place
+            return  # okddip train writes atomically; the next poll reads it whole
         if done == task.reported_epochs:
             return
         task.reported_epochs = done
-        timed = [s for s in epoch_seconds(task.directory)[1:] if s is not None][-3:]
         left = self.budget.epochs - done
         speed = (f", {duration(sum(timed) / len(timed))} per epoch, about "
                  f"{duration(left * sum(timed) / len(timed))} left for this cell") if timed else ""
