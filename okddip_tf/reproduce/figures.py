@@ -72,8 +72,10 @@ def save(plt, figure, out_dir, name):
 
 
 def errors_figure(plt, results, out_dir):
-    rows = results["rows"]
-    figure, axes = plt.subplots(len(rows), 1, figsize=(11, 3.2 * len(rows)), squeeze=False)
+    rows = [row for row in results["rows"]  # the rows --only kept
+            if not all(cell["state"].startswith("not run")
+                       for cell in results["cells"] if cell["row"] == row)]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(12.5, 3.4 * len(rows)), squeeze=False)
     for axis, row in zip(axes[:, 0], rows):
         cells = [cell for cell in results["cells"] if cell["row"] == row]
         x = np.arange(len(cells))
@@ -84,9 +86,12 @@ def errors_figure(plt, results, out_dir):
                                         for c in cells]))
         for offset, (label, values) in zip((-0.27, 0.0, 0.27), series):
             bars = axis.bar(x + offset, values, width=0.26, label=label)
-            missing = "—" if label == "paper" else "not run"
-            axis.bar_label(bars, labels=[missing if np.isnan(v) else f"{v:.1f}" for v in values],
+            axis.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.1f}" for v in values],
                            fontsize=7)
+            for position, value in zip(x + offset, values):
+                if np.isnan(value) and label != "paper":
+                    axis.text(position, 0.5, "not measured", rotation=90, fontsize=7,
+                              ha="center", va="bottom", color="grey")
         axis.set_xticks(x, [cell["column"] for cell in cells], fontsize=9)
         axis.set_ylabel("top-1 error (%)")
         axis.margins(y=0.15)

@@ -30,7 +30,8 @@ def seed_result(directory, metric, epochs):
               "wall_seconds": sum(timed) if len(timed) == done else None,
               "timed_epochs": len(timed),
               # Robust to a few epochs slowed by other work on a shared machine.
-              "median_epoch_seconds": float(np.median(timed)) if timed else None}
+              "median_epoch_seconds": float(np.median(timed)) if timed else None,
+              "epoch_seconds": seconds}
     if metric == "diversity":
         curve = history.get("val_diversity")
         result["curve"] = curve
@@ -60,6 +61,8 @@ def cell_state(seeds, reason):
     finished = sum(seed["state"] == "finished" for seed in seeds.values())
     if finished == len(seeds):
         return "finished"
+    if all(seed["state"] == "not started" for seed in seeds.values()):
+        return "not started"
     partial = [f"seed {seed}: {result['state']}" for seed, result in seeds.items()
                if result["state"] != "finished"]
     return f"{finished}/{len(seeds)} seeds finished ({'; '.join(partial)})"
@@ -171,6 +174,9 @@ def table_text(results, protocol):
              " | ".join(results["columns"]) + " |",
              "|---" * (len(results["columns"]) + 1) + "|"]
     for row in results["rows"]:
+        if all(cell["state"].startswith("not run") for key, cell in cells.items()
+               if key[0] == row):
+            continue  # excluded by --only: listed once below the cells
         texts = []
         for column in results["columns"]:
             cell = cells.get((row, column))
@@ -197,7 +203,8 @@ def short_state(cell):
         return "n/a"
     if state.startswith("not run"):
         return "not run"
-    return "running" if "epochs" in state and "0/" not in state.split(";")[0] else "—"
+    started = [seed for seed in cell["seeds"].values() if seed["state"] != "not started"]
+    return "in progress" if started else "—"
 
 
 def findings(results):
@@ -238,7 +245,10 @@ def machine_text(machine):
 def cell_rows(results):
     lines = ["| cell | run | state | best-epoch error | last-epoch error | paper | "
              "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"]
+    excluded = [cell for cell in results["cells"] if cell["state"].startswith("not run")]
     for cell in results["cells"]:
+        if cell in excluded:
+            continue
         wall, epoch = cell["wall_seconds_per_seed"], cell["median_epoch_seconds"]
         wall_text = runner.duration(wall["mean"]) if wall else "—"
         if epoch:
@@ -250,6 +260,10 @@ def cell_rows(results):
             last = number(cell["last"])
         lines.append(f"| {cell['row']} / {cell['column']} | `{cell['run']}` | {cell['state']} | "
                      f"{best} | {last} | {paper_number(cell['paper'])} | {wall_text} |")
+    if excluded:
+        rows = [row for row in results["rows"] if any(c["row"] == row for c in excluded)]
+        lines += ["", f"{len(excluded)} cells were not run (excluded by --only), in the rows "
+                  f"{', '.join(rows)}; results.json lists them with the paper's numbers."]
     return "\n".join(lines)
 
 
@@ -287,7 +301,8 @@ def markdown(results, figures=(), figures_note=""):
                   table_text(results, "best"), "",
                   "## Ours at the last epoch", "", table_text(results, "last"), ""]
     lines += ["## Every cell", "", cell_rows(results), ""]
-    notes = sorted({cell["note"] for cell in cells if cell["note"]})
+    notes = sorted({cell["note"] for cell in cells
+                    if cell["note"] and not cell["state"].startswith("not run")})
     if notes:
         lines += [*(f"- {note}" for note in notes), ""]
     lines += ["## Figures", ""]
