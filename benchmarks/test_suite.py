@@ -1,0 +1,65 @@
+"""The test suite's size and time, for the README: how many tests run by default, how many are slow.
+
+    python benchmarks/test_suite.py [--collect_only]
+
+Runs `python -m pytest -q` (the README's test command; with --collect_only only counts the
+tests, `pytest --collect-only`, and the slow ones, `-m slow`) and writes
+benchmarks/results/test_suite.json: the counts, the summary line, the wall time with the load
+averages before and after (a suite timed beside other work says so), the CPU kind, the command,
+the date and the git commit. Set TFDS_DATA_DIR and OKDDIP_CIFAR100_NPZ as for the tests.
+"""
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from okddip_tf import io_utils, machine  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest(*args):
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return result.returncode, lines[-1] if lines else result.stderr.strip()[-300:]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--collect_only", action="store_true")
+    args = parser.parse_args()
+    _, slow = pytest("--collect-only", "-m", "slow")  # "23/569 tests collected (546 ...)"
+    found = re.search(r"(\d+)/(\d+) tests? collected", slow)
+    if not found:
+        raise SystemExit(f"pytest --collect-only did not count the tests: {slow}")
+    slow_count, total = int(found.group(1)), int(found.group(2))
+    report = {
+        "command": "python benchmarks/test_suite.py" + (" --collect_only" if args.collect_only
+                                                        else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                                     capture_output=True, text=True).stdout.strip(),
+        "machine": {"cpu": machine.cpu_kind(), "cpu_count": os.cpu_count()},
+        "tests": total, "slow_tests": slow_count, "default_tests": total - slow_count,
+    }
+    if not args.collect_only:
+        loads = [os.getloadavg()]
+        start = time.perf_counter()
+        code, summary = pytest()
+        report.update({"wall_seconds": time.perf_counter() - start, "exit_code": code,
+                       "summary": summary, "load_averages_before_after": loads +
+                       [os.getloadavg()]})
+    path = os.path.join(REPO_ROOT, "benchmarks", "results", "test_suite.json")
+    io_utils.write_json(path, report)
+    print(f"{report['default_tests']} default tests, {report['slow_tests']} slow; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
