@@ -395,6 +395,30 @@ def test_train_command_is_an_okddip_train_command_line(tmp_path):
 
 # --- the report --------------------------------------------------------------------------------
 
+def test_report_of_one_row_leaves_the_excluded_rows_out(tmp_path):
+    """Table 2 run with --only=resnet32: the tables, the cell list and the errors figure show
+    that row only; the other cells are counted in one line and stay in results.json."""
+    workdir, budget = str(tmp_path), Budget(epochs=2, seeds=1)
+    experiment = manifest.EXPERIMENTS["table2"]
+    selected = manifest.select(experiment, "resnet32")
+    assert {cell.row for cell in selected} == {"ResNet-32"}
+    baseline = next(cell for cell in selected if cell.column == "Baseline")
+    write_run(runner.run_dir(workdir, baseline.run, 0), [0.4, 0.5])
+    results = report.collect(experiment, workdir, budget, selected)
+    excluded = [c for c in results["cells"] if c["state"] == "not run (excluded by --only)"]
+    assert len(excluded) == len(results["cells"]) - len(selected) > 0
+    assert {c["row"] for c in excluded} == set(results["rows"]) - {"ResNet-32"}
+    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    text = open(report.write(results, workdir, names, note)).read()
+    assert (f"**Cells:** 1 of {len(selected)} finished ({len(excluded)} left out by --only); "
+            f"{len(selected) - 1} not: see their state below.") in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| ")
+                  and not line.startswith(("| Network", "| cell"))]
+    assert table_rows and all(line.startswith("| ResNet-32") for line in table_rows)
+    assert f"{len(excluded)} cells were not run (excluded by --only), in the rows" in text
+    assert "| 50.00 (paper 28.76; +21.24) |" in text
+
+
 def test_report_of_a_synthetic_grid_matches_numpy(tmp_path):
     """Table 5 with two seeds: best-epoch and last-epoch errors, their means and sample stds,
     the differences to the paper, one cell partial, one never started."""

@@ -275,16 +275,18 @@ def best_epochs(cell):
 def markdown(results, figures=(), figures_note=""):
     """report.md: budget first, then what it shows, the tables, every cell, the figures."""
     cells = results["cells"]
-    measured = [cell for cell in cells if cell["state"] == "finished"]
-    seeds = {cell["seeds"][key]["state"] for cell in cells for key in cell["seeds"]}
+    kept = [cell for cell in cells if not cell["state"].startswith("not run")]
+    measured = [cell for cell in kept if cell["state"] == "finished"]
+    seeds = {cell["seeds"][key]["state"] for cell in kept for key in cell["seeds"]}
+    selection = "" if len(kept) == len(cells) else f" ({len(cells) - len(kept)} left out by --only)"
     lines = [f"# {results['experiment']} at {results['budget']['headline']}: {results['title']}",
              "",
              f"**Budget:** {results['budget']['description']}.", "",
              f"**Machine:** {machine_text(results['machine'])}. Generated "
              f"{results['generated']}.", "",
-             f"**Cells:** {len(measured)} of {len(cells)} finished" +
-             (f" ({len(cells) - len(measured)} not: see their state below)"
-              if len(measured) < len(cells) else "") +
+             f"**Cells:** {len(measured)} of {len(kept)} finished{selection}" +
+             (f"; {len(kept) - len(measured)} not: see their state below"
+              if len(measured) < len(kept) else "") +
              (". Seeds still running or missing are left out of the means."
               if seeds - {"finished"} else "."), "",
              f"Paper: {results['paper']}. Errors are top-1 %, mean ± sample std over seeds. The "
