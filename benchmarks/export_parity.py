@@ -3,7 +3,7 @@
     python benchmarks/export_parity.py [--workdir=tests/fixtures/cifar100_resnet20_baseline]
         [--name=resnet20_30_epochs]
 
-Runs `okddip export` (okddip_tf.export.export_workdir, the defaults: every format, the run's
+Runs `okddip export` (okddip_tf.deploy.export.export_workdir, the defaults: every format, the run's
 evaluation split, int8 calibrated on the first 1,000 training images with percentile ranges) on
 an `okddip train` workdir into a temporary directory and keeps its export report: per artefact
 the size, top-1 agreement with the Keras leader, test accuracy and the largest differences of
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tf_group_step  # noqa: E402  (imports okddip_tf, then TensorFlow)
 
-from okddip_tf import export, interpreter, parity  # noqa: E402
+from okddip_tf.deploy import export, interpreter, parity  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join("tests", "fixtures", "cifar100_resnet20_baseline")

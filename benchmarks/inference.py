@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import okddip_tf  # noqa: E402
-from okddip_tf import export, tflite  # noqa: E402
+from okddip_tf.deploy import export, tflite  # noqa: E402
 from okddip_tf.models import get_backbone  # noqa: E402
 
 flags.DEFINE_string("backbone", "resnet32", "Backbone of the random-weight group.")

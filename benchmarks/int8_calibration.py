@@ -3,8 +3,8 @@
     python benchmarks/int8_calibration.py --workdir=RUN [--name=NAME]
 
 For the leader of an `okddip train` workdir, on its whole evaluation split: converts the int8
-file with TFLite's own min/max ranges and with each --percentiles range (okddip_tf/calibration.py)
-on the first --calibration_images training images, and reports top-1 agreement with the Keras
+file with TFLite's own min/max ranges and with each --percentiles range
+(okddip_tf/deploy/calibration.py) on the first --calibration_images training images, and reports top-1 agreement with the Keras
 leader (also on the images whose top-2 logit gap exceeds 1, 2 or 4 int8 output steps), accuracy
 and conversion time of each. For context it also reports the leader's top-2
 logit margins and the agreement left if only the int8 *output* were rounded (the float logits
@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import export, interpreter, io_utils, parity, tflite  # noqa: E402
+from okddip_tf import io_utils  # noqa: E402
+from okddip_tf.deploy import export, interpreter, parity, tflite  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "An `okddip train` workdir.", required=True)
 flags.DEFINE_string("name", None, "Result name (default: the workdir's basename).")

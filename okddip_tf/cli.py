@@ -302,7 +302,7 @@ def start_tensorflow():
 
 def export():
     start_tensorflow()
-    from okddip_tf import export as exporting, parity  # pylint: disable=import-outside-toplevel
+    from okddip_tf.deploy import export as exporting, parity  # pylint: disable=C0415
 
     report = exporting.export_workdir(
         FLAGS.workdir, FLAGS.checkpoint, FLAGS.export_dir, model_name=FLAGS.model_name,

@@ -309,7 +309,7 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
 
 def export_leader(workdir):
     """Exports the finished run's leader (SavedModel + TFLite) and prints where it went."""
-    from okddip_tf import export  # TF-only and heavy: imported only when asked for
+    from okddip_tf.deploy import export  # TF-only and heavy: imported only when asked for
 
     report = export.export_workdir(workdir)
     print(f"Exported the leader to {report['directory']} (see export_report.json there).")

@@ -1,11 +1,11 @@
-"""Tests for okddip_tf.calibration: percentile ranges for the full-integer int8 TFLite file."""
+"""Tests for okddip_tf.deploy.calibration: percentile ranges for the full-integer int8 file."""
 
 import keras
 import numpy as np
 import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
-from okddip_tf import calibration, tflite
+from okddip_tf.deploy import calibration, tflite
 from okddip_tf.group import GroupModel
 
 SHAPE = (32, 32, 3)

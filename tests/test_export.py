@@ -1,4 +1,4 @@
-"""Tests for okddip_tf.export: the leader's SavedModel, TFLite files, report, versions and CLI."""
+"""Tests for okddip_tf.deploy.export: the leader's SavedModel, TFLite files, report, versions, CLI."""
 
 import concurrent.futures
 import http.server
@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from okddip_tf import config as base_config
-from okddip_tf import export, io_utils, parity, serving, tflite, train
+from okddip_tf import io_utils, train
+from okddip_tf.deploy import export, parity, savedmodel, tflite
 from okddip_tf.group import GroupModel
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_layout_report_and_parameters(exported, group):
     files = set(os.listdir(directory))
     assert {"saved_model.pb", "variables", "assets", export.REPORT_NAME} <= files
     assert {f"leader_{fmt}.tflite" for fmt in TFLITE_FORMATS} <= files
-    with open(os.path.join(directory, "assets", serving.CLASS_NAMES_ASSET)) as f:
+    with open(os.path.join(directory, "assets", savedmodel.CLASS_NAMES_ASSET)) as f:
         assert f.read().splitlines() == NAMES
     with open(os.path.join(directory, export.REPORT_NAME)) as f:
         report = json.load(f)
@@ -142,8 +143,8 @@ def test_layout_report_and_parameters(exported, group):
 
 def test_saved_model_matches_keras_leader(exported, group, images):
     expected = keras_logits(group, images)
-    for signature in serving.SIGNATURES:
-        outputs = serving.predict(exported["directory"], images, signature)
+    for signature in savedmodel.SIGNATURES:
+        outputs = savedmodel.predict(exported["directory"], images, signature)
         np.testing.assert_allclose(outputs["logits"], expected, atol=1e-5, rtol=0)
         np.testing.assert_allclose(outputs["probabilities"], softmax(expected), atol=1e-5, rtol=0)
         np.testing.assert_array_equal(outputs["class_ids"], expected.argmax(-1))
@@ -182,7 +183,7 @@ def test_loads_in_a_fresh_process_without_okddip_tf(exported, group, images, tmp
     assert seen["imported_okddip_tf"] is False
     outputs = np.load(tmp_path / "outputs.npz")
     expected = keras_logits(group, images[:8])
-    for name in serving.SIGNATURES:
+    for name in savedmodel.SIGNATURES:
         np.testing.assert_allclose(outputs[f"{name}/logits"], expected, atol=1e-5, rtol=0)
         assert seen[f"{name}/class_names"] == [NAMES[i] for i in expected.argmax(-1)]
     errors = seen["errors"]
@@ -288,7 +289,7 @@ class FakeServing(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         signature = tf.saved_model.load(self.directory).signatures[body["signature_name"]]
-        images = np.asarray(body["instances"], serving.SIGNATURES[body["signature_name"]].name)
+        images = np.asarray(body["instances"], savedmodel.SIGNATURES[body["signature_name"]].name)
         try:
             outputs = signature(images=tf.constant(images))
         except tf.errors.InvalidArgumentError as error:
@@ -456,9 +457,9 @@ def test_export_of_a_trained_okddip_group(trained_workdir):
     # is checked on a trained ResNet-20 leader, below.
     check_trained_parity(report, int8_agreement=0.85)
     assert report["artefacts"]["dynamic_int8"]["top1_agreement"] >= 0.97
-    names = serving.predict(report["directory"], np.zeros((1,) + SHAPE, np.uint8),
+    names = savedmodel.predict(report["directory"], np.zeros((1,) + SHAPE, np.uint8),
                             "serving_uint8")["class_names"]
-    with open(os.path.join(report["directory"], "assets", serving.CLASS_NAMES_ASSET)) as f:
+    with open(os.path.join(report["directory"], "assets", savedmodel.CLASS_NAMES_ASSET)) as f:
         labels = f.read().splitlines()
     assert labels[:3] == ["apple", "aquarium_fish", "baby"] and names[0].decode() in labels
 

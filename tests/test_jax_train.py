@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from okddip_tf import export
+from okddip_tf.deploy import export
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 XLA_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from okddip_tf import GroupModel, export, models, train
+from okddip_tf import GroupModel, models, train
+from okddip_tf.deploy import export
 from okddip_tf.config import apply_smoke, get_base_config
 from okddip_tf.optim import CoupledSGD
 

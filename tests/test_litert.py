@@ -1,5 +1,5 @@
-"""Tests for okddip_tf.interpreter: .tflite files run on LiteRT, TensorFlow's interpreter is only
-a fallback that says so, and both keep the intermediate tensors calibration reads."""
+"""Tests for okddip_tf.deploy.interpreter: .tflite files run on LiteRT, TensorFlow's interpreter
+is only a fallback that says so, and both keep the intermediate tensors calibration reads."""
 
 import contextlib
 import sys
@@ -11,7 +11,7 @@ import tensorflow as tf
 from ai_edge_litert import interpreter as litert
 from tensorflow.lite.tools import flatbuffer_utils
 
-from okddip_tf import interpreter, tflite
+from okddip_tf.deploy import interpreter, tflite
 
 
 @pytest.fixture(scope="module")

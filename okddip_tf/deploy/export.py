@@ -10,7 +10,7 @@
 
 TF Serving watches `<export_dir>/<model_name>`, serves the highest integer version and reads only
 the SavedModel's files of it. A version is built in a hidden sibling directory and renamed into
-place, so a crash never leaves a half-written one. Signatures: see `okddip_tf.serving`.
+place, so a crash never leaves a half-written one. Signatures: see `okddip_tf.deploy.savedmodel`.
 """
 
 import os
@@ -20,8 +20,9 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import calibration, io_utils, parity, progress, quiet, serving, tflite
+from okddip_tf import io_utils, progress, quiet
 from okddip_tf.checkpointing import LAST_CHECKPOINT
+from okddip_tf.deploy import calibration, parity, savedmodel, tflite
 from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
 from okddip_tf.group import GroupModel
 
@@ -52,7 +53,7 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
       image_shape: (H, W, 3) when the model's input leaves them undefined.
       source: a dict recorded in the report (where the model came from).
       int8_calibration: "percentile" (default) or "minmax": how the int8 file's activation
-        ranges are set (see okddip_tf/calibration.py).
+        ranges are set (see okddip_tf/deploy/calibration.py).
     """
     leader, image_shape, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
     formats = resolve_formats(formats, representative_images)
@@ -65,9 +66,9 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
     reference = leader.predict(probe.astype(np.float32), batch_size=BATCH, verbose=0)
     report = {
         "model_name": model_name, "version": version, "image_shape": list(image_shape),
-        "num_classes": num_classes, "class_names_asset": f"assets/{serving.CLASS_NAMES_ASSET}",
+        "num_classes": num_classes, "class_names_asset": f"assets/{savedmodel.CLASS_NAMES_ASSET}",
         "signatures": {name: f"images {dtype.name} [batch, {', '.join(map(str, image_shape))}]"
-                       for name, dtype in serving.SIGNATURES.items()},
+                       for name, dtype in savedmodel.SIGNATURES.items()},
         "parameters": {"leader": leader.count_params(), "single_network": single_network},
         "evaluation": {"images": probe_name, "count": len(probe),
                        "keras_accuracy": parity.accuracy(reference, labels)},
@@ -88,15 +89,15 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
     """The SavedModel, the TFLite files and the report, each checked against the Keras leader."""
     image_shape, parameters = tuple(report["image_shape"]), report["parameters"]["leader"]
     with progress.step("Writing the SavedModel"):
-        serving.write_saved_model(leader, image_shape, class_names, directory)
-    outputs = serving.predict(directory, probe[0], batch_size=BATCH)
-    saved_parameters = serving.count_parameters(directory)
+        savedmodel.write_saved_model(leader, image_shape, class_names, directory)
+    outputs = savedmodel.predict(directory, probe[0], batch_size=BATCH)
+    saved_parameters = savedmodel.count_parameters(directory)
     if saved_parameters != parameters:
         raise RuntimeError(f"The SavedModel holds {saved_parameters} parameters, the leader "
                            f"{parameters}: it must hold exactly the leader's weights.")
     report["artefacts"][SAVED_MODEL] = {
         "path": ".", "description": "TF Serving SavedModel (its files only)",
-        "size_bytes": serving.size_bytes(directory), "parameters": saved_parameters,
+        "size_bytes": savedmodel.size_bytes(directory), "parameters": saved_parameters,
         **parity.compare(outputs, *probe[1:])}
     with tempfile.TemporaryDirectory() as scratch:
         converted = formats[1:] and tflite.write_conversion_model(leader, image_shape, scratch)

@@ -9,8 +9,8 @@ dynamic batch) and outputs `logits` and `probabilities`.
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf import calibration
-from okddip_tf.interpreter import make_interpreter
+from okddip_tf.deploy import calibration
+from okddip_tf.deploy.interpreter import make_interpreter
 from okddip_tf.errors import UsageError
 
 # name -> what it is. The order is the export order.
@@ -49,7 +49,7 @@ def convert(saved_model_dir, fmt, representative_images=None, *,
       representative_images: [N, H, W, 3] raw training images (needed for "int8"); the
         calibration sees them one at a time.
       int8_calibration: how "int8" sets activation ranges: "percentile" (each tensor's
-        `percentile`-th value, see okddip_tf/calibration.py) or "minmax" (TFLite's own).
+        `percentile`-th value, see okddip_tf/deploy/calibration.py) or "minmax" (TFLite's own).
     """
     calibration.check_method(int8_calibration)
     converter = make_converter(saved_model_dir, fmt, representative_images)

@@ -84,7 +84,7 @@ def narrow_ranges(calibrated_model, images, percentile=DEFAULT_PERCENTILE):
     """
     from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
 
-    from okddip_tf import interpreter as runtime  # pylint: disable=import-outside-toplevel
+    from okddip_tf.deploy import interpreter as runtime  # pylint: disable=import-outside-toplevel
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated_model)
     if len(model.subgraphs) != 1:
