@@ -72,9 +72,7 @@ def save(plt, figure, out_dir, name):
 
 
 def errors_figure(plt, results, out_dir):
-    rows = [row for row in results["rows"]  # the rows --only kept
-            if not all(cell["state"].startswith("not run")
-                       for cell in results["cells"] if cell["row"] == row)]
+    rows = results["shown_rows"]
     figure, axes = plt.subplots(len(rows), 1, figsize=(12.5, 3.4 * len(rows)), squeeze=False)
     for axis, row in zip(axes[:, 0], rows):
         cells = [cell for cell in results["cells"] if cell["row"] == row]
@@ -105,14 +103,15 @@ def errors_figure(plt, results, out_dir):
 
 
 def diversity_figure(plt, results, workdir, out_dir):
-    rows = results["rows"]
+    rows = results["shown_rows"]
     figure, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4), squeeze=False)
     for axis, row in zip(axes[0], rows):
         for cell in (c for c in results["cells"] if c["row"] == row):
             curve = mean_curve([h.get("val_diversity") for h in histories(results, workdir,
                                                                           cell)])
             if curve is not None:
-                axis.plot(np.arange(1, len(curve) + 1), curve, label=cell["column"])
+                axis.plot(np.arange(1, len(curve) + 1), curve, marker=".",
+                          label=cell["column"])  # the marker shows a one-epoch curve too
         axis.set_title(f"{row} (CIFAR-100)")
         axis.set_xlabel("epoch")
         integer_epochs(axis)
@@ -130,7 +129,7 @@ def diversity_figure(plt, results, workdir, out_dir):
 def group_size_figure(plt, results, out_dir):
     figure, axis = plt.subplots(figsize=(7, 4.5))
     sizes = [int(column.split("=")[1]) for column in results["columns"]]
-    for row, color in zip(results["rows"], ("C0", "C1", "C2", "C3")):
+    for row, color in zip(results["shown_rows"], ("C0", "C1", "C2", "C3")):
         cells = {cell["column"]: cell for cell in results["cells"] if cell["row"] == row}
         ours = [cells[column]["best"]["mean"] if cells[column].get("best") else np.nan
                 for column in results["columns"]]
@@ -172,7 +171,7 @@ def curves_figure(plt, results, workdir, out_dir, row):
         for key, label in CURVES:
             curve = mean_curve([history.get(key) for history in found])
             if curve is not None:
-                axis.plot(np.arange(1, len(curve) + 1), 100 * curve, label=label)
+                axis.plot(np.arange(1, len(curve) + 1), 100 * curve, marker=".", label=label)
         if cell["paper"] and cell["metric"] == "method":
             axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="--",
                          label="paper (300 epochs)")
@@ -199,7 +198,7 @@ def draw(results, workdir, out_dir):
         names.append(diversity_figure(plt, results, workdir, out_dir))
     elif results["kind"] == "group_size":
         names.append(group_size_figure(plt, results, out_dir))
-    for row in results["rows"]:
+    for row in results["shown_rows"]:
         names.append(curves_figure(plt, results, workdir, out_dir, row))
     return [name for name in names if name], ""
 

@@ -16,6 +16,7 @@ from okddip_tf import io_utils
 from okddip_tf import machine as machine_info
 from okddip_tf.reproduce import manifest, runner
 
+EXCLUDED = "not run (excluded by --only)"  # a cell's state when --only left it out
 
 def seed_result(directory, metric, epochs):
     """One seed's numbers for a cell, or its state when it has not finished."""
@@ -80,13 +81,13 @@ def collect(experiment, workdir, budget, selected=None):
             for seed in range(budget.seeds)}
         finished = [seed for seed in seeds.values() if seed["state"] == "finished"]
         if not reason and cell not in selected and not finished:
-            reason = "not run (excluded by --only)"
+            reason = EXCLUDED
         entry = {"row": cell.row, "column": cell.column, "run": cell.run.id,
                  "metric": cell.metric, "note": cell.note,
                  "paper": (None if cell.paper is None else
                            {"error": cell.paper[0], "std": cell.paper[1]}),
                  "state": cell_state(seeds, f"not available: {reason}"
-                                     if reason and not reason.startswith("not run") else reason),
+                                     if reason and reason != EXCLUDED else reason),
                  "seeds": seeds}
         if cell.metric == "diversity":
             entry["last_diversity"] = summary([s["last_diversity"] for s in finished
@@ -105,6 +106,9 @@ def collect(experiment, workdir, budget, selected=None):
     return {
         "experiment": experiment.name, "title": experiment.title, "kind": experiment.kind,
         "paper": manifest.PAPER, "rows": list(experiment.rows),
+        # The rows with a cell --only kept: the tables and figures show these.
+        "shown_rows": [row for row in experiment.rows
+                       if any(c["row"] == row and c["state"] != EXCLUDED for c in cells)],
         "row_label": experiment.row_label,
         "columns": list(experiment.columns), "note": experiment.note,
         "budget": {"epochs": budget.epochs, "seeds": budget.seeds,
@@ -173,10 +177,7 @@ def table_text(results, protocol):
     lines = [f"| {results['row_label']} | " +
              " | ".join(results["columns"]) + " |",
              "|---" * (len(results["columns"]) + 1) + "|"]
-    for row in results["rows"]:
-        if all(cell["state"].startswith("not run") for key, cell in cells.items()
-               if key[0] == row):
-            continue  # excluded by --only: listed once below the cells
+    for row in results["shown_rows"]:  # excluded cells are counted once below the cells
         texts = []
         for column in results["columns"]:
             cell = cells.get((row, column))
@@ -201,7 +202,7 @@ def short_state(cell):
     state = cell["state"]
     if state.startswith("not available"):
         return "n/a"
-    if state.startswith("not run"):
+    if state == EXCLUDED:
         return "not run"
     started = [seed for seed in cell["seeds"].values() if seed["state"] != "not started"]
     return "in progress" if started else "—"
@@ -245,7 +246,7 @@ def machine_text(machine):
 def cell_rows(results):
     lines = ["| cell | run | state | best-epoch error | last-epoch error | paper | "
              "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"]
-    excluded = [cell for cell in results["cells"] if cell["state"].startswith("not run")]
+    excluded = [cell for cell in results["cells"] if cell["state"] == EXCLUDED]
     for cell in results["cells"]:
         if cell in excluded:
             continue
@@ -275,7 +276,7 @@ def best_epochs(cell):
 def markdown(results, figures=(), figures_note=""):
     """report.md: budget first, then what it shows, the tables, every cell, the figures."""
     cells = results["cells"]
-    kept = [cell for cell in cells if not cell["state"].startswith("not run")]
+    kept = [cell for cell in cells if cell["state"] != EXCLUDED]
     measured = [cell for cell in kept if cell["state"] == "finished"]
     seeds = {cell["seeds"][key]["state"] for cell in kept for key in cell["seeds"]}
     selection = "" if len(kept) == len(cells) else f" ({len(cells) - len(kept)} left out by --only)"
@@ -304,7 +305,7 @@ def markdown(results, figures=(), figures_note=""):
                   "## Ours at the last epoch", "", table_text(results, "last"), ""]
     lines += ["## Every cell", "", cell_rows(results), ""]
     notes = sorted({cell["note"] for cell in cells
-                    if cell["note"] and not cell["state"].startswith("not run")})
+                    if cell["note"] and cell["state"] != EXCLUDED})
     if notes:
         lines += [*(f"- {note}" for note in notes), ""]
     lines += ["## Figures", ""]
