@@ -17,11 +17,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
 
 from okddip_tf import io_utils, machine  # noqa: E402
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest(*args):
@@ -44,8 +43,7 @@ def main():
         "command": "python benchmarks/test_suite.py" + (" --collect_only" if args.collect_only
                                                         else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                     capture_output=True, text=True).stdout.strip(),
+        "git_commit": machine.git_commit(REPO_ROOT),
         "machine": {"cpu": machine.cpu_kind(), "cpu_count": os.cpu_count()},
         "tests": total, "slow_tests": slow_count, "default_tests": total - slow_count,
     }

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 
 import okddip_tf  # noqa: F401  (sets the oneDNN default before TensorFlow loads)
 import keras
@@ -100,21 +99,13 @@ def onednn_in_use():
         return None
 
 
-def git_commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def write_json(report, name):
     """Writes benchmarks/results/<name> atomically."""
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "git_commit": git_commit(), **report}
+              "git_commit": machine_info.git_commit(os.path.dirname(os.path.abspath(__file__))),
+              **report}
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)

@@ -1,6 +1,8 @@
-"""What a measurement ran on: the CPU's model and vector extensions (they decide the kernels)."""
+"""What a measurement ran on: the CPU's model and vector extensions (they decide the kernels),
+and the commit of the code that measured."""
 
 import platform
+import subprocess
 
 
 def cpu_kind():
@@ -24,3 +26,13 @@ def cpu_kind():
             else "AVX2" if "avx2" in flags else "unknown vector extensions")
     return {"model_name": model, "kind": kind, "avx2": "avx2" in flags, "avx512_flags": avx512,
             "amx": sorted(flag for flag in flags if flag.startswith("amx"))}
+
+
+def git_commit(directory):
+    """The short hash of the commit checked out at `directory`, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=directory, timeout=10, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
