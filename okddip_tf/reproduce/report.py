@@ -248,7 +248,7 @@ def cell_rows(results):
              "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"]
     excluded = [cell for cell in results["cells"] if cell["state"] == EXCLUDED]
     for cell in results["cells"]:
-        if cell in excluded:
+        if cell["state"] == EXCLUDED:
             continue
         wall, epoch = cell["wall_seconds_per_seed"], cell["median_epoch_seconds"]
         wall_text = runner.duration(wall["mean"]) if wall else "—"
@@ -279,7 +279,8 @@ def markdown(results, figures=(), figures_note=""):
     kept = [cell for cell in cells if cell["state"] != EXCLUDED]
     measured = [cell for cell in kept if cell["state"] == "finished"]
     seeds = {cell["seeds"][key]["state"] for cell in kept for key in cell["seeds"]}
-    selection = "" if len(kept) == len(cells) else f" ({len(cells) - len(kept)} left out by --only)"
+    selection = ("" if len(kept) == len(cells) else
+                 f" ({len(cells) - len(kept)} left out by --only)")
     lines = [f"# {results['experiment']} at {results['budget']['headline']}: {results['title']}",
              "",
              f"**Budget:** {results['budget']['description']}.", "",
