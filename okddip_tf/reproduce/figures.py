@@ -61,10 +61,11 @@ def integer_epochs(axis):
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def save(plt, figure, out_dir, name):
+def save(plt, figure, out_dir, name, bottom=0.0):
+    """Writes the figure atomically; `bottom` is the figure fraction kept for a shared legend."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, bottom, 1, 1))
     figure.savefig(path + ".tmp.png", dpi=110)
     plt.close(figure)
     os.replace(path + ".tmp.png", path)
@@ -92,9 +93,11 @@ def errors_figure(plt, results, out_dir):
                               ha="center", va="bottom", color="grey")
         axis.set_xticks(x, [cell["column"] for cell in cells], fontsize=9)
         axis.set_ylabel("top-1 error (%)")
-        axis.margins(y=0.15)
+        every = np.array([value for _, values in series for value in values], dtype=float)
+        tallest = np.nanmax(every) if np.isfinite(every).any() else 1.0
+        axis.set_ylim(0, 1.35 * tallest)  # room for the legend above the bars
         axis.set_title(row)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, ncol=3, loc="upper center")
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"{results['experiment']}: {results['title']}\n"
                     f"ours: {results['budget']['headline']}; the paper: 300 epochs, 3 seeds",
@@ -153,6 +156,7 @@ CURVES = (("val_leader_accuracy", "leader / the method's student"),
           ("val_student_accuracy", "mean student"),
           ("val_ensemble_accuracy", "peers' ensemble"),
           ("val_student_ensemble_accuracy", "students' ensemble"))
+PAPER_LINE = "paper (300 epochs)"
 
 
 def curves_figure(plt, results, workdir, out_dir, row):
@@ -174,16 +178,22 @@ def curves_figure(plt, results, workdir, out_dir, row):
                 axis.plot(np.arange(1, len(curve) + 1), 100 * curve, marker=".", label=label)
         if cell["paper"] and cell["metric"] == "method":
             axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="--",
-                         label="paper (300 epochs)")
+                         label=PAPER_LINE)
         axis.set_title(f"{cell['column']}", fontsize=9)
         axis.set_xlabel("epoch")
         integer_epochs(axis)
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+    legend = {}  # one legend under the panels, so that none hides a curve
+    for axis in axes.flat[:len(cells)]:
+        legend.update(zip(*axis.get_legend_handles_labels()[::-1]))
+    order = [label for _, label in CURVES] + [PAPER_LINE]
+    labels = sorted(legend, key=order.index)
+    figure.legend([legend[label] for label in labels], labels, loc="lower center",
+                  ncol=len(labels), fontsize=8)
     figure.suptitle(f"{results['experiment']}, {row}: test accuracy per epoch (mean over "
                     f"seeds; {results['budget']['headline']})", fontsize=10)
-    return save(plt, figure, out_dir, f"curves_{slug(row)}.png")
+    return save(plt, figure, out_dir, f"curves_{slug(row)}.png", bottom=0.12 / lines)
 
 
 def draw(results, workdir, out_dir):
