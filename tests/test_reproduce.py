@@ -578,3 +578,20 @@ def test_report_only_trains_nothing_and_writes_where_asked(tmp_path, run_cli):
     assert str(tmp_path) not in text  # no path of the machine in a report that may be shared
     assert sorted(p.name for p in workdir.iterdir()) == ["cifar100_resnet32_okddip_branch"]
 
+
+
+def test_readme_quotes_the_committed_cpu_report():
+    """The README's paragraph on the committed Table 2 report quotes every finished cell's
+    last-epoch error as results.json has it, and no number that is not there."""
+    folder = REPO_ROOT / "benchmarks" / "results" / "reproduce" / "table2_cifar100_resnet32_15_epochs"
+    results = json.loads((folder / "results.json").read_text())
+    finished = {cell["column"]: cell["last"]["mean"] for cell in results["cells"]
+                if cell["row"] == "ResNet-32" and cell["state"] == "finished"}
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("**What the committed CPU report shows.**")
+    paragraph = " ".join(readme[start:readme.index("\n\n", start)].split())
+    quoted = dict(re.findall(r"(Baseline|Ind|DML|CL-ILR|ONE|OKDDip \((?:branch|network)\)) "
+                             r"(\d+\.\d\d)%", paragraph))
+    assert quoted == {column: f"{error:.2f}" for column, error in finished.items()}
+    words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven")
+    assert f"{words[len(finished)]} of its seven cells have finished" in paragraph
