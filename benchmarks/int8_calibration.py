@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import io_utils  # noqa: E402
+from okddip_tf import atomic_files  # noqa: E402
 from okddip_tf.deploy import export, interpreter, parity, tflite  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "An `okddip train` workdir.", required=True)
@@ -66,7 +66,7 @@ def cpu_kind():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    config = io_utils.read_json(os.path.join(FLAGS.workdir, "config.json"))
+    config = atomic_files.read_json(os.path.join(FLAGS.workdir, "config.json"))
     group = export.load_group(os.path.join(FLAGS.workdir, "checkpoints", "last.keras"))
     sizes = sorted(int(n) for n in FLAGS.calibration_images)
     representative, images, labels = export.load_export_data(config["data"], max(sizes), None)
@@ -120,7 +120,7 @@ def main(argv):
     result["date"] = datetime.date.today().isoformat()
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
     path = os.path.join(os.path.dirname(__file__), "results", f"int8_calibration_{name}.json")
-    io_utils.write_json(path, result)
+    atomic_files.write_json(path, result)
     print(f"wrote {path}")
 
 

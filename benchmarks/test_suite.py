@@ -20,7 +20,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from okddip_tf import io_utils, machine  # noqa: E402
+from okddip_tf import atomic_files, machine  # noqa: E402
 
 
 def pytest(*args):
@@ -55,7 +55,7 @@ def main():
                        "summary": summary, "load_averages_before_after": loads +
                        [os.getloadavg()]})
     path = os.path.join(REPO_ROOT, "benchmarks", "results", "test_suite.json")
-    io_utils.write_json(path, report)
+    atomic_files.write_json(path, report)
     print(f"{report['default_tests']} default tests, {report['slow_tests']} slow; wrote {path}")
 
 

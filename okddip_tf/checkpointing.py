@@ -20,7 +20,7 @@ import warnings
 import keras
 import numpy as np
 
-from okddip_tf import io_utils
+from okddip_tf import atomic_files
 from okddip_tf.callbacks import non_finite_losses
 from okddip_tf.errors import InputError, MissingInputError
 
@@ -65,8 +65,8 @@ class GroupCheckpoint(keras.callbacks.Callback):
             warnings.warn(f"Not saving epoch {epoch}: its {sorted(bad)} are not finite. "
                           f"{self.path} keeps the last good epoch.")
             return
-        io_utils.save_model(self.model, self.path)
-        io_utils.write_json(os.path.join(self.directory, STATE), {
+        atomic_files.save_model(self.model, self.path)
+        atomic_files.write_json(os.path.join(self.directory, STATE), {
             "epochs_done": epoch + 1,
             "checkpoint": LAST_CHECKPOINT,
             "checkpoint_sha256": file_sha256(self.path),
@@ -89,7 +89,7 @@ class HistoryWriter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        io_utils.write_json(self.path, self.history)
+        atomic_files.write_json(self.path, self.history)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -103,7 +103,7 @@ class EpochTimer(keras.callbacks.Callback):
     def __init__(self, path, initial_epoch=0):
         super().__init__()
         self.path = path
-        saved = io_utils.read_json(path, {}).get("epoch_seconds", [])[:initial_epoch]
+        saved = atomic_files.read_json(path, {}).get("epoch_seconds", [])[:initial_epoch]
         # Epochs trained before timing.json existed are unknown (null).
         self.seconds = saved + [None] * (initial_epoch - len(saved))
         self.start = None
@@ -114,7 +114,7 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         del self.seconds[epoch:]
         self.seconds.append(time.perf_counter() - self.start)
-        io_utils.write_json(self.path, {"epoch_seconds": self.seconds})
+        atomic_files.write_json(self.path, {"epoch_seconds": self.seconds})
 
 
 def holds_run(workdir):
@@ -171,7 +171,8 @@ def config_differences(saved, config):
 
 
 def check_same_config(workdir, config):
-    differences = config_differences(io_utils.read_json(os.path.join(workdir, "config.json"), {}), config)
+    saved = atomic_files.read_json(os.path.join(workdir, "config.json"), {})
+    differences = config_differences(saved, config)
     if differences:
         listed = "; ".join(f"{key}: {old!r} there, {new!r} now"
                            for key, (old, new) in list(differences.items())[:8])
@@ -193,7 +194,7 @@ def set_aside(workdir):
 def read_progress(workdir):
     """(epochs done, their history) of the run in `workdir`, consistent after a kill anywhere."""
     directory = os.path.join(workdir, "checkpoints")
-    state = io_utils.read_json(os.path.join(directory, STATE), {"epochs_done": 0})
+    state = atomic_files.read_json(os.path.join(directory, STATE), {"epochs_done": 0})
     done, path = state["epochs_done"], os.path.join(directory, LAST_CHECKPOINT)
     if os.path.exists(path) and file_sha256(path) != state.get("checkpoint_sha256"):
         done += 1  # saved for the next epoch by a run killed before it updated state.json
@@ -201,7 +202,7 @@ def read_progress(workdir):
         raise MissingInputError(f"{directory}/{STATE} records {done} finished epochs, but "
                                 f"{path} is missing. Start over with a new --workdir or "
                                 "--config.train.resume=False.")
-    history = io_utils.read_json(os.path.join(workdir, "history.json"), {})
+    history = atomic_files.read_json(os.path.join(workdir, "history.json"), {})
     if done and (not history or min(len(values) for values in history.values()) < done):
         raise InputError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
                          "checkpoint: the run cannot be resumed exactly. Start over with a new "
@@ -222,15 +223,15 @@ def prepare_run(workdir, config, chief=True):
             return 0, {}
         check_same_config(workdir, config)
         return read_progress(workdir)
-    io_utils.check_writable(workdir)
+    atomic_files.check_writable(workdir)
     if holds_run(workdir) and not config.train.resume:
         print(f"train.resume=False: moved the run in {workdir} to {set_aside(workdir)}.")
     elif holds_run(workdir):
         check_same_config(workdir, config)
     directory = os.path.join(workdir, "checkpoints")
-    io_utils.check_writable(directory)
-    io_utils.remove_leftovers(directory)
-    io_utils.remove_leftovers(workdir)
+    atomic_files.check_writable(directory)
+    atomic_files.remove_leftovers(directory)
+    atomic_files.remove_leftovers(workdir)
     return read_progress(workdir)
 
 
@@ -244,7 +245,7 @@ def check_disk_space(workdir, group):
     """Fails before training when a checkpoint could not be written beside the last one."""
     size = checkpoint_bytes(group)
     os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)  # a new worker's temp dir
-    io_utils.check_free_space(
+    atomic_files.check_free_space(
         os.path.join(workdir, "checkpoints"), 2 * size + LOG_MARGIN_BYTES,
         f"checkpointing this {size / 2**20:.1f} MiB group (each new checkpoint is written "
         "beside the last, plus logs)")

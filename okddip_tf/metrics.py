@@ -95,12 +95,12 @@ def check_labels(labels, num_classes):
     """Integer class ids of shape [batch], asserted to lie in [0, num_classes).
 
     The range assertion needs TensorFlow; other backends get the shape check and the cast only
-    (see `okddip_tf.portable.check_labels`).
+    (see `okddip_tf.label_checks.check_labels`).
     """
     if keras.backend.backend() != "tensorflow":
-        from okddip_tf import portable
+        from okddip_tf import label_checks
 
-        return portable.check_labels(labels)
+        return label_checks.check_labels(labels)
     import tensorflow as tf
 
     labels = tf.convert_to_tensor(labels)

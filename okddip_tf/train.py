@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, event_log, io_utils, methods, models, runtime
+from okddip_tf import atomic_files, checkpointing, distribution, event_log, methods, models
 from okddip_tf.config import validate_config
 from okddip_tf.errors import ConfigError, InputError
 from okddip_tf.group import GroupModel
@@ -196,7 +196,7 @@ def build_compiled_group(config, info, strategy, steps_per_epoch, method_options
         group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
                       jit_compile=jit_compile)
         group.optimizer.build(group.trainable_variables)  # to size and to restore it
-    runtime.enable_multi_worker_fit(group, strategy)
+    distribution.enable_multi_worker_fit(group, strategy)
     return group
 
 
@@ -209,7 +209,7 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
     print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "
           "(A larger --config.train.epochs would continue it.)")
     metrics = summarize(history, method_of(config))
-    io_utils.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
+    atomic_files.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
     path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
     return keras.saving.load_model(path), history, metrics
@@ -239,7 +239,7 @@ def load_data(config, initial_epoch):
         train_ds, eval_ds, info = data.load_datasets(**options)
     if keras.backend.backend() != "tensorflow":
         return train_ds, eval_ds, info
-    return runtime.shard_by_example(train_ds), runtime.shard_by_example(eval_ds), info
+    return distribution.shard_by_example(train_ds), distribution.shard_by_example(eval_ds), info
 
 
 def fit(group, config, workdir, datasets, initial_epoch, history):
@@ -269,15 +269,16 @@ def train_and_evaluate(config, workdir):
       (group, history dict of every epoch, metrics dict).
     """
     validate_config(config)
-    runtime.set_precision(config.train.precision)  # fails on an unknown one before any write
+    distribution.set_precision(config.train.precision)  # fails on an unknown one before any write
     # MultiWorkerMirroredStrategy must be made before TensorFlow runs any op.
-    strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
-    runtime.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
+    strategy = distribution.make_strategy(config.train.strategy, config.train.tpu)
+    distribution.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
                            config.train.jit_compile, config.train.deterministic)
     initial_epoch, history = checkpointing.prepare_run(workdir, config,
-                                                       chief=runtime.is_chief(strategy))
-    runtime.check_same_on_workers(strategy, initial_epoch, "the epochs finished in the workdir")
-    with runtime.write_dir(workdir, strategy) as out_dir:
+                                                       chief=distribution.is_chief(strategy))
+    distribution.check_same_on_workers(strategy, initial_epoch,
+                                       "the epochs finished in the workdir")
+    with distribution.write_dir(workdir, strategy) as out_dir:
         if initial_epoch >= config.train.epochs:
             return finished_run(config, workdir, initial_epoch, history, out_dir)
         return run_training(config, workdir, out_dir, strategy, initial_epoch, history)
@@ -285,10 +286,10 @@ def train_and_evaluate(config, workdir):
 
 def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     """Trains epochs initial_epoch.. of the run in `workdir`, writing into `out_dir`."""
-    runtime.set_determinism(config.train.seed, config.train.deterministic)
-    io_utils.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
+    distribution.set_determinism(config.train.seed, config.train.deterministic)
+    atomic_files.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
     train_ds, eval_ds, info = load_data(config, initial_epoch)
-    io_utils.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
+    atomic_files.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
     steps_per_epoch = info.num_train_examples // config.data.batch_size
     options = prepare_method(config, workdir)
     group = build_compiled_group(config, info, strategy, steps_per_epoch, options)
@@ -300,9 +301,9 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     history = fit(group, config, out_dir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
                   history)
     metrics = summarize(history, group.method)
-    io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    atomic_files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(format_summary(metrics))
-    if config.export.after_training and runtime.is_chief(strategy):
+    if config.export.after_training and distribution.is_chief(strategy):
         export_leader(workdir)
     return group, history, metrics
 

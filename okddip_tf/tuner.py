@@ -32,7 +32,7 @@ import keras
 import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import checkpointing, data, io_utils, runtime, train
+from okddip_tf import atomic_files, checkpointing, data, distribution, train
 from okddip_tf.config import validate_config
 from okddip_tf import methods
 from okddip_tf.errors import ConfigError, DependencyError, InputError
@@ -293,7 +293,7 @@ def make_tuner(config, hypermodel, objective, workdir, strategy=None):
 def check_same_search(workdir, config):
     """Refuses to resume a search of a different config; records the config of this one."""
     path = os.path.join(workdir, SEARCH_CONFIG)
-    saved = io_utils.read_json(path)
+    saved = atomic_files.read_json(path)
     current = json.loads(json.dumps(config.to_dict(), default=float))
     if saved is not None and os.path.isdir(os.path.join(workdir, PROJECT)):
         old, new = checkpointing.flatten(saved), checkpointing.flatten(current)
@@ -307,7 +307,7 @@ def check_same_search(workdir, config):
                 ", so it cannot be resumed: its trials measured something else. Use a new "
                 "--workdir (a resumed search may change only "
                 f"{', '.join(RESUMABLE_CHANGES)}).")
-    io_utils.write_json(path, current)
+    atomic_files.write_json(path, current)
 
 
 def search(config, workdir):
@@ -324,12 +324,12 @@ def search(config, workdir):
         print(f"Not searched: {', '.join(skipped)} (model.method={config.model.method!r} does "
               "not use them).")
     objective = make_objective(config, space)
-    io_utils.check_writable(workdir)
+    atomic_files.check_writable(workdir)
     check_same_search(workdir, config)
-    runtime.set_determinism(config.train.seed, config.train.deterministic)
-    runtime.set_precision(config.train.precision)
-    strategy = runtime.make_strategy(config.train.strategy, config.train.tpu)
-    runtime.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
+    distribution.set_determinism(config.train.seed, config.train.deterministic)
+    distribution.set_precision(config.train.precision)
+    strategy = distribution.make_strategy(config.train.strategy, config.train.tpu)
+    distribution.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
                            config.train.jit_compile, config.train.deterministic)
     train_ds, eval_ds, info = data.load_datasets(**trial_data_config(config),
                                                  seed=config.train.seed)
@@ -472,7 +472,7 @@ def finish(tuner, config, workdir, space):
     validate_config(best_config)
     config_path = os.path.join(workdir, BEST_CONFIG)
     write_text(config_path, best_config_source(best_config, best, values, oracle.objective))
-    io_utils.write_json(os.path.join(workdir, BEST_HYPERPARAMETERS), {
+    atomic_files.write_json(os.path.join(workdir, BEST_HYPERPARAMETERS), {
         "trial_id": best.trial_id, "objective": oracle.objective.name,
         "direction": oracle.objective.direction, "score": float(best.score),
         "hyperparameters": values,

@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from okddip_tf import config as base  # noqa: E402
-from okddip_tf import runtime, train  # noqa: E402
+from okddip_tf import distribution, train  # noqa: E402
 
 keras.config.disable_traceback_filtering()  # full tracebacks in the logs the test shows
 
@@ -57,7 +57,7 @@ def main(out_dir, workdir, data_dir, strategy_name, steps=STEPS):
         group = build(config, info, strategy, steps_per_epoch, method_options)
         initial["weights"] = [np.asarray(v.numpy()) for v in group.weights]
         initial["replicas"] = strategy.num_replicas_in_sync
-        initial["chief"] = runtime.is_chief(strategy)
+        initial["chief"] = distribution.is_chief(strategy)
         initial["synchronized_bn"] = [
             layer.synchronized for model in [*group.trunks, *group.heads]
             for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

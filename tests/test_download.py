@@ -216,7 +216,7 @@ def test_prepared_dataset_loads_without_any_connection(tfds_data_dir, monkeypatc
 def test_runs_and_searches_resume_whatever_data_download_says(tmp_path):
     """Whether data may be downloaded changes no result: a run or a search started before the
     key existed, or with the other value, resumes."""
-    from okddip_tf import checkpointing, io_utils, tuner  # pylint: disable=import-outside-toplevel
+    from okddip_tf import atomic_files, checkpointing, tuner  # pylint: disable=import-outside-toplevel
 
     config = base_config.get_base_config()
     saved = json.loads(json.dumps(config.to_dict()))  # as a workdir's config.json holds it
@@ -226,7 +226,7 @@ def test_runs_and_searches_resume_whatever_data_download_says(tmp_path):
     assert checkpointing.config_differences(saved, config) == {}
     config.data.batch_size = 64  # a change that does matter is still refused
     assert list(checkpointing.config_differences(saved, config)) == ["data.batch_size"]
-    io_utils.write_json(tmp_path / tuner.SEARCH_CONFIG, saved)
+    atomic_files.write_json(tmp_path / tuner.SEARCH_CONFIG, saved)
     (tmp_path / tuner.PROJECT).mkdir()
     config.data.batch_size = saved["data"]["batch_size"]
     tuner.check_same_search(str(tmp_path), config)

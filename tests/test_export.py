@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from okddip_tf import config as base_config
-from okddip_tf import io_utils, train
+from okddip_tf import atomic_files, train
 from okddip_tf.deploy import export, parity, savedmodel, tflite
 from okddip_tf.group import GroupModel
 
@@ -255,7 +255,7 @@ def test_bad_workdirs_and_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"No checkpoint at .*last\.keras.*train first"):
         export.export_workdir(str(tmp_path))
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    io_utils.save_model(plain, str(tmp_path / "plain.keras"))
+    atomic_files.save_model(plain, str(tmp_path / "plain.keras"))
     with pytest.raises(ValueError, match="holds a Sequential, not an okddip_tf GroupModel"):
         export.export_workdir(checkpoint=str(tmp_path / "plain.keras"))
     (tmp_path / "garbage.keras").write_bytes(b"not a zip file")
@@ -537,7 +537,8 @@ def test_parity_of_a_trained_resnet20_leader_on_the_whole_test_split(tfds_data_d
     """The parity targets of the export on a ResNet-20 leader trained 30 epochs on CIFAR-100
     (58.6% test accuracy; tests/fixtures/README.md says how it was made)."""
     report = export.export_workdir(str(TRAINED_RUN), export_dir=str(tmp_path))
-    evaluation, recorded = report["evaluation"], io_utils.read_json(TRAINED_RUN / "metrics.json")
+    evaluation = report["evaluation"]
+    recorded = atomic_files.read_json(TRAINED_RUN / "metrics.json")
     assert evaluation["count"] == 10000 and report["source"]["backbone"] == "resnet20"
     # The real test split, read through tfds, gives back the accuracy training measured.
     assert abs(evaluation["keras_accuracy"] - recorded["final_epoch"]["leader_accuracy"]) < 1e-3

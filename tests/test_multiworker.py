@@ -1,7 +1,7 @@
 """tf.distribute strategies: the checks before training, and two workers against one process.
 
-The first tests check `okddip_tf.runtime`'s refusals (uneven batches, XLA under several replicas)
-and that `train.strategy=mirrored` uses every logical CPU device on a machine without GPUs.
+The first tests check `okddip_tf.distribution`'s refusals (uneven batches, XLA under several
+replicas) and that `train.strategy=mirrored` uses every logical CPU device on a machine without GPUs.
 
 MultiWorkerMirroredStrategy: two worker processes on localhost against one process.
 
@@ -9,8 +9,8 @@ Three subprocesses run `train_and_evaluate` (tests/_multiworker_worker.py) on th
 4 global batches of 32 real CIFAR-100 images, at the same time: workers 0 and 1 of a cluster on
 127.0.0.1 (TF_CONFIG; gRPC on loopback only) sharing one workdir, and a single-process run. Each
 worker builds the same deterministic global batches and keeps its half of each (tf.data's DATA
-auto-shard policy, `runtime.shard_by_example`), the group divides its loss by the 2 replicas, and
-BatchNorm is synchronised: the two workers must end with identical weights, equal to the single
+auto-shard policy, `distribution.shard_by_example`), the group divides its loss by the 2 replicas,
+and BatchNorm is synchronised: the two workers must end with identical weights, equal to the single
 process up to rounding. Only the chief (worker 0) may leave files in the workdir.
 """
 
@@ -32,7 +32,7 @@ MOVING_STATS = ("moving_mean", "moving_variance")
 
 
 class FakeStrategy:
-    """Enough of a strategy for `runtime.check_strategy`."""
+    """Enough of a strategy for `distribution.check_strategy`."""
 
     def __init__(self, replicas):
         self.num_replicas_in_sync = replicas
@@ -44,34 +44,34 @@ class FakeStrategy:
     (dict(jit_compile=True), r"jit_compile=True does not work under .* 2 replicas.*=False"),
 ])
 def test_check_strategy_refuses_what_two_replicas_cannot_run(kwargs, pattern):
-    from okddip_tf import runtime
+    from okddip_tf import distribution
 
     options = dict(batch_size=32, eval_batch_size=256, jit_compile=False)
     options.update(kwargs)
     with pytest.raises(ValueError, match=pattern):
-        runtime.check_strategy(FakeStrategy(2), **options)
+        distribution.check_strategy(FakeStrategy(2), **options)
 
 
 def test_check_strategy_accepts_one_replica_and_even_batches():
-    from okddip_tf import runtime
+    from okddip_tf import distribution
 
-    runtime.check_strategy(FakeStrategy(1), 33, 255, jit_compile=True)
-    runtime.check_strategy(FakeStrategy(2), 32, None, jit_compile=False)  # eval = batch size
+    distribution.check_strategy(FakeStrategy(1), 33, 255, jit_compile=True)
+    distribution.check_strategy(FakeStrategy(2), 32, None, jit_compile=False)  # eval = batch size
     with pytest.raises(ValueError, match="Keras turns XLA off"):
-        runtime.check_strategy(FakeStrategy(1), 32, 32, jit_compile=True, deterministic=True)
+        distribution.check_strategy(FakeStrategy(1), 32, 32, jit_compile=True, deterministic=True)
 
 
 MIRRORED_ON_LOGICAL_CPUS = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from okddip_tf import runtime
-strategy = runtime.make_strategy("mirrored")
+from okddip_tf import distribution
+strategy = distribution.make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
-assert runtime.is_chief(strategy)
+assert distribution.is_chief(strategy)
 for args in ((31, 32, False), (32, 32, True)):
     try:
-        runtime.check_strategy(strategy, *args)
+        distribution.check_strategy(strategy, *args)
     except ValueError as error:
         print("refused:", error)
     else:
@@ -197,11 +197,11 @@ def is_stat(path):
 
 WORKERS_DISAGREE = """
 import sys
-from okddip_tf import runtime
-strategy = runtime.make_strategy("multi_worker_mirrored")
-runtime.check_same_on_workers(strategy, 1, "a value they share")
+from okddip_tf import distribution
+strategy = distribution.make_strategy("multi_worker_mirrored")
+distribution.check_same_on_workers(strategy, 1, "a value they share")
 try:
-    runtime.check_same_on_workers(strategy, int(sys.argv[1]), "the epochs done")
+    distribution.check_same_on_workers(strategy, int(sys.argv[1]), "the epochs done")
 except ValueError as error:
     print("refused:", error)
 """

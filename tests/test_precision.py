@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from okddip_tf import CoupledSGD, GroupModel, runtime
+from okddip_tf import CoupledSGD, GroupModel, distribution
 from okddip_tf import config as base
 from okddip_tf import train
 
@@ -49,7 +49,7 @@ def trainable_values(group):
 
 
 def one_step_update(precision, initial, images, labels):
-    runtime.set_precision(precision)
+    distribution.set_precision(precision)
     group = tiny_group()
     group.set_weights(initial)
     group.compile(optimizer=CoupledSGD(learning_rate=0.1, l2=5e-4))
@@ -80,7 +80,7 @@ def test_mixed_bfloat16_step_matches_float32():
 
 @pytest.mark.parametrize("precision", MIXED)
 def test_logits_and_losses_stay_float32(precision):
-    runtime.set_precision(precision)
+    distribution.set_precision(precision)
     assert keras.mixed_precision.global_policy().name == precision
     group = tiny_group()
     compute = "float16" if precision == "mixed_float16" else "bfloat16"
@@ -106,7 +106,7 @@ def test_logits_and_losses_stay_float32(precision):
 
 def test_unknown_precision_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown train.precision 'float16'.*mixed_bfloat16"):
-        runtime.set_precision("float16")
+        distribution.set_precision("float16")
     config = base.apply_smoke(base.get_base_config())
     config.train.precision = "bf16"
     with pytest.raises(ValueError, match=r"Unknown train.precision 'bf16'"):

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from okddip_tf import io_utils
+from okddip_tf import atomic_files
 from okddip_tf.config import load_config_file
 from okddip_tf.reproduce import Budget, budget as budgets, figures, manifest, report, runner
 
@@ -285,12 +285,12 @@ def write_run(directory, accuracies, key="leader_accuracy", ensemble=None, extra
     history = {"loss": [1.0] * len(accuracies), f"val_{key}": list(accuracies), **(extra or {})}
     if ensemble is not None:
         history["val_student_ensemble_accuracy"] = list(ensemble)
-    io_utils.write_json(os.path.join(directory, "history.json"), history)
-    io_utils.write_json(os.path.join(directory, "metrics.json"), {
+    atomic_files.write_json(os.path.join(directory, "history.json"), history)
+    atomic_files.write_json(os.path.join(directory, "metrics.json"), {
         "epochs": len(accuracies),
         "reporting": {"method_accuracy": key,
                       "ensemble": "student_ensemble_accuracy" if ensemble else None}})
-    io_utils.write_json(os.path.join(directory, "timing.json"),
+    atomic_files.write_json(os.path.join(directory, "timing.json"),
                         {"epoch_seconds": [10.0] * len(accuracies)})
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import callbacks, checkpointing, data, io_utils, runtime, train
+from okddip_tf import atomic_files, callbacks, checkpointing, data, distribution, train
 from okddip_tf import config as base
 from okddip_tf.data import DatasetInfo
 
@@ -137,7 +137,7 @@ def test_a_killed_run_resumes_to_the_weights_and_history_of_an_uninterrupted_one
     assert_same_run(runs.first, runs.resumed)
     assert epochs_done(runs.resumed) == EPOCHS
     assert not [name for name in os.listdir(runs.resumed / "checkpoints")
-                if name.startswith(io_utils.TEMPORARY_PREFIXES)]
+                if name.startswith(atomic_files.TEMPORARY_PREFIXES)]
     metrics = json.loads((runs.resumed / "metrics.json").read_text())
     assert metrics == json.loads((runs.first / "metrics.json").read_text())
 
@@ -201,7 +201,7 @@ def test_resume_false_moves_the_old_run_aside(runs, tfds_data_dir, tmp_path, mon
     def started(*args, **kwargs):
         raise Started
 
-    monkeypatch.setattr(runtime, "set_determinism", started)  # stop right after the checks
+    monkeypatch.setattr(distribution, "set_determinism", started)  # stop right after the checks
     config = smoke_config(tfds_data_dir, resume=False)
     config.model.temperature = 4.0  # not compared: nothing is resumed
     with pytest.raises(Started):
@@ -308,7 +308,7 @@ def test_leftovers_of_killed_writes_are_removed(tmp_path):
     for name in (".partial-123-last.keras", ".tmp-abc.json", "last.keras"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / ".partial-export-dir").mkdir()
-    assert io_utils.remove_leftovers(str(tmp_path)) == [".partial-123-last.keras",
+    assert atomic_files.remove_leftovers(str(tmp_path)) == [".partial-123-last.keras",
                                                         ".tmp-abc.json"]
     assert sorted(os.listdir(tmp_path)) == [".partial-export-dir", "last.keras"]
 
@@ -322,11 +322,11 @@ def write_run(workdir, checkpoint=b"new", recorded=b"old", epochs=2, history_epo
         (workdir / "checkpoints" / "last.keras").write_bytes(checkpoint)
     if recorded is not None:
         (workdir / "old").write_bytes(recorded)
-        io_utils.write_json(workdir / "checkpoints" / "state.json", {
+        atomic_files.write_json(workdir / "checkpoints" / "state.json", {
             "epochs_done": epochs,
             "checkpoint_sha256": checkpointing.file_sha256(workdir / "old")})
     history = {"loss": list(range(history_epochs)), "val_loss": list(range(history_epochs))}
-    io_utils.write_json(workdir / "history.json", history)
+    atomic_files.write_json(workdir / "history.json", history)
 
 
 @pytest.mark.parametrize("checkpoint, recorded, expected", [
@@ -381,7 +381,7 @@ def test_an_unwritable_workdir_fails_before_anything_runs(tmp_path, monkeypatch)
     def read_only(*args, **kwargs):  # tests run as root, where chmod stops nothing
         raise PermissionError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(io_utils.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(atomic_files.tempfile, "mkstemp", read_only)
     with pytest.raises(PermissionError, match=r"Cannot write to .*run \(Read-only file system"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run") == []

@@ -20,7 +20,7 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import io_utils, progress, quiet
+from okddip_tf import atomic_files, progress, quiet
 from okddip_tf.checkpointing import LAST_CHECKPOINT
 from okddip_tf.deploy import calibration, parity, savedmodel, tflite
 from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
@@ -122,7 +122,7 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
                     "percentile": (calibration.DEFAULT_PERCENTILE
                                    if int8_calibration == "percentile" else None)}
     report_path = os.path.join(directory, REPORT_NAME)
-    io_utils.write_json(report_path, report)
+    atomic_files.write_json(report_path, report)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(directory, 0o777 & ~umask)  # a server running as another user must read it
@@ -164,7 +164,7 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
         workdir = parent if os.path.isfile(os.path.join(parent, "config.json")) else None
     with progress.step(f"Loading {checkpoint}"):
         group = load_group(checkpoint)
-    config, info = (io_utils.read_json(os.path.join(workdir, name)) if workdir else None
+    config, info = (atomic_files.read_json(os.path.join(workdir, name)) if workdir else None
                     for name in ("config.json", "dataset_info.json"))
     representative = eval_images = eval_labels = None
     calibrate = formats is None or "int8" in formats
@@ -278,14 +278,14 @@ def existing_versions(model_dir):
 def write_version(build, path, overwrite):
     """`build(tmp)` in a hidden sibling, renamed to `path`; an existing `path` is swapped out."""
     if not os.path.exists(path):
-        io_utils.replace_directory(build, path)
+        atomic_files.replace_directory(build, path)
         return
     if not overwrite:
         raise ExistsError(f"{path} exists; pass overwrite=True to replace it.")
     parent, name = os.path.split(path)
     staged = os.path.join(parent, f".staged-{name}-{os.getpid()}")
     old = os.path.join(parent, f".replaced-{name}-{os.getpid()}")
-    io_utils.replace_directory(build, staged)
+    atomic_files.replace_directory(build, staged)
     os.rename(path, old)
     os.rename(staged, path)
     shutil.rmtree(old, ignore_errors=True)

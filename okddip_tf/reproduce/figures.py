@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from okddip_tf import io_utils
+from okddip_tf import atomic_files
 
 MISSING = ("Figures were not drawn: matplotlib is not installed (pip install -e \".[reproduce]\", "
            "then okddip reproduce ... --report_only).")
@@ -49,7 +49,7 @@ def histories(results, workdir, cell):
     found = []
     for seed in cell["seeds"]:
         path = os.path.join(workdir, cell["run"], f"seed{seed}", "history.json")
-        history = io_utils.read_json(path)
+        history = atomic_files.read_json(path)
         if history:
             found.append(history)
     return found

@@ -12,7 +12,7 @@ import platform
 
 import numpy as np
 
-from okddip_tf import io_utils
+from okddip_tf import atomic_files
 from okddip_tf import machine as machine_info
 from okddip_tf.reproduce import manifest, runner
 
@@ -23,8 +23,8 @@ def seed_result(directory, metric, epochs):
     done = runner.epochs_done(directory)
     if not runner.is_finished(directory, epochs):
         return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done}
-    history = io_utils.read_json(os.path.join(directory, "history.json"))
-    reporting = io_utils.read_json(os.path.join(directory, "metrics.json"))["reporting"]
+    history = atomic_files.read_json(os.path.join(directory, "history.json"))
+    reporting = atomic_files.read_json(os.path.join(directory, "metrics.json"))["reporting"]
     seconds = runner.epoch_seconds(directory)
     timed = [s for s in seconds if s is not None]
     result = {"state": "finished", "epochs": done,
@@ -322,7 +322,7 @@ def markdown(results, figures=(), figures_note=""):
 
 def write(results, out_dir, figures=(), figures_note=""):
     """results.json and report.md into `out_dir`; returns the report's path."""
-    io_utils.write_json(os.path.join(out_dir, "results.json"), results)
+    atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
     path = os.path.join(out_dir, "report.md")
-    io_utils.write_text(path, markdown(results, figures, figures_note))
+    atomic_files.write_text(path, markdown(results, figures, figures_note))
     return path

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from okddip_tf import io_utils
+from okddip_tf import atomic_files
 from okddip_tf.errors import MissingInputError
 from okddip_tf.reproduce import manifest
 
@@ -56,19 +56,19 @@ def train_command(run, budget, seed, workdir, executable=None):
 
 def epochs_done(directory):
     """How many epochs the run in `directory` has finished (0: none, or no run)."""
-    history = io_utils.read_json(os.path.join(directory, "history.json"), {})
+    history = atomic_files.read_json(os.path.join(directory, "history.json"), {})
     return len(history.get("loss", []))
 
 
 def is_finished(directory, epochs):
     """Whether `directory` holds a run that finished exactly `epochs` epochs (and its metrics)."""
-    metrics = io_utils.read_json(os.path.join(directory, "metrics.json"))
+    metrics = atomic_files.read_json(os.path.join(directory, "metrics.json"))
     return bool(metrics) and metrics.get("epochs") == epochs and epochs_done(directory) == epochs
 
 
 def epoch_seconds(directory):
     """The timed epochs' wall seconds (timing.json; None for epochs timed before it existed)."""
-    timing = io_utils.read_json(os.path.join(directory, "timing.json"), {})
+    timing = atomic_files.read_json(os.path.join(directory, "timing.json"), {})
     return timing.get("epoch_seconds", [])
 
 

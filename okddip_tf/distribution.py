@@ -1,4 +1,5 @@
-"""Where and how training runs: tf.distribute strategy, precision policy, determinism (TF backend).
+"""How training is distributed and set up on TensorFlow: tf.distribute strategy, multi-worker
+chores (chief, shared workdir, sharding), precision policy, determinism.
 
 `train.data.batch_size` is always the global batch: a strategy with r replicas gives each replica
 batch_size / r examples, the group divides its loss by r (gradients are summed over replicas),

@@ -1,4 +1,4 @@
-"""Helpers for Keras' default (backend-agnostic) train and test steps, e.g. on JAX.
+"""Label checks for Keras' default (backend-agnostic) train and test steps, e.g. on JAX.
 
 On TensorFlow the group model runs its own steps, which assert that labels lie in
 [0, num_classes) and stop with an error. Inside a jitted JAX step a host-side check cannot raise,
