@@ -12,10 +12,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from okddip_tf import machine
 
 BACKENDS = ("tensorflow", "jax")
 VARIANTS = {
@@ -26,10 +27,10 @@ VARIANTS = {
 
 def measure(args):
     """Times each variant on the backend of this process; returns {variant: result}."""
+    import okddip_tf  # first: it sets the oneDNN default before TensorFlow loads
+
     import keras
     import numpy as np
-
-    import okddip_tf
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8)
@@ -62,14 +63,6 @@ def run_backend(backend, args):
     return json.loads(output.strip().splitlines()[-1])
 
 
-def cpu_kind():
-    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-
-    return tf_group_step.cpu_kind()
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="resnet32")
@@ -88,8 +81,7 @@ def main():
     report = {
         "command": "python benchmarks/backend_throughput.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
+        "machine": {**machine.describe(),
                     "load_average_before_after": [load_before, os.getloadavg()]},
         "backbone": args.backbone, "batch_size": args.batch_size, "timed_steps": args.steps,
         "results": results,

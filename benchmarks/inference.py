@@ -14,19 +14,19 @@ calibrated on random images). Writes benchmarks/results/inference.json.
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import okddip_tf  # noqa: E402  (first: it sets the oneDNN default before TensorFlow loads)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-import okddip_tf  # noqa: E402
+from okddip_tf import machine  # noqa: E402
 from okddip_tf.deploy import export, tflite  # noqa: E402
 from okddip_tf.models import get_backbone  # noqa: E402
 
@@ -90,14 +90,6 @@ def build_group():
                                 num_students=4, method="okddip", image_shape=SHAPE)
 
 
-def cpu_kind():
-    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-
-    return tf_group_step.cpu_kind()
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs every step at INFO
@@ -132,9 +124,7 @@ def main(argv):
     output = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__,
+        "machine": {**machine.describe(),
                     "litert_threads": FLAGS.num_threads or os.cpu_count()},
         "model": {"backbone": group.backbone_name, "method": group.method_name,
                   "num_students": group.num_students, "sharing": group.sharing,

@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -33,9 +32,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # pylint: disable=wrong-import-position
-
-from okddip_tf import data  # pylint: disable=wrong-import-position
+from okddip_tf import data, machine  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position  (after okddip_tf: oneDNN default)
 
 
 def measure(batches, batch_size):
@@ -119,14 +117,6 @@ def measure_imagenet(images, batch_size, epochs=3):
     }
 
 
-def cpu_kind():
-    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-
-    return tf_group_step.cpu_kind()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
@@ -148,9 +138,7 @@ def main():
         command = ("python benchmarks/input_pipeline.py "
                    f"--batches {args.batches} --batch_size {args.batch_size}")
     result.update({
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpu": cpu_kind(), "cpu_count": os.cpu_count(),
-                    "tensorflow": tf.__version__, "python": platform.python_version(),
+        "machine": {**machine.describe(),
                     # Other processes share the CPUs; a load above cpu_count lowers the rate.
                     "load_average_1min_before_after": [round(load_before, 2),
                                                        round(os.getloadavg()[0], 2)]},

@@ -15,18 +15,17 @@ Writes benchmarks/results/int8_calibration_<name>.json.
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from okddip_tf import atomic_files, machine  # noqa: E402  (first: the oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import atomic_files  # noqa: E402
 from okddip_tf.deploy import export, interpreter, parity, tflite  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "An `okddip train` workdir.", required=True)
@@ -53,14 +52,6 @@ def agreement_by_margin(logits, reference, scale, steps=(1, 2, 4)):
         result[f"gap_over_{k}_steps"] = {key: clear[key]
                                          for key in ("share_of_images", "top1_agreement")}
     return result
-
-
-def cpu_kind():
-    """The CPU's model name and vector extensions (AVX2, AVX-512), as the other benchmarks record."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tf_group_step  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-
-    return tf_group_step.cpu_kind()
 
 
 def main(argv):
@@ -112,8 +103,7 @@ def main(argv):
                        "conversion_seconds": round(seconds, 1)}
                 result["runs"].append(run)
                 print(json.dumps(run))
-    result["machine"] = {"processor": platform.processor() or platform.machine(),
-                         "cpu": cpu_kind(), "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+    result["machine"] = {**machine.describe(),
                          "tflite_interpreter": interpreter.describe(),
                          # other work on the machine slows conversion_seconds, nothing else
                          "load_average_1min_at_end": round(os.getloadavg()[0], 2)}

@@ -8,7 +8,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 
 import okddip_tf  # noqa: F401  (sets the oneDNN default before TensorFlow loads)
@@ -16,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from okddip_tf import atomic_files
 from okddip_tf import machine as machine_info
 
 BATCH, CLASSES = 128, 100
@@ -77,39 +77,17 @@ def gradients(group, batch):
     return tape.gradient(loss, group.trainable_variables)
 
 
-def cpu_kind():
-    """The CPU's model name and the vector extensions that decide which kernels run."""
-    return machine_info.cpu_kind()
-
-
 def machine():
-    return {"cpu": cpu_kind(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
-            "onednn_in_use": onednn_in_use()}
-
-
-def onednn_in_use():
-    """Whether this TensorFlow build runs its oneDNN kernels (the env var, or its own default)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return None
+    return machine_info.describe()
 
 
 def write_json(report, name):
     """Writes benchmarks/results/<name> atomically."""
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "git_commit": machine_info.git_commit(os.path.dirname(os.path.abspath(__file__))),
               **report}
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, out)
+    atomic_files.write_text(out, json.dumps(report, indent=2) + "\n")  # in the order written
     print("wrote", os.path.relpath(out))
 
 

@@ -27,18 +27,18 @@ network is measured under the same load. CIFAR networks train on 32x32 images, R
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import okddip_tf  # noqa: E402  (first: it sets the oneDNN default before TensorFlow loads)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import okddip_tf  # noqa: E402
+from okddip_tf import atomic_files, machine  # noqa: E402
 
 flags.DEFINE_string("backbone", "resnet32", "Backbone.")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
@@ -126,21 +126,9 @@ def measure(variant, precision="float32", jit_compile=False):
     }
 
 
-def machine():
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tf_group_step  # pylint: disable=import-outside-toplevel  (TensorFlow is loaded by now)
-
-    return {"processor": platform.processor() or platform.machine(),
-            "cpu": tf_group_step.cpu_kind(),
-            "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
-            "keras": keras.__version__}
-
-
 def write(report, name):
     out = os.path.join(os.path.dirname(__file__), "results", name)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    atomic_files.write_text(out, json.dumps(report, indent=2) + "\n")  # in the order written
     print("wrote", out)
 
 
@@ -185,7 +173,7 @@ def main_precision():
     write({
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine.describe(),
         "note": ("A shared machine also loaded by other processes: load averages (1, 5, 15 min) "
                  "before the timing and after each round are in load_averages. Medians over "
                  "rounds; each round times every setting once, interleaved."),
@@ -239,7 +227,7 @@ def main_architectures():
     write({
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine.describe(),
         "note": ("Measured with few steps on a shared machine also loaded by other processes "
                  "(load averages before and after each architecture in load_averages): the "
                  "absolute times are noisy; each group-vs-single ratio comes from interleaved "
@@ -267,7 +255,7 @@ def main(argv):
     report = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine.describe(),
         "backbone": FLAGS.backbone,
         "batch_size": FLAGS.batch_size,
         "timed_steps": FLAGS.steps,

@@ -1,8 +1,10 @@
 """What a measurement ran on: the CPU's model and vector extensions (they decide the kernels),
 and the commit of the code that measured."""
 
+import os
 import platform
 import subprocess
+import sys
 
 
 def cpu_kind():
@@ -26,6 +28,33 @@ def cpu_kind():
             else "AVX2" if "avx2" in flags else "unknown vector extensions")
     return {"model_name": model, "kind": kind, "avx2": "avx2" in flags, "avx512_flags": avx512,
             "amx": sorted(flag for flag in flags if flag.startswith("amx"))}
+
+
+def describe():
+    """The machine and software a measurement ran on, for a benchmark's JSON.
+
+    Framework versions are recorded for the frameworks already imported (nothing is imported
+    here), and oneDNN's state for TensorFlow: its CPU kernels differ with TF_ENABLE_ONEDNN_OPTS,
+    which okddip_tf sets to 1 unless the environment says otherwise.
+    """
+    found = {"processor": platform.processor() or platform.machine(), "cpu": cpu_kind(),
+             "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    found.update({name: sys.modules[name].__version__ for name in ("tensorflow", "keras", "jax")
+                  if name in sys.modules})
+    if "tensorflow" in sys.modules:
+        found["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
+        found["onednn_in_use"] = onednn_in_use()
+    return found
+
+
+def onednn_in_use():
+    """Whether the loaded TensorFlow runs its oneDNN kernels (the env var, or its own default)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def git_commit(directory):
