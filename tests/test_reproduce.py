@@ -595,3 +595,22 @@ def test_readme_quotes_the_committed_cpu_report():
     assert quoted == {column: f"{error:.2f}" for column, error in finished.items()}
     words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven")
     assert f"{words[len(finished)]} of its seven cells have finished" in paragraph
+
+
+@pytest.mark.parametrize("one, verdict", [(0.10, "holds here"), (0.40, "does not hold here")])
+def test_figure2_report_ranks_diversity_against_the_papers_claim(tmp_path, one, verdict):
+    workdir, budget = str(tmp_path), Budget(epochs=2, seeds=1)
+    experiment = manifest.EXPERIMENTS["figure2"]
+    last = {"OKDDip": 0.25, "ONE": one, "CL-ILR": 0.12, "Ind": 0.30}
+    for cell in experiment.cells:
+        if cell.row == "ResNet-32":
+            write_run(runner.run_dir(workdir, cell.run, 0), [0.3, 0.4],
+                      extra={"val_diversity": [0.05, last[cell.column]]})
+    text = report.markdown(report.collect(experiment, workdir, budget))
+    ranked = sorted(last, key=last.get, reverse=True)
+    assert ("- ResNet-32, highest last-epoch diversity first: "
+            + ", ".join(f"{column} {last[column]:.3f}" for column in ranked)) in text
+    assert f"(OKDDip above ONE and CL-ILR, below Ind) {verdict}." in text
+    assert "best-epoch error" not in text and "ResNet-110, highest" not in text
+    assert f"| ResNet-32 / ONE | `cifar100_resnet32_one_branch` | finished | {one:.3f} (1 seed) |" \
+        in text

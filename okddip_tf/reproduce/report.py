@@ -47,6 +47,11 @@ def seed_result(directory, metric, epochs):
     return result
 
 
+def counted(number, noun):
+    """'1 seed', '3 seeds'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def summary(values):
     """{"mean", "std" (sample, None for one value), "n"} of a list of numbers, or None."""
     if not values:
@@ -162,7 +167,7 @@ def number(stats, digits=2, seeds=True):
     text = f"{stats['mean']:.{digits}f}"
     if stats["std"] is not None:
         text += f" ± {stats['std']:.{digits}f}"
-    return text + (f" ({stats['n']} seed{'s' if stats['n'] > 1 else ''})" if seeds else "")
+    return text + (f" ({counted(stats['n'], 'seed')})" if seeds else "")
 
 
 def paper_number(paper):
@@ -193,8 +198,9 @@ def table_text(results, protocol):
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
     counts = sorted({cell[protocol]["n"] for cell in results["cells"] if cell.get(protocol)})
     if counts:
-        lines += ["", "Ours: mean ± std over " + " or ".join(map(str, counts)) +
-                  " seed(s) (no ± with one); in brackets the paper's error and ours minus it."]
+        over = ("one seed per cell, so no ±" if counts == [1] else
+                "mean ± std over " + " or ".join(map(str, counts)) + " seeds (no ± with one)")
+        lines += ["", f"Ours: {over}; in brackets the paper's error and ours minus it."]
     return "\n".join(lines)
 
 
@@ -208,8 +214,35 @@ def short_state(cell):
     return "in progress" if started else "—"
 
 
+def diversity_findings(results):
+    """Per row, our peers' last-epoch diversity ranked, against the paper's Figure 2 claim:
+    OKDDip's diversity lies above ONE's and CL-ILR's and below Ind's (its upper bound)."""
+    lines = []
+    for row in results["rows"]:
+        found = {cell["column"]: cell["last_diversity"]["mean"] for cell in results["cells"]
+                 if cell["row"] == row and cell.get("last_diversity")}
+        if len(found) < 2:
+            continue
+        ranked = sorted(found, key=found.get, reverse=True)
+        line = (f"- {row}, highest last-epoch diversity first: "
+                + ", ".join(f"{column} {found[column]:.3f}" for column in ranked) + ".")
+        if "OKDDip" in found:
+            below, above = [c for c in ("ONE", "CL-ILR") if c in found], "Ind" in found
+            holds = (all(found["OKDDip"] > found[c] for c in below)
+                     and (not above or found["Ind"] >= found["OKDDip"]))
+            missing = [c for c in ("ONE", "CL-ILR", "Ind") if c not in found]
+            line += (f" The paper's claim (OKDDip above ONE and CL-ILR, below Ind) "
+                     f"{'holds' if holds else 'does not hold'} here"
+                     + (f" for the cells measured ({', '.join(missing)} not yet)" if missing
+                        else "") + ".")
+        lines.append(line)
+    return lines
+
+
 def findings(results):
     """Plain sentences: per row, our ranking of the columns beside the paper's."""
+    if results["kind"] == "diversity":
+        return diversity_findings(results)
     lines = []
     for row in results["rows"]:
         cells = [cell for cell in results["cells"] if cell["row"] == row and cell.get("best")]
@@ -244,8 +277,11 @@ def machine_text(machine):
 
 
 def cell_rows(results):
-    lines = ["| cell | run | state | best-epoch error | last-epoch error | paper | "
-             "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"]
+    diversity = results["kind"] == "diversity"  # Figure 2 has curves, no errors or numbers
+    lines = (["| cell | run | state | last-epoch diversity | wall time per seed (median epoch) |",
+              "|---|---|---|---|---|"] if diversity else
+             ["| cell | run | state | best-epoch error | last-epoch error | paper | "
+              "wall time per seed (median epoch) |", "|---|---|---|---|---|---|---|"])
     excluded = [cell for cell in results["cells"] if cell["state"] == EXCLUDED]
     for cell in results["cells"]:
         if cell["state"] == EXCLUDED:
@@ -254,13 +290,11 @@ def cell_rows(results):
         wall_text = runner.duration(wall["mean"]) if wall else "—"
         if epoch:
             wall_text += f" ({runner.duration(epoch['mean'])})"
-        if cell["metric"] == "diversity":
-            best, last = "—", f"diversity {number(cell['last_diversity'], 3)}"
-        else:
-            best = number(cell["best"]) + best_epochs(cell)
-            last = number(cell["last"])
+        values = ([number(cell.get("last_diversity"), 3)] if diversity else
+                  [number(cell["best"]) + best_epochs(cell), number(cell["last"]),
+                   paper_number(cell["paper"])])
         lines.append(f"| {cell['row']} / {cell['column']} | `{cell['run']}` | {cell['state']} | "
-                     f"{best} | {last} | {paper_number(cell['paper'])} | {wall_text} |")
+                     + " | ".join(values) + f" | {wall_text} |")
     if excluded:
         rows = [row for row in results["rows"] if any(c["row"] == row for c in excluded)]
         lines += ["", f"{len(excluded)} cells were not run (excluded by --only), in the rows "
@@ -291,10 +325,12 @@ def markdown(results, figures=(), figures_note=""):
               if len(measured) < len(kept) else "") +
              (". Seeds still running or missing are left out of the means."
               if seeds - {"finished"} else "."), "",
-             f"Paper: {results['paper']}. Errors are top-1 %, mean ± sample std over seeds. The "
-             "paper's protocol takes each seed's best test epoch (the authors' code selects "
-             "the epoch on the test split, an optimistic number); the last epoch is the honest "
-             "one.", ""]
+             f"Paper: {results['paper']}. " + (
+                 "Its Figure 2 draws curves and gives no numbers; ours are means over seeds."
+                 if results["kind"] == "diversity" else
+                 "Errors are top-1 %, mean ± sample std over seeds. The paper's protocol takes "
+                 "each seed's best test epoch (the authors' code selects the epoch on the test "
+                 "split, an optimistic number); the last epoch is the honest one."), ""]
     if results["note"]:
         lines += [results["note"], ""]
     found = findings(results)
