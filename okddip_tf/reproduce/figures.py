@@ -55,6 +55,11 @@ def histories(results, workdir, cell):
     return found
 
 
+def name(cell):
+    """The cell's column, marked while it is still training (its curve is shorter)."""
+    return cell["column"] + ("" if cell["state"] == "finished" else " (in progress)")
+
+
 def integer_epochs(axis):
     from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
 
@@ -114,7 +119,7 @@ def diversity_figure(plt, results, workdir, out_dir):
                                                                           cell)])
             if curve is not None:
                 axis.plot(np.arange(1, len(curve) + 1), curve, marker=".",
-                          label=cell["column"])  # the marker shows a one-epoch curve too
+                          label=name(cell))  # the marker shows a one-epoch curve too
         axis.set_title(f"{row} (CIFAR-100)")
         axis.set_xlabel("epoch")
         integer_epochs(axis)
@@ -179,7 +184,7 @@ def curves_figure(plt, results, workdir, out_dir, row):
         if cell["paper"] and cell["metric"] == "method":
             axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="--",
                          label=PAPER_LINE)
-        axis.set_title(f"{cell['column']}", fontsize=9)
+        axis.set_title(name(cell), fontsize=9)
         axis.set_xlabel("epoch")
         integer_epochs(axis)
         axis.set_ylabel("test accuracy (%)")

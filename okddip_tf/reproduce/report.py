@@ -219,22 +219,25 @@ def diversity_findings(results):
     OKDDip's diversity lies above ONE's and CL-ILR's and below Ind's (its upper bound)."""
     lines = []
     for row in results["rows"]:
-        found = {cell["column"]: cell["last_diversity"]["mean"] for cell in results["cells"]
-                 if cell["row"] == row and cell.get("last_diversity")}
+        cells = [cell for cell in results["cells"]
+                 if cell["row"] == row and cell.get("last_diversity")]
+        found = {cell["column"]: cell["last_diversity"]["mean"] for cell in cells}
         if len(found) < 2:
             continue
         ranked = sorted(found, key=found.get, reverse=True)
         line = (f"- {row}, highest last-epoch diversity first: "
                 + ", ".join(f"{column} {found[column]:.3f}" for column in ranked) + ".")
         if "OKDDip" in found:
-            below, above = [c for c in ("ONE", "CL-ILR") if c in found], "Ind" in found
-            holds = (all(found["OKDDip"] > found[c] for c in below)
-                     and (not above or found["Ind"] >= found["OKDDip"]))
+            rivals = [column for column in ("ONE", "CL-ILR") if column in found]
+            holds = (all(found["OKDDip"] > found[column] for column in rivals)
+                     and found.get("Ind", np.inf) >= found["OKDDip"])
             missing = [c for c in ("ONE", "CL-ILR", "Ind") if c not in found]
             line += (f" The paper's claim (OKDDip above ONE and CL-ILR, below Ind) "
                      f"{'holds' if holds else 'does not hold'} here"
                      + (f" for the cells measured ({', '.join(missing)} not yet)" if missing
                         else "") + ".")
+        if max(cell["last_diversity"]["n"] for cell in cells) == 1:
+            line += " One seed per cell."
         lines.append(line)
     return lines
 
