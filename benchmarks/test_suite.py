@@ -24,17 +24,19 @@ from okddip_tf import atomic_files, machine  # noqa: E402
 
 
 def pytest(*args):
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    """(exit code, pytest's summary line, the FAILED/ERROR lines of its short summary)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    return result.returncode, lines[-1] if lines else result.stderr.strip()[-300:]
+    failures = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    return (result.returncode, lines[-1] if lines else result.stderr.strip()[-300:], failures)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--collect_only", action="store_true")
     args = parser.parse_args()
-    _, slow = pytest("--collect-only", "-m", "slow")  # "23/569 tests collected (546 ...)"
+    _, slow, _ = pytest("--collect-only", "-m", "slow")  # "23/569 tests collected (546 ...)"
     found = re.search(r"(\d+)/(\d+) tests? collected", slow)
     if not found:
         raise SystemExit(f"pytest --collect-only did not count the tests: {slow}")
@@ -50,12 +52,14 @@ def main():
     if not args.collect_only:
         loads = [os.getloadavg()]
         start = time.perf_counter()
-        code, summary = pytest()
+        code, summary, failures = pytest()
         report.update({"wall_seconds": time.perf_counter() - start, "exit_code": code,
-                       "summary": summary, "load_averages_before_after": loads +
+                       "summary": summary, "failures": failures,
+                       "load_averages_before_after": loads +
                        [os.getloadavg()]})
     path = os.path.join(REPO_ROOT, "benchmarks", "results", "test_suite.json")
     atomic_files.write_json(path, report)
+    print(*report.get("failures", []), sep="\n")
     print(f"{report['default_tests']} default tests, {report['slow_tests']} slow; wrote {path}")
 
 
