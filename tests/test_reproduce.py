@@ -580,11 +580,12 @@ def test_report_only_trains_nothing_and_writes_where_asked(tmp_path, run_cli):
 
 
 
-def test_readme_quotes_the_committed_cpu_report():
-    """The README's paragraph on the committed Table 2 report quotes every finished cell's
-    last-epoch error as results.json has it, and no number that is not there."""
-    folder = REPO_ROOT / "benchmarks" / "results" / "reproduce" / "table2_cifar100_resnet32_15_epochs"
-    results = json.loads((folder / "results.json").read_text())
+def test_readme_quotes_the_committed_cpu_reports():
+    """The README's paragraph on the committed Table 2 and Figure 2 reports quotes every finished
+    cell's last-epoch error and diversity as their results.json have them, and nothing else."""
+    folder = REPO_ROOT / "benchmarks" / "results" / "reproduce"
+    results, diversity = (json.loads((folder / name / "results.json").read_text()) for name in
+                          ("table2_cifar100_resnet32_15_epochs", "figure2_resnet32_15_epochs"))
     finished = {cell["column"]: cell["last"]["mean"] for cell in results["cells"]
                 if cell["row"] == "ResNet-32" and cell["state"] == "finished"}
     readme = (REPO_ROOT / "README.md").read_text()
@@ -595,6 +596,10 @@ def test_readme_quotes_the_committed_cpu_report():
     assert quoted == {column: f"{error:.2f}" for column, error in finished.items()}
     words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven")
     assert f"{words[len(finished)]} of its seven cells have finished" in paragraph
+    measured = {cell["column"]: f"{cell['last_diversity']['mean']:.3f}"
+                for cell in diversity["cells"] if cell["row"] == "ResNet-32"
+                and cell["state"] == "finished"}
+    assert dict(re.findall(r"(Ind|OKDDip|ONE|CL-ILR) (0\.\d{3})", paragraph)) == measured
 
 
 @pytest.mark.parametrize("one, verdict", [(0.10, "holds here"), (0.40, "does not hold here")])
