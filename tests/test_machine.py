@@ -22,16 +22,3 @@ def test_cpu_kind_names_one_of_the_kinds_the_results_compare():
         assert kind["avx2"]
     assert (kind["kind"].startswith("AVX-512")) == bool(kind["avx512_flags"])
 
-
-def test_describe_records_the_loaded_frameworks_and_onednn(monkeypatch):
-    import sys  # pylint: disable=import-outside-toplevel
-
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    found = machine.describe()
-    assert found["cpu"] == machine.cpu_kind() and found["cpu_count"] == os.cpu_count()
-    assert found["tensorflow"] == tf.__version__
-    assert found["TF_ENABLE_ONEDNN_OPTS"] == "0"  # read when asked, not at import
-    assert found["onednn_in_use"] in (True, False)
-    assert ("jax" in found) == ("jax" in sys.modules)
