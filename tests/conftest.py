@@ -7,6 +7,11 @@ import sys
 
 import pytest
 
+# Before anything loads TensorFlow: okddip_tf sets TF_ENABLE_ONEDNN_OPTS on import, and TensorFlow
+# picks its CPU kernels once. Importing it here gives every test the kernels users get, whichever
+# test file runs first or alone.
+import okddip_tf  # noqa: F401  pylint: disable=unused-import
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

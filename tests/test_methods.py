@@ -388,8 +388,8 @@ def test_a_checkpoint_from_before_the_methods_package_loads_with_the_same_output
     reference = np.load(LEGACY / "outputs.npz")
     assert group.method_name == "okddip" and group.method.attention_dim == 2
     outputs = group(reference["images"].astype("float32"), training=False)
-    for key, value in outputs.items():
-        np.testing.assert_array_equal(np.asarray(value), reference[key])
+    for key, value in outputs.items():  # float32 round-off: oneDNN's kernels or TensorFlow's own
+        np.testing.assert_allclose(np.asarray(value), reference[key], rtol=1e-5, atol=1e-5)
 
 
 def test_a_run_from_before_the_methods_package_resumes(tmp_path):
