@@ -14,7 +14,6 @@ import os
 from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import budget as budgets
 from okddip_tf.reproduce import figures, manifest, report, runner
-from okddip_tf.reproduce.report import counted
 
 Budget = budgets.Budget
 
@@ -39,7 +38,8 @@ def build_report(experiment, workdir, budget, selected=None, echo=print, report_
     results = report.collect(experiment, workdir, budget, selected)
     names, note = figures.draw(results, workdir, os.path.join(report_dir, "figures"))
     path = report.write(results, report_dir, names, note)
-    echo(f"Report: {path}" + (f" ({note})" if note else f", with {counted(len(names), 'figure')}."))
+    figures_drawn = budgets.counted(len(names), "figure")
+    echo(f"Report: {path}" + (f" ({note})" if note else f", with {figures_drawn}."))
     return results
 
 
@@ -55,8 +55,8 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
                                                    for cell in selected)]
     tasks = runner.plan(runs, budget, workdir)
     echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, "
-         f"{counted(len(runs), 'run')} x {counted(budget.seeds, 'seed')} = "
-         f"{counted(len(tasks), 'training')} in {workdir}. Budget: {budget.describe()}.")
+         f"{budgets.counted(len(runs), 'run')} x {budgets.counted(budget.seeds, 'seed')} = "
+         f"{budgets.counted(len(tasks), 'training')} in {workdir}. Budget: {budget.describe()}.")
     if not report_only:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()

@@ -17,6 +17,11 @@ PAPER_RAMPUP = 80
 PAPER_SEEDS = 3
 
 
+def counted(number, noun):
+    """'1 seed', '3 seeds'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def scale_epoch(epoch, epochs):
     """The paper's epoch `epoch` of 300 at a budget of `epochs`, rounded half up."""
     return math.floor(epoch * epochs / PAPER_EPOCHS + 0.5)
@@ -68,7 +73,7 @@ class Budget:
         first, second = self.drop_epochs
         data = (f"the first {self.train_examples:,} training images" if self.train_examples
                 else "256 training images (smoke)" if self.smoke else "the whole training split")
-        seeds = f"{self.seeds} seed{'s' if self.seeds > 1 else ''}" + (
+        seeds = counted(self.seeds, "seed") + (
             " (the paper: 3)" if self.seeds != PAPER_SEEDS else "")
         text = (f"{self.epochs} epochs (the paper: {PAPER_EPOCHS}); learning rate x0.1 from "
                 f"epochs {first} and {second} (0-indexed; the paper: {PAPER_DROPS[0]} and "
@@ -79,5 +84,5 @@ class Budget:
 
     def headline(self):
         """A few words for a title: "15 of 300 epochs, 1 seed"."""
-        return (f"{self.epochs} of {PAPER_EPOCHS} epochs, {self.seeds} seed"
-                f"{'s' if self.seeds > 1 else ''}" + (", smoke" if self.smoke else ""))
+        return (f"{self.epochs} of {PAPER_EPOCHS} epochs, {counted(self.seeds, 'seed')}"
+                + (", smoke" if self.smoke else ""))

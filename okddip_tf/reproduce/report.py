@@ -15,6 +15,7 @@ import numpy as np
 from okddip_tf import atomic_files
 from okddip_tf import machine as machine_info
 from okddip_tf.reproduce import manifest, runner
+from okddip_tf.reproduce.budget import counted
 
 EXCLUDED = "not run (excluded by --only)"  # a cell's state when --only left it out
 
@@ -45,11 +46,6 @@ def seed_result(directory, metric, epochs):
                    "best_error": 100.0 * (1.0 - accuracy[best]),
                    "last_error": 100.0 * (1.0 - accuracy[-1])})
     return result
-
-
-def counted(number, noun):
-    """'1 seed', '3 seeds'."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def summary(values):
