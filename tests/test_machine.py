@@ -1,7 +1,11 @@
 """okddip_tf.machine: what every benchmark JSON records about where and from what it ran."""
 
+import json
 import os
 import subprocess
+import sys
+
+import pytest
 
 from okddip_tf import machine
 
@@ -22,3 +26,20 @@ def test_cpu_kind_names_one_of_the_kinds_the_results_compare():
         assert kind["avx2"]
     assert (kind["kind"].startswith("AVX-512")) == bool(kind["avx512_flags"])
 
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"])
+def test_describe_records_the_loaded_frameworks_and_onednn(onednn):
+    """In a fresh process: TensorFlow fixes its kernels on first use, and this suite's are set."""
+    script = ("import json, sys, okddip_tf, tensorflow; from okddip_tf import machine; "
+              "print(json.dumps({'found': machine.describe(), 'tf': tensorflow.__version__, "
+              "'jax': 'jax' in sys.modules}))")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    found = result["found"]
+    assert found["cpu"] == machine.cpu_kind() and found["cpu_count"] == os.cpu_count()
+    assert found["tensorflow"] == result["tf"] and ("jax" in found) == result["jax"]
+    assert found["TF_ENABLE_ONEDNN_OPTS"] == onednn
+    assert found["onednn_in_use"] is (onednn == "1")
