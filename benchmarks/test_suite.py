@@ -5,8 +5,9 @@
 Runs `python -m pytest -q` (the README's test command; with --collect_only only counts the
 tests, `pytest --collect-only`, and the slow ones, `-m slow`) and writes
 benchmarks/results/test_suite.json: the counts, the summary line, the wall time with the load
-averages before and after (a suite timed beside other work says so), the CPU kind, the command,
-the date and the git commit. Set TFDS_DATA_DIR and OKDDIP_CIFAR100_NPZ as for the tests.
+averages before and after (a suite timed beside other work says so), the slowest tests, the CPU
+kind, the command, the date and the git commit (with whether tracked files differed from it).
+Set TFDS_DATA_DIR and OKDDIP_CIFAR100_NPZ as for the tests.
 """
 
 import argparse
@@ -23,20 +24,34 @@ sys.path.insert(0, REPO_ROOT)
 from okddip_tf import atomic_files, machine  # noqa: E402
 
 
+SLOWEST = 15  # the test phases listed by time, to choose what to mark slow
+
+
 def pytest(*args):
-    """(exit code, pytest's summary line, the FAILED/ERROR lines of its short summary)."""
+    """(exit code, pytest's summary line, the FAILED/ERROR lines of its short summary, the
+    slowest phases as [seconds, "call|setup|teardown tests/...::test"])."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     failures = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return (result.returncode, lines[-1] if lines else result.stderr.strip()[-300:], failures)
+    slowest = [[float(found.group(1)), " ".join(found.group(2).split())] for found in
+               (re.match(r"([\d.]+)s (\w+ +\S+)$", line) for line in lines) if found]
+    return (result.returncode, lines[-1] if lines else result.stderr.strip()[-300:], failures,
+            slowest)
+
+
+def tree_changed():
+    """Whether tracked files differ from the recorded commit (the commit then is only the base)."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=False)
+    return bool(out.stdout.strip())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--collect_only", action="store_true")
     args = parser.parse_args()
-    _, slow, _ = pytest("--collect-only", "-m", "slow")  # "23/569 tests collected (546 ...)"
+    _, slow, _, _ = pytest("--collect-only", "-m", "slow")  # "23/569 tests collected (546 ...)"
     found = re.search(r"(\d+)/(\d+) tests? collected", slow)
     if not found:
         raise SystemExit(f"pytest --collect-only did not count the tests: {slow}")
@@ -45,18 +60,17 @@ def main():
         "command": "python benchmarks/test_suite.py" + (" --collect_only" if args.collect_only
                                                         else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": machine.git_commit(REPO_ROOT),
+        "git_commit": machine.git_commit(REPO_ROOT), "tree_changed": tree_changed(),
         "machine": {"cpu": machine.cpu_kind(), "cpu_count": os.cpu_count()},
         "tests": total, "slow_tests": slow_count, "default_tests": total - slow_count,
     }
     if not args.collect_only:
         loads = [os.getloadavg()]
         start = time.perf_counter()
-        code, summary, failures = pytest()
+        code, summary, failures, slowest = pytest(f"--durations={SLOWEST}")
         report.update({"wall_seconds": time.perf_counter() - start, "exit_code": code,
-                       "summary": summary, "failures": failures,
-                       "load_averages_before_after": loads +
-                       [os.getloadavg()]})
+                       "summary": summary, "failures": failures, "slowest": slowest,
+                       "load_averages_before_after": loads + [os.getloadavg()]})
     path = os.path.join(REPO_ROOT, "benchmarks", "results", "test_suite.json")
     atomic_files.write_json(path, report)
     print(*report.get("failures", []), sep="\n")
