@@ -50,8 +50,9 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-# Keras finds the okddip_tf classes of a saved `.keras` file (GroupModel and its layers) only once
-# they are registered. When Keras is already loaded, register them now: that starts nothing new.
+# Keras finds the okddip_tf classes of a saved `.keras` file (GroupModel, its layers and its
+# optimizer) only once they are registered. When Keras is already loaded, register them now: that
+# starts nothing new.
 # Otherwise they register on first use (`okddip_tf.GroupModel`, `import okddip_tf.group`).
 if "keras" in sys.modules:
     importlib.import_module(f"{__name__}.group")

@@ -2,7 +2,10 @@
 own property (CL-ILR's gradient rescaling, ONE's gate, KD's frozen teacher, OKDDip's ablations).
 """
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -390,6 +393,19 @@ def test_a_checkpoint_from_before_the_methods_package_loads_with_the_same_output
     outputs = group(reference["images"].astype("float32"), training=False)
     for key, value in outputs.items():  # float32 round-off: oneDNN's kernels or TensorFlow's own
         np.testing.assert_allclose(np.asarray(value), reference[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("imports", ["import keras, okddip_tf", "import okddip_tf.group"])
+def test_a_saved_group_loads_with_plain_keras_after_importing_okddip_tf(imports):
+    """In a fresh process, as a user would: the checkpoint names okddip_tf's model, layers and
+    optimizer (CoupledSGD), and every one of them must be registered by these imports alone."""
+    path = LEGACY / "checkpoints" / "last.keras"
+    script = (f"{imports}; import keras; group = keras.saving.load_model({str(path)!r}); "
+              "print(type(group).__name__, type(group.optimizer).__name__)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["GroupModel", "CoupledSGD"]
 
 
 def test_a_run_from_before_the_methods_package_resumes(tmp_path):
