@@ -40,13 +40,6 @@ def pytest(*args):
             slowest)
 
 
-def tree_changed():
-    """Whether tracked files differ from the recorded commit (the commit then is only the base)."""
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=False)
-    return bool(out.stdout.strip())
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--collect_only", action="store_true")
@@ -60,7 +53,7 @@ def main():
         "command": "python benchmarks/test_suite.py" + (" --collect_only" if args.collect_only
                                                         else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": machine.git_commit(REPO_ROOT), "tree_changed": tree_changed(),
+        "git_commit": machine.git_commit(REPO_ROOT), "tree_changed": machine.git_tree_changed(REPO_ROOT),
         "machine": {"cpu": machine.cpu_kind(), "cpu_count": os.cpu_count()},
         "tests": total, "slow_tests": slow_count, "default_tests": total - slow_count,
     }

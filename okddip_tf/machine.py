@@ -57,11 +57,23 @@ def onednn_in_use():
         return None
 
 
-def git_commit(directory):
-    """The short hash of the commit checked out at `directory`, or None outside a git checkout."""
+def _git(directory, *args):
+    """`git ARGS` at `directory`: its output, or None where git fails or is missing."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=directory, timeout=10, check=False)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=directory,
+                             timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(directory):
+    """The short hash of the commit checked out at `directory`, or None outside a git checkout."""
+    return (_git(directory, "rev-parse", "--short", "HEAD") or "").strip() or None
+
+
+def git_tree_changed(directory):
+    """Whether tracked files at `directory` differ from its commit (which is then only the base
+    of what ran), or None outside a git checkout."""
+    out = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())

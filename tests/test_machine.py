@@ -19,13 +19,24 @@ def test_git_commit_is_the_checked_out_commit_and_none_outside_a_checkout(tmp_pa
     assert machine.git_commit(str(tmp_path)) is None
 
 
+def test_git_tree_changed_sees_an_edited_tracked_file_only(tmp_path):
+    assert machine.git_tree_changed(str(tmp_path)) is None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (tmp_path / "tracked.txt").write_text("a\n")
+    for args in (["init", "-q"], ["add", "tracked.txt"], ["commit", "-q", "-m", "first"]):
+        subprocess.run([*git, *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "untracked.txt").write_text("b\n")
+    assert machine.git_tree_changed(str(tmp_path)) is False
+    (tmp_path / "tracked.txt").write_text("changed\n")
+    assert machine.git_tree_changed(str(tmp_path)) is True
+
+
 def test_cpu_kind_names_one_of_the_kinds_the_results_compare():
     kind = machine.cpu_kind()
     assert kind["kind"] in {"AVX-512 + BF16", "AVX-512", "AVX2", "unknown vector extensions"}
     if kind["kind"] == "AVX2":
         assert kind["avx2"]
     assert (kind["kind"].startswith("AVX-512")) == bool(kind["avx512_flags"])
-
 
 
 @pytest.mark.parametrize("onednn", ["0", "1"])
