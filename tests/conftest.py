@@ -13,6 +13,7 @@ import pytest
 import okddip_tf  # noqa: F401  pylint: disable=unused-import
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+MAX_WORKERS = 4
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +74,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU, at most MAX_WORKERS. Each worker loads TensorFlow (about a
+    gigabyte) and its ops use every core, so more workers than that add memory, not speed."""
+    del config
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 @pytest.fixture
