@@ -72,10 +72,9 @@ def main():
                        "workers": args.workers, "summary": summary, "failures": failures,
                        "slowest": slowest,
                        "load_averages_before_after": loads + [os.getloadavg()]})
-    path = args.out
-    atomic_files.write_json(path, report)
+    atomic_files.write_json(args.out, report)
     print(*report.get("failures", []), sep="\n")
-    print(f"{report['default_tests']} default tests, {report['slow_tests']} slow; wrote {path}")
+    print(f"{report['default_tests']} default tests, {report['slow_tests']} slow; wrote {args.out}")
 
 
 if __name__ == "__main__":
