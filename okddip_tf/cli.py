@@ -47,6 +47,8 @@ flags.DEFINE_string("experiment", None, "reproduce: the paper's table or figure 
 flags.DEFINE_integer("epochs", 300, "reproduce: training epochs per cell; the paper's schedule "
                      "is scaled to them.")
 flags.DEFINE_integer("seeds", 3, "reproduce: runs per cell (train.seed 0, 1, ...).")
+flags.DEFINE_list("train_seeds", None, "reproduce: train only these of the --seeds seeds (e.g. "
+                  "1,2 beside a seed 0 trained before); the report reads every seed.")
 flags.DEFINE_integer("train_examples", None, "reproduce: train on the first N training images "
                      "only.")
 flags.DEFINE_string("only", None, "reproduce: comma-separated words; only the cells whose row, "
@@ -65,8 +67,8 @@ flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's start-up and C++ log line
 METAVARS = {"config": "FILE[:ARG]", "workdir": "DIR", "checkpoint": "PATH", "export_dir": "DIR",
             "model_name": "NAME", "model_version": "N", "formats": "LIST", "eval_examples": "N",
             "calibration_images": "N", "int8_calibration": "percentile|minmax",
-            "experiment": "NAME", "epochs": "E", "seeds": "N", "train_examples": "N",
-            "only": "WORDS", "parallel": "N", "report_dir": "DIR"}
+            "experiment": "NAME", "epochs": "E", "seeds": "N", "train_seeds": "K,..",
+            "train_examples": "N", "only": "WORDS", "parallel": "N", "report_dir": "DIR"}
 DEFAULTS = {"config": "required", "checkpoint": "<workdir>/checkpoints/last.keras",
             "export_dir": "<workdir>/export", "model_version": "the latest + 1",
             "formats": "all; int8 only with the run's training data",
@@ -113,8 +115,8 @@ COMMANDS = {
     "reproduce": Command(
         "Run the paper's tables and figures at a budget; reports ours beside the paper's.",
         "okddip reproduce --experiment=NAME --workdir=DIR [--epochs=E] [--seeds=N] [flags]",
-        ("experiment", "workdir", "epochs", "seeds", "train_examples", "only", "parallel",
-         "report_only", "report_dir", "smoke"),
+        ("experiment", "workdir", "epochs", "seeds", "train_seeds", "train_examples", "only",
+         "parallel", "report_only", "report_dir", "smoke"),
         "okddip reproduce --experiment=table2 --workdir=runs/table2 --epochs=60 --seeds=2 "
         "--only=resnet32",
         "Each cell trains as an `okddip train` workdir under DIR; running the same command "
@@ -318,7 +320,13 @@ def reproduce():
     from okddip_tf import reproduce as reproducing  # pylint: disable=import-outside-toplevel
 
     # The arguments are checked before TensorFlow starts (a wrong one fails in a second).
+    try:
+        train_seeds = tuple(int(seed) for seed in FLAGS.train_seeds or ())
+    except ValueError:
+        raise errors.UsageError(f"--train_seeds takes comma-separated whole numbers, got "
+                                f"{','.join(FLAGS.train_seeds)!r}.") from None
     budget = reproducing.Budget(epochs=FLAGS.epochs, seeds=FLAGS.seeds,
+                                train_seeds=train_seeds or None,
                                 train_examples=FLAGS.train_examples, smoke=FLAGS.smoke)
     if FLAGS.parallel < 1:
         raise errors.UsageError(f"--parallel must be >= 1, got {FLAGS.parallel}.")

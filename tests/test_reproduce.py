@@ -234,10 +234,22 @@ def test_budget_overrides_reach_the_config_and_describe_themselves():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "--epochs must be >= 1"), ({"seeds": 0}, "--seeds must be >= 1"),
-    ({"train_examples": 0}, "--train_examples must be >= 1")])
+    ({"train_examples": 0}, "--train_examples must be >= 1"),
+    ({"seeds": 3, "train_seeds": (1, 3)}, r"seed\(s\) \[3\] outside 0 .. 2")])
 def test_budget_refuses_impossible_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Budget(**kwargs)
+
+
+def test_train_seeds_plan_only_those_seeds_in_order(tmp_path):
+    runs = [manifest.Run("cifar100", "resnet32", "baseline"),
+            manifest.Run("cifar100", "resnet32", "okddip")]
+    tasks = runner.plan(runs, Budget(epochs=2, seeds=3, train_seeds=(1, 2)), str(tmp_path))
+    assert [(task.run.method, task.seed) for task in tasks] == [
+        ("baseline", 1), ("okddip", 1), ("baseline", 2), ("okddip", 2)]
+    assert tasks[0].directory.endswith("seed1")
+    everything = runner.plan(runs, Budget(epochs=2, seeds=2), str(tmp_path))
+    assert [task.seed for task in everything] == [0, 0, 1, 1]
 
 
 # --- the runner --------------------------------------------------------------------------------

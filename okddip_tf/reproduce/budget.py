@@ -36,12 +36,15 @@ class Budget:
       seeds: runs per cell, with train.seed = 0 .. seeds - 1 (the paper: 3).
       train_examples: the first N training images only (None: the whole split, as the paper).
       smoke: tiny backbone and data (configs/paper.py's `smoke`), for tests of the harness.
+      train_seeds: the seeds this invocation trains (None: all of 0 .. seeds - 1), e.g. (1, 2)
+        to add seeds to a row whose seed 0 was trained before; the report still reads them all.
     """
 
     epochs: int = PAPER_EPOCHS
     seeds: int = PAPER_SEEDS
     train_examples: Optional[int] = None
     smoke: bool = False
+    train_seeds: Optional[tuple] = None
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -51,6 +54,16 @@ class Budget:
         if self.train_examples is not None and self.train_examples < 1:
             raise ConfigError(f"--train_examples must be >= 1, got {self.train_examples}; leave "
                               "it out for the whole training split.")
+        outside = sorted(set(self.train_seeds or ()) - set(range(self.seeds)))
+        if outside:
+            raise ConfigError(f"--train_seeds={','.join(map(str, self.train_seeds))} names "
+                              f"seed(s) {outside} outside 0 .. {self.seeds - 1}: raise --seeds to "
+                              "include them (--seeds counts seeds from 0).")
+
+    @property
+    def trained_seeds(self):
+        """The seeds this invocation trains, in order."""
+        return tuple(self.train_seeds) if self.train_seeds else tuple(range(self.seeds))
 
     @property
     def drop_epochs(self):

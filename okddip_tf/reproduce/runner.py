@@ -98,9 +98,10 @@ class Task:
 
 
 def plan(runs, budget, workdir):
-    """Tasks for every run and seed, seeds in the outer loop (a first seed of every cell first)."""
+    """Tasks for every run and trained seed, seeds in the outer loop (a first seed of every cell
+    first)."""
     tasks = {}
-    for seed in range(budget.seeds):
+    for seed in budget.trained_seeds:
         for run in runs:
             for needed in filter(None, (run.teacher, run)):
                 key = (needed, seed)
