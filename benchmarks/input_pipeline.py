@@ -9,7 +9,7 @@ shuffle buffer refill), the steady-state rate over the following batches
 Usage (from the repository root, with TFDS_DATA_DIR pointing at the tfds data):
   python benchmarks/input_pipeline.py [--batches 100] [--batch_size 128]
 
-`--pipeline imagenet` measures the ImageNet-style pipeline (okddip_tf/imagenet.py) instead: it
+`--pipeline imagenet` measures the ImageNet-style pipeline (okddip_tf/data/imagenet.py) instead: it
 writes a folder of JPEG files of ImageNet's typical size (500x375 and 375x500, quality 90,
 smooth colour fields with noise) and times the training pipeline (decode inside the
 random-resized crop window, resize to 224, flip; no cache) and the evaluation pipeline

@@ -4,7 +4,7 @@
         [--models=group,single] [--steps=N] [--timed_epochs=2] [--precision=float32] \
         [--profile_steps=N]
 
-Each model trains with `okddip train`'s input path (okddip_tf.arrays + okddip_tf.jax_input: the
+Each model trains with `okddip train`'s input path (okddip_tf.data.npz + .jax_batches: the
 images on the device, pad-4 crop and flip in a jitted pre-step, epoch order from (seed, epoch)),
 batch 128, the paper's optimiser, ramp-up and NaN guard (as in `okddip train`; the guard reads
 each step's loss back to the host), for 1 + `--timed_epochs` epochs of `--steps` steps
@@ -17,7 +17,7 @@ With `--profile_steps`, that many group steps are traced with jax.profiler and t
 split by XLA operation kind (convolution, fusion = elementwise/BatchNorm/reductions, other).
 
 The .npz holds raw arrays (`x_train`, `y_train`, `x_test`, `y_test`) or the compact JPEG layout
-(see okddip_tf/arrays.py). TensorFlow is not needed. Writes
+(see okddip_tf/data/npz.py). TensorFlow is not needed. Writes
 benchmarks/results/jax_epoch_<label>.json, label "cpu" on a CPU, "<device kind>_gpu" on a GPU.
 """
 
@@ -55,7 +55,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import okddip_tf  # noqa: E402
-from okddip_tf import arrays, jax_input  # noqa: E402
+from okddip_tf.data import jax_batches, npz  # noqa: E402
 
 TRAIN_SIZE = 50_000
 MODELS = {
@@ -96,8 +96,8 @@ def build(model, info, steps_per_epoch, backbone):
 
 def input_seconds(train, args, steps):
     """Seconds the input pre-step alone takes for one epoch's `steps` batches (after warm-up)."""
-    batches = jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True, seed=1,
-                                      epochs=2, initial_epoch=0)
+    batches = jax_batches.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
+                                        seed=1, epochs=2, initial_epoch=0)
     stream = iter(batches)
     jax.block_until_ready(next(stream))
     start = time.perf_counter()
@@ -110,15 +110,15 @@ def time_model(model, train, evals, info, args, steps):
     full_steps = TRAIN_SIZE // args.batch_size
     group = build(model, info, full_steps, args.backbone)
     epochs = 1 + args.timed_epochs
-    stream = iter(jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
-                                          seed=0, epochs=epochs, initial_epoch=0))
+    stream = iter(jax_batches.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
+                                            seed=0, epochs=epochs, initial_epoch=0))
     timer = EpochTimer()
     # okddip train's per-step callbacks: NaNGuard reads every step's loss back to the host.
     callbacks = [timer, okddip_tf.NaNGuard()] + ([okddip_tf.DistillWeightRampup(length=80)]
                                                  if group.distill_weight is not None else [])
     history = group.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=2,
                         callbacks=callbacks, shuffle=False)  # the stream shuffles per epoch
-    eval_batches = jax_input.EvalBatches(*evals, args.batch_size)
+    eval_batches = jax_batches.EvalBatches(*evals, args.batch_size)
     group.evaluate(eval_batches, verbose=0)  # compiles
     start = time.perf_counter()
     group.evaluate(eval_batches, verbose=0)
@@ -184,8 +184,8 @@ def hlo_kinds(dump_dir):
 
 def profile(group, train, args):
     """Device time of `--profile_steps` group steps by operation kind, from a jax.profiler trace."""
-    stream = iter(jax_input.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
-                                          seed=2, epochs=1, initial_epoch=0))
+    stream = iter(jax_batches.DeviceBatches(*train, batch_size=args.batch_size, augment=True,
+                                            seed=2, epochs=1, initial_epoch=0))
     trace_dir = tempfile.mkdtemp(prefix="jax_epoch_trace_")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         start = time.perf_counter()
@@ -243,7 +243,7 @@ def main():
     start = time.perf_counter()
     with np.load(args.npz) as data:
         available = len(data["y_train"])
-    train, evals, info = arrays.load_arrays(
+    train, evals, info = npz.load_arrays(
         name="cifar100", path=args.npz, train_split="train", eval_split="test",
         train_examples=min(available, steps * args.batch_size),
         eval_examples=min(10_000, steps * args.batch_size))

@@ -10,7 +10,7 @@ ImageNet branch model, so the branch split follows the paper's text (decision 17
 keeps the CIFAR code's 80 epochs scaled to the 90-epoch schedule (24 epochs, the same fraction),
 an assumption.
 
-Data: tfds `imagenet2012`, prepared by you (manual download, see okddip_tf/imagenet.py), or
+Data: tfds `imagenet2012`, prepared by you (manual download, see okddip_tf/data/imagenet.py), or
 `:folder=/path/to/imagenet` for `<path>/train/<wnid>/*.JPEG` and `<path>/val/<wnid>/*.JPEG`.
 Variants: `:network` uses 4 independent ResNet-34s; `:smoke` is a seconds-long check of the
 pipeline and the training loop on CIFAR-100's encoded images (tiny backbone, 32x32 crops).

@@ -218,25 +218,25 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
 def load_data(config, initial_epoch):
     """(train, eval, info): tf.data pipelines, or for data.source='npz' on JAX, device batches.
 
-    The npz source on JAX (okddip_tf.arrays) imports no TensorFlow; the others need it.
+    The npz source on JAX (okddip_tf.data.npz) imports no TensorFlow; the others need it.
     """
     options = dict(**config.data, seed=config.train.seed, epochs=config.train.epochs,
                    initial_epoch=initial_epoch)
     if config.data.source == "npz":
-        from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
+        from okddip_tf.data import npz  # pylint: disable=import-outside-toplevel
 
         # Only what the array source takes: the tfds, folder and tf.data keys are not its own.
-        accepted = inspect.signature(arrays.load_datasets).parameters
+        accepted = inspect.signature(npz.load_datasets).parameters
         options = {key: value for key, value in options.items() if key in accepted}
-        train_ds, eval_ds, info = arrays.load_datasets(**options)
+        train_ds, eval_ds, info = npz.load_datasets(**options)
     else:
         try:
-            from okddip_tf import data  # pylint: disable=import-outside-toplevel
+            from okddip_tf.data import load_datasets  # pylint: disable=import-outside-toplevel
         except ImportError as error:
             raise ImportError(f"data.source={config.data.source!r} reads data with TensorFlow, "
                               f"which is not installed ({error}). Without TensorFlow use "
                               "--config.data.source=npz --config.data.path=FILE.npz.") from error
-        train_ds, eval_ds, info = data.load_datasets(**options)
+        train_ds, eval_ds, info = load_datasets(**options)
     if keras.backend.backend() != "tensorflow":
         return train_ds, eval_ds, info
     return distribution.shard_by_example(train_ds), distribution.shard_by_example(eval_ds), info

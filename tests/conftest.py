@@ -55,7 +55,7 @@ def cifar100_npz():
         return str(path)
     message = ("OKDDIP_CIFAR100_NPZ does not name a file" if value else
                "OKDDIP_CIFAR100_NPZ is not set") + (
-        "; point it at an .npz of CIFAR-100 in the compact JPEG layout (see okddip_tf/arrays.py) "
+        "; point it at an .npz of CIFAR-100 in the compact JPEG layout (see okddip_tf/data/npz.py) "
         "to run the tests that read the real file.")
     if os.environ.get("CI"):
         pytest.fail(message)

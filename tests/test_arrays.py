@@ -1,11 +1,12 @@
-"""The npz source (okddip_tf.arrays, okddip_tf.jax_input): reading, augmentation, epoch order.
+"""The npz source (okddip_tf.data: npz, epochs, jax_batches): reading, augmentation, epoch order.
 
 The augmentation is checked against the tf.data path: images whose pixels spell out their own
-row, column and index go through `okddip_tf.data.prepare_dataset`; each output reveals the window
-and flip TensorFlow drew, and the npz source's crop-and-flip (NumPy on the host, jitted JAX on the
-device) given those draws must give the very same images. TensorFlow's stateless draws cannot be
-reproduced outside TensorFlow, so the npz source draws its own from (seed, epoch); those are checked
-to have the tf.data path's distribution, and the device pipeline is checked to apply them.
+row, column and index go through `okddip_tf.data.pipeline.prepare_dataset`; each output reveals
+the window and flip TensorFlow drew, and the npz source's crop-and-flip (NumPy on the host, jitted
+JAX on the device) given those draws must give the very same images. TensorFlow's stateless draws
+cannot be reproduced outside TensorFlow, so the npz source draws its own from (seed, epoch); those
+are checked to have the tf.data path's distribution, and the device pipeline is checked to apply
+them.
 """
 
 import io
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import arrays, data, jax_input
+from okddip_tf.data import epochs, jax_batches, npz, pipeline
 
 SIDE = 16
 BASE = 100  # pixel values BASE + row / BASE + column, so zero padding is told apart
@@ -38,31 +39,32 @@ def recover_draws(batch):
     """
     centre = batch[:, 8, 8].astype(int)
     flip = batch[:, 8, 9, 1].astype(int) < centre[:, 1]
-    offset_y = centre[:, 0] - BASE - 8 + arrays.PAD
-    offset_x = centre[:, 1] - BASE - np.where(flip, 7, 8) + arrays.PAD
+    offset_y = centre[:, 0] - BASE - 8 + epochs.PAD
+    offset_x = centre[:, 1] - BASE - np.where(flip, 7, 8) + epochs.PAD
     return centre[:, 2], offset_y, offset_x, flip
 
 
 def tf_data_batches(images, seed, epochs=1):
     ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), np.int32)))
-    pipeline = data.prepare_dataset(ds, batch_size=len(images), training=True, seed=seed,
-                                    epochs=epochs)
-    return np.concatenate([batch.numpy() for batch, _ in pipeline])
+    batches = pipeline.prepare_dataset(ds, batch_size=len(images), training=True, seed=seed,
+                                       epochs=epochs)
+    return np.concatenate([batch.numpy() for batch, _ in batches])
 
 
 def test_npz_crop_and_flip_reproduce_the_tf_data_windows_and_flips():
-    assert arrays.PAD == data.PAD
+    assert epochs.PAD == pipeline.PAD
     images = telltale_images(200)
     augmented = tf_data_batches(images, seed=3, epochs=4)  # 800 tf.data draws
     source, offset_y, offset_x, flip = recover_draws(augmented)
     # Sanity of the recovery: the windows tf.data drew span the whole range, flips both ways.
-    assert set(offset_y) == set(offset_x) == set(range(2 * arrays.PAD + 1))
+    assert set(offset_y) == set(offset_x) == set(range(2 * epochs.PAD + 1))
     assert 0.4 < flip.mean() < 0.6
-    host = arrays.crop_flip(np, images[source], offset_y, offset_x, flip)
+    host = epochs.crop_flip(np, images[source], offset_y, offset_x, flip)
     np.testing.assert_array_equal(host, augmented)
     labels = np.zeros(len(images), np.int32)
-    device, _ = jax_input.device_batch(images, labels, source.astype(np.int32),
-                                       offset_y.astype(np.int32), offset_x.astype(np.int32), flip)
+    device, _ = jax_batches.device_batch(images, labels, source.astype(np.int32),
+                                         offset_y.astype(np.int32), offset_x.astype(np.int32),
+                                         flip)
     np.testing.assert_array_equal(np.asarray(device), augmented)
 
 
@@ -73,8 +75,8 @@ def chi_square_uniform(values, bins):
 
 
 def test_npz_draws_have_the_tf_data_distribution():
-    size, bins = 4000, 2 * arrays.PAD + 1
-    order, offset_y, offset_x, flip = arrays.epoch_draws(seed=0, epoch=0, size=size)
+    size, bins = 4000, 2 * epochs.PAD + 1
+    order, offset_y, offset_x, flip = epochs.epoch_draws(seed=0, epoch=0, size=size)
     assert sorted(order) == list(range(size))  # each example once per epoch
     tf_draws = recover_draws(tf_data_batches(telltale_images(200), seed=5, epochs=20))
     for ours, theirs in ((offset_y, tf_draws[1]), (offset_x, tf_draws[2])):
@@ -89,17 +91,17 @@ def test_device_batches_apply_the_epoch_draws_and_resume_exactly():
     images = telltale_images(96)
     labels = np.arange(96, dtype=np.int32) % 7
     options = dict(batch_size=32, augment=True, seed=11, epochs=3)
-    stream = list(jax_input.DeviceBatches(images, labels, initial_epoch=0, **options))
-    assert len(stream) == 9 == len(jax_input.DeviceBatches(images, labels, initial_epoch=0,
-                                                           **options))
+    stream = list(jax_batches.DeviceBatches(images, labels, initial_epoch=0, **options))
+    assert len(stream) == 9 == len(jax_batches.DeviceBatches(images, labels, initial_epoch=0,
+                                                             **options))
     for epoch in range(3):
         batches = stream[3 * epoch:3 * epoch + 3]
         got = recover_draws(np.concatenate([np.asarray(b[0]) for b in batches]))
-        for mine, expected in zip(got, arrays.epoch_draws(11, epoch, 96)):
+        for mine, expected in zip(got, epochs.epoch_draws(11, epoch, 96)):
             np.testing.assert_array_equal(mine, expected)
         np.testing.assert_array_equal(np.concatenate([np.asarray(b[1]) for b in batches]),
                                       labels[got[0]])
-    resumed = list(jax_input.DeviceBatches(images, labels, initial_epoch=2, **options))
+    resumed = list(jax_batches.DeviceBatches(images, labels, initial_epoch=2, **options))
     for (x, y), (x_resumed, y_resumed) in zip(stream[6:], resumed, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(x_resumed))
         np.testing.assert_array_equal(np.asarray(y), np.asarray(y_resumed))
@@ -110,11 +112,11 @@ def test_tf_npz_pipeline_yields_the_device_batches(tmp_path):
     labels = np.arange(64) % 5
     path = tmp_path / "t.npz"
     np.savez(path, x_train=images, y_train=labels, x_test=images[:10], y_test=labels[:10])
-    train_ds, eval_ds, info = arrays.load_datasets(path=str(path), name="t", batch_size=16,
-                                                   eval_batch_size=4, seed=2, epochs=2)
+    train_ds, eval_ds, info = npz.load_datasets(path=str(path), name="t", batch_size=16,
+                                                eval_batch_size=4, seed=2, epochs=2)
     assert isinstance(train_ds, tf.data.Dataset) and len(train_ds) == 8
-    device = jax_input.DeviceBatches(images, labels.astype(np.int32), batch_size=16,
-                                     augment=True, seed=2, epochs=2, initial_epoch=0)
+    device = jax_batches.DeviceBatches(images, labels.astype(np.int32), batch_size=16,
+                                       augment=True, seed=2, epochs=2, initial_epoch=0)
     for (x, y), (x_device, y_device) in zip(train_ds, device, strict=True):
         np.testing.assert_array_equal(x.numpy(), np.asarray(x_device))
         np.testing.assert_array_equal(y.numpy(), np.asarray(y_device))
@@ -127,20 +129,20 @@ def test_tf_npz_pipeline_yields_the_device_batches(tmp_path):
 
 def test_npz_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="needs data.path"):
-        arrays.read_split(None, "train")
+        npz.read_split(None, "train")
     with pytest.raises(FileNotFoundError, match="is not a file"):
-        arrays.read_split(str(tmp_path / "missing.npz"), "train")
+        npz.read_split(str(tmp_path / "missing.npz"), "train")
     path = tmp_path / "bad.npz"
     np.savez(path, x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.arange(4))
     with pytest.raises(ValueError, match=r"no split 'test' \(keys: \['x_train', 'y_train'\]\)"):
-        arrays.read_split(str(path), "test")
+        npz.read_split(str(path), "test")
     with pytest.raises(ValueError, match="no tfds slicing"):
-        arrays.read_split(str(path), "train[:50%]")
+        npz.read_split(str(path), "train[:50%]")
     with pytest.raises(ValueError, match="between 1 and 4"):
-        arrays.read_split(str(path), "train", 5)
+        npz.read_split(str(path), "train", 5)
     np.savez(path, x_train=np.full((4, 8, 8, 3), 300, np.int32), y_train=np.arange(4))
     with pytest.raises(ValueError, match=r"uint8 pixels in \[0, 255\]"):
-        arrays.read_split(str(path), "train")
+        npz.read_split(str(path), "train")
 
 
 def jpeg_npz(source, tmp_path, count):
@@ -163,7 +165,7 @@ def shared_npz(cifar100_npz):
 
 def test_compact_jpeg_layout_decodes_like_tensorflow(shared_npz, tmp_path):
     path, parts = jpeg_npz(shared_npz, tmp_path, 64)
-    images, labels = arrays.read_split(str(path), "train")
+    images, labels = npz.read_split(str(path), "train")
     assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() < 100
     blob, offsets = parts["train_jpeg"], parts["train_offsets"]
@@ -176,9 +178,9 @@ def test_compact_jpeg_layout_decodes_like_tensorflow(shared_npz, tmp_path):
 
 @pytest.mark.slow
 def test_whole_compact_cifar100_loads_through_the_npz_source(shared_npz):
-    train, evals, info = arrays.load_arrays(name="cifar100", path=shared_npz, train_split="train",
-                                            eval_split="test", train_examples=None,
-                                            eval_examples=None)
+    train, evals, info = npz.load_arrays(name="cifar100", path=shared_npz, train_split="train",
+                                         eval_split="test", train_examples=None,
+                                         eval_examples=None)
     assert train[0].shape == (50_000, 32, 32, 3) and evals[0].shape == (10_000, 32, 32, 3)
     assert train[0].dtype == np.uint8 and info.num_classes == 100
     for labels, per_class in ((train[1], 500), (evals[1], 100)):
@@ -203,7 +205,7 @@ def test_jpeg_blob_layout_decodes_like_tensorflow(tmp_path):
     path = tmp_path / "jpeg.npz"
     np.savez(path, train_jpeg=np.concatenate(files), train_offsets=offsets,
              y_train=np.array([2, 0, 1]))
-    images, labels = arrays.read_split(str(path), "train")
+    images, labels = npz.read_split(str(path), "train")
     assert images.shape == (3, 8, 12, 3) and list(labels) == [2, 0, 1]
     for image, encoded in zip(images, files):
         expected = tf.io.decode_jpeg(encoded.tobytes(), channels=3,

@@ -1,4 +1,4 @@
-"""Tests for okddip_tf.download: when a missing tfds dataset is downloaded, and that an offline
+"""Tests for okddip_tf.data.download: when a missing tfds dataset is downloaded, and that an offline
 machine fails in seconds. Nothing here downloads: local servers stand in for download hosts."""
 
 import http.server
@@ -11,7 +11,8 @@ import time
 import pytest
 
 from okddip_tf import config as base_config
-from okddip_tf import data, download
+from okddip_tf import data
+from okddip_tf.data import download
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The ImageNet-style pipeline (okddip_tf.imagenet) on a folder of real JPEG files it writes.
+"""The ImageNet-style pipeline (okddip_tf.data.imagenet) on a folder of real JPEG files it writes.
 
 Each class's images are one solid colour, in several sizes and aspect ratios, so a crop of any
 window identifies its class; one image holds a pattern for the exact centre-crop check.
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import data, imagenet
+from okddip_tf import data
+from okddip_tf.data import imagenet
 
 COLOURS = {"apple": (200, 30, 30), "sky": (30, 60, 220), "tree": (20, 180, 40)}
 SIZES = [(40, 60), (64, 48), (50, 50), (45, 90)]

@@ -161,7 +161,7 @@ def build_and_check(run):
     import keras
 
     from okddip_tf import train
-    from okddip_tf.dataset_info import DatasetInfo
+    from okddip_tf.data.info import DatasetInfo
 
     config = run_config(run)
     classes = 10 if run.dataset == "cifar10" else 100

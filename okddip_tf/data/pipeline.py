@@ -1,26 +1,24 @@
-"""Input pipelines: CIFAR-style image classification data from tfds or a folder.
+"""The CIFAR-style tf.data pipeline, and the helpers the tf.data sources of okddip_tf.data share.
 
-Images stay ``uint8`` in ``[0, 255]`` (the models normalise them themselves) and
-labels are ``int32`` of shape ``[batch]``. A tfds dataset missing from the data dir is
-downloaded once where downloads are allowed and its host answers (okddip_tf/download.py).
+Images stay ``uint8`` in ``[0, 255]`` (the models normalise them themselves) and labels are
+``int32`` of shape ``[batch]``. An epoch's shuffle and augmentation are a pure function of
+(seed, epoch) (`prepare_dataset`), so a resumed run sees the batches of a run never stopped.
+`okddip_tf.data.sources` feeds it tfds and folder datasets; `okddip_tf.data.imagenet` shares
+its epoch keys, checks and folder listing (`epoch_keys`, `check_batch_size`, `subset_size`,
+`folder_split`).
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf import download as download_module
-# Defined without TensorFlow (JAX runs need them); imported here for the callers of this module.
-from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo  # noqa: F401
-from okddip_tf import progress
+from okddip_tf.data.epochs import PAD  # the npz source crops with the same padding
 from okddip_tf.errors import ConfigError, InputError, MissingInputError
 
 AUTOTUNE = tf.data.AUTOTUNE
-PAD = 4
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -107,7 +105,7 @@ def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=No
     Returns:
       The batched ``tf.data.Dataset`` of ``(images, int32 labels)``.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     augment = training if augment is None else augment
     ds = ds.map(lambda image, label: (image, tf.cast(label, tf.int32)))
     if cache:
@@ -117,7 +115,7 @@ def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=No
     size = int(ds.cardinality())
     if training and shuffle_buffer is None:
         shuffle_buffer = size if size > 0 else 50_000
-    keys = _epoch_keys(seed, epochs, initial_epoch)
+    keys = epoch_keys(seed, epochs, initial_epoch)
     result = keys.flat_map(lambda key: _one_epoch(
         ds, key, batch_size=batch_size, training=training, augment=augment,
         shuffle_buffer=shuffle_buffer))
@@ -128,7 +126,7 @@ def prepare_dataset(ds, *, batch_size, training, augment=None, shuffle_buffer=No
     return result.prefetch(AUTOTUNE)
 
 
-def _epoch_keys(seed, epochs, initial_epoch):
+def epoch_keys(seed, epochs, initial_epoch):
     """A dataset of the ``int64 [2]`` key of every epoch a pipeline holds."""
     if epochs is None:
         if initial_epoch:
@@ -144,17 +142,24 @@ def _epoch_keys(seed, epochs, initial_epoch):
     return tf.data.Dataset.range(initial_epoch, epochs).map(lambda e: tf.stack([base, e]))
 
 
+def shuffle_epoch(ds, shuffle_key, shuffle_buffer):
+    """`ds` shuffled as a pure function of `shuffle_key` (a stateless seed); call it while tracing.
+
+    Sets the graph seed of the traced function it runs in (the global seed is not touched): the
+    shuffle then depends on `shuffle_key` alone, and a global seed of 0 cannot meet the tensor op
+    seed in `random_seed.get_seed`'s `seeds == (0, 0)` test.
+    """
+    tf.random.set_seed(1)
+    shuffle_seed = tf.random.stateless_uniform([], shuffle_key, minval=None, maxval=None,
+                                               dtype=tf.int64)
+    return ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+
 def _one_epoch(ds, key, *, batch_size, training, augment, shuffle_buffer):
     """One epoch of `ds`, shuffled, augmented and batched as a pure function of `key`."""
     shuffle_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     if training:
-        # The graph seed of this traced function only (the global seed is not touched): the
-        # shuffle then depends on `key` alone, and a global seed of 0 cannot meet the tensor
-        # op seed in `random_seed.get_seed`'s `seeds == (0, 0)` test.
-        tf.random.set_seed(1)
-        shuffle_seed = tf.random.stateless_uniform([], shuffle_key, minval=None, maxval=None,
-                                                   dtype=tf.int64)
-        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        ds = shuffle_epoch(ds, shuffle_key, shuffle_buffer)
     if augment:
         ds = ds.enumerate().map(
             lambda i, example: (
@@ -202,99 +207,14 @@ def make_dataset(images, labels, *, num_classes, batch_size, training, augment=N
                            shuffle_buffer=shuffle_buffer, seed=seed)
 
 
-def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
-                  path=None, train_split="train", eval_split="test", train_examples=None,
-                  eval_examples=None, batch_size=128, eval_batch_size=None, augment=True,
-                  shuffle_buffer=50_000, cache=True, seed=None, epochs=None, initial_epoch=0,
-                  download=True, pipeline="cifar", image_size=224):
-    """Loads the training and evaluation pipelines and their `DatasetInfo`.
-
-    Args:
-      source: ``"tfds"`` (a tfds dataset, downloaded once if needed), ``"folder"``
-        (``<directory>/<split>/<class_name>/*.png|jpg|jpeg``) or ``"npz"`` (arrays in the
-        ``.npz`` file `path`: see `okddip_tf.arrays`, which builds those pipelines).
-      name: tfds dataset name (for ``"folder"``: only a label for `DatasetInfo`).
-      data_dir: tfds data dir; defaults to ``$TFDS_DATA_DIR``, then tfds' default.
-      directory: root folder of a ``"folder"`` dataset.
-      train_split, eval_split: split names (tfds splits or subfolder names).
-      train_examples, eval_examples: use only the first N examples of the split
-        (for folders: first in a fixed, class-mixing order of the files).
-      batch_size: training batch size; eval_batch_size defaults to it.
-      augment: random crop + flip for training.
-      shuffle_buffer, cache, seed: pipeline options, see `prepare_dataset`.
-      epochs, initial_epoch: None, or the training dataset holds these epochs, each
-        a pure function of (seed, epoch): see `prepare_dataset`.
-      download: download and prepare a tfds dataset missing from the data dir (when its
-        host answers; $OKDDIP_OFFLINE=1 overrides): see okddip_tf/download.py.
-      pipeline: ``"cifar"`` (this module) or ``"imagenet"`` (`okddip_tf.imagenet`: images of
-        any size, random-resized crops to `image_size`; evaluation resize and centre crop).
-      image_size: the crop size of the ``"imagenet"`` pipeline.
-
-    Returns:
-      ``(train_ds, eval_ds, info)``.
-
-    Raises:
-      ValueError: bad arguments, unknown tfds name, inconsistent folder data.
-      FileNotFoundError: dataset not prepared in the data dir and not downloaded (downloads
-        off or its host unreachable), or folder missing.
-    """
-    if source == "npz":
-        from okddip_tf import arrays  # pylint: disable=import-outside-toplevel
-
-        return arrays.load_datasets(
-            name=name, path=path, train_split=train_split, eval_split=eval_split,
-            train_examples=train_examples, eval_examples=eval_examples, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, augment=augment, seed=seed, epochs=epochs,
-            initial_epoch=initial_epoch)
-    if pipeline == "imagenet":
-        from okddip_tf import imagenet  # pylint: disable=import-outside-toplevel
-
-        return imagenet.load_datasets(
-            source=source, name=name, data_dir=data_dir, directory=directory,
-            train_split=train_split, eval_split=eval_split, train_examples=train_examples,
-            eval_examples=eval_examples, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            augment=augment, shuffle_buffer=shuffle_buffer, cache=cache, seed=seed,
-            epochs=epochs, initial_epoch=initial_epoch, image_size=image_size)
-    if pipeline != "cifar":
-        raise ConfigError(f"Unknown data pipeline {pipeline!r}; use 'cifar' or 'imagenet'.")
-    _check_batch_size(batch_size)
-    _check_batch_size(eval_batch_size or batch_size)
-    if source == "tfds":
-        train, evals, meta = _load_tfds(name, data_dir, train_split, eval_split,
-                                        train_examples, eval_examples, download)
-    elif source == "folder":
-        train, evals, meta = _load_folder(directory, train_split, eval_split,
-                                          train_examples, eval_examples)
-    else:
-        raise ConfigError(f"Unknown data source {source!r}; use 'tfds', 'folder' or 'npz'.")
-    num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
-    if num_train < batch_size:
-        raise ConfigError(f"The training set has {num_train} examples, fewer than "
-                          f"batch_size={batch_size}: drop_remainder would give 0 steps. "
-                          "Use more train_examples or a smaller batch_size.")
-    if source == "tfds" and name in KNOWN_PIXEL_STATS:
-        mean, std = KNOWN_PIXEL_STATS[name]
-    else:
-        with progress.step(f"Computing the pixel mean and std of {num_train} training images"):
-            mean, std = compute_pixel_stats(train)
-    progress.say(f"Data: {name} ({source}), {num_train} training and {num_eval} evaluation "
-                 f"examples{'; cached in memory as the first epoch reads them' if cache else ''}.")
-    info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
-                       pixel_mean=tuple(mean), pixel_std=tuple(std), **meta)
-    train_ds = prepare_dataset(train, batch_size=batch_size, training=True, augment=augment,
-                               shuffle_buffer=shuffle_buffer, seed=seed, cache=cache,
-                               epochs=epochs, initial_epoch=initial_epoch)
-    eval_ds = prepare_dataset(evals, batch_size=eval_batch_size or batch_size,
-                              training=False, cache=cache)
-    return train_ds, eval_ds, info
-
-
-def _check_batch_size(batch_size):
+def check_batch_size(batch_size):
+    """Fails with a ConfigError unless `batch_size` is an integer >= 1."""
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
 
 
-def _subset_size(requested, available, split):
+def subset_size(requested, available, split):
+    """How many examples of `split` to use: `requested` (None: all `available`), checked."""
     if requested is None:
         return available
     if not 1 <= requested <= available:
@@ -303,42 +223,7 @@ def _subset_size(requested, available, split):
     return requested
 
 
-def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_examples,
-               download=True):
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
-        raise ConfigError(f"tfds does not know a dataset named {name!r}. Close matches: "
-                          f"{', '.join(close) or 'none'}. List all names with "
-                          "`python -c 'import tensorflow_datasets as tfds; "
-                          "print(tfds.list_builders())'`.") from None
-    searched = data_dir or "the tfds default (~/tensorflow_datasets)"
-    download_module.ensure_prepared(builder, name, searched, download)
-    splits = []
-    for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
-        if split.split("[")[0] not in builder.info.splits:
-            raise ConfigError(f"{name!r} has no split {split!r}; available: "
-                              f"{sorted(builder.info.splits)}.")
-        size = _subset_size(requested, builder.info.splits[split].num_examples, split)
-        if requested is not None and "[" not in split:
-            split = f"{split}[:{size}]"
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        splits.append(ds.take(size))
-    if not {"image", "label"} <= set(builder.info.features):
-        raise InputError(f"{name!r} has features {list(builder.info.features)}; only "
-                         "datasets with 'image' and 'label' features are supported.")
-    label = builder.info.features["label"]
-    meta = dict(num_classes=label.num_classes,
-                image_shape=tuple(builder.info.features["image"].shape),
-                class_names=tuple(label.names) if label.names else None)
-    return splits[0], splits[1], meta
-
-
-def _folder_split(directory, split, requested, class_names=None):
+def folder_split(directory, split, requested, class_names=None):
     """Lists ``<directory>/<split>/<class>/*`` as (class names, paths, labels)."""
     root = os.path.join(directory, split)
     if not tf.io.gfile.isdir(root):
@@ -361,42 +246,5 @@ def _folder_split(directory, split, requested, class_names=None):
     if not paths:
         raise InputError(f"No .png/.jpg/.jpeg images under {root}/<class_name>/.")
     order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
-    order = order[:_subset_size(requested, len(paths), split)]
+    order = order[:subset_size(requested, len(paths), split)]
     return classes, [paths[i] for i in order], [labels[i] for i in order]
-
-
-def _image_size(path):
-    """Returns (height, width) from the file header, without decoding pixels."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    try:
-        return tuple(int(v) for v in tf.io.extract_jpeg_shape(data)[:2].numpy())
-    except tf.errors.InvalidArgumentError:
-        raise InputError(f"{path} is neither a PNG nor a JPEG image.") from None
-
-
-def _load_folder(directory, train_split, eval_split, train_examples, eval_examples):
-    if not directory or not tf.io.gfile.isdir(directory):
-        raise MissingInputError(f"Dataset folder {directory!r} does not exist; pass "
-                                "directory=<root> holding <split>/<class_name>/*.png.")
-    class_names, *train = _folder_split(directory, train_split, train_examples)
-    _, *evals = _folder_split(directory, eval_split, eval_examples, class_names)
-    height, width = _image_size(train[0][0])
-    for path in train[0] + evals[0]:
-        if _image_size(path) != (height, width):
-            raise InputError(f"{path} is {_image_size(path)} (HxW) but the images must "
-                             f"all be {(height, width)} like {train[0][0]}; resize it.")
-    shape = (height, width, 3)
-
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                                   expand_animations=False, dtype=tf.uint8)
-        return tf.ensure_shape(image, shape), label
-
-    datasets = [tf.data.Dataset.from_tensor_slices((paths, np.int32(labels)))
-                .map(decode, num_parallel_calls=AUTOTUNE) for paths, labels in (train, evals)]
-    meta = dict(num_classes=len(class_names), image_shape=shape,
-                class_names=tuple(class_names))
-    return datasets[0], datasets[1], meta

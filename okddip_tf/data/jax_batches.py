@@ -1,9 +1,9 @@
 """Batches for `okddip train` on JAX: the arrays live on the accelerator and are augmented there.
 
 The host only draws, per epoch, the example order and each example's crop offsets and flip
-(`okddip_tf.arrays.epoch_draws`, a pure function of (seed, epoch)); a jitted pre-step gathers the
-batch from the device-resident images and crops and flips it as a whole, so no image goes through
-Python and the step's input is already on the device. Normalisation happens inside the model
+(`okddip_tf.data.epochs.epoch_draws`, a pure function of (seed, epoch)); a jitted pre-step gathers
+the batch from the device-resident images and crops and flips it as a whole, so no image goes
+through Python and the step's input is already on the device. Normalisation happens inside the model
 (its first layer), in the jitted training step. No TensorFlow is imported.
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from okddip_tf import arrays
+from okddip_tf.data.epochs import crop_flip, epoch_batches, epoch_numbers
 
 
 @functools.partial(jax.jit, static_argnames=("augment",))
@@ -22,7 +22,7 @@ def device_batch(images, labels, index, offset_y, offset_x, flip, augment=True):
     """The batch `index` of the device arrays, cropped and flipped by the given draws."""
     batch = jnp.take(images, index, axis=0)
     if augment:
-        batch = arrays.crop_flip(jnp, batch, offset_y, offset_x, flip)
+        batch = crop_flip(jnp, batch, offset_y, offset_x, flip)
     return batch, jnp.take(labels, index, axis=0)
 
 
@@ -36,7 +36,7 @@ class DeviceBatches:
     def __init__(self, images, labels, *, batch_size, augment, seed, epochs, initial_epoch):
         self.images, self.labels = jax.device_put(images), jax.device_put(labels)
         self.size, self.batch_size, self.augment, self.seed = len(images), batch_size, augment, seed
-        self.epochs = arrays.epoch_numbers(epochs, initial_epoch)
+        self.epochs = epoch_numbers(epochs, initial_epoch)
         self.passes = 0
 
     def __len__(self):
@@ -47,7 +47,7 @@ class DeviceBatches:
         epochs = self.epochs if self.epochs is not None else [self.passes]
         self.passes += 1
         for epoch in epochs:
-            for draws in arrays.epoch_batches(self.seed, epoch, self.size, self.batch_size):
+            for draws in epoch_batches(self.seed, epoch, self.size, self.batch_size):
                 yield device_batch(self.images, self.labels, *draws, augment=self.augment)
 
 

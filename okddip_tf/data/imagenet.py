@@ -11,8 +11,8 @@ augmented inside tf.data:
 
 Images leave the pipeline as uint8 [0, 255] (the models normalise them, with the ImageNet mean and
 std) and labels as int32. Shuffling and augmentation are a pure function of (seed, epoch), as in
-`okddip_tf.data`, so a resumed run sees the batches of a run never stopped. Nothing is downloaded:
-`imagenet2012` must be prepared by the user (its archives need a manual download, see
+`okddip_tf.data.pipeline`, so a resumed run sees the batches of a run never stopped. Nothing is
+downloaded: `imagenet2012` must be prepared by the user (its archives need a manual download, see
 `load_datasets`).
 
 Select it with `data.pipeline="imagenet"` (see configs/imagenet_resnet34.py).
@@ -25,7 +25,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf import data
+from okddip_tf.data import pipeline
+from okddip_tf.data.info import DatasetInfo
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
@@ -113,7 +114,7 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
       FileNotFoundError: the tfds dataset is not prepared, or the folder is missing.
       ValueError: bad arguments or inconsistent folders.
     """
-    data._check_batch_size(batch_size)  # pylint: disable=protected-access
+    pipeline.check_batch_size(batch_size)
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
     resize_size = resize_size or default_resize_size(image_size)
@@ -131,19 +132,16 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
     if num_train < batch_size:
         raise ValueError(f"The training set has {num_train} examples, fewer than "
                          f"batch_size={batch_size}: drop_remainder would give 0 steps.")
-    info = data.DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
-                            image_shape=(image_size, image_size, 3), pixel_mean=IMAGENET_MEAN,
-                            pixel_std=IMAGENET_STD, **meta)
+    info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
+                       image_shape=(image_size, image_size, 3), pixel_mean=IMAGENET_MEAN,
+                       pixel_std=IMAGENET_STD, **meta)
     if cache:
         train, evals = train.cache(), evals.cache()
-    keys = data._epoch_keys(seed, epochs, initial_epoch)  # pylint: disable=protected-access
+    keys = pipeline.epoch_keys(seed, epochs, initial_epoch)
 
     def one_epoch(key):
         shuffle_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-        tf.random.set_seed(1)  # as in okddip_tf.data: the shuffle then depends on `key` alone
-        shuffle_seed = tf.random.stateless_uniform([], shuffle_key, minval=None, maxval=None,
-                                                   dtype=tf.int64)
-        ds = train.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        ds = pipeline.shuffle_epoch(train, shuffle_key, shuffle_buffer)
         if augment:
             ds = ds.enumerate().map(lambda i, example: (train_image(
                 example[0], tf.random.experimental.stateless_fold_in(augment_key, i),
@@ -183,8 +181,7 @@ def load_tfds_encoded(name, data_dir, train_split, eval_split, train_examples, e
         if split.split("[")[0] not in builder.info.splits:
             raise ValueError(f"{name!r} has no split {split!r}; available: "
                              f"{sorted(builder.info.splits)}.")
-        size = data._subset_size(  # pylint: disable=protected-access
-            requested, builder.info.splits[split].num_examples, split)
+        size = pipeline.subset_size(requested, builder.info.splits[split].num_examples, split)
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
                                 decoders={"image": tfds.decode.SkipDecoding()})
         splits.append(ds.take(size).map(lambda image, label: (image, tf.cast(label, tf.int32))))
@@ -199,9 +196,8 @@ def load_folder_encoded(directory, train_split, eval_split, train_examples, eval
     if not directory or not tf.io.gfile.isdir(directory):
         raise FileNotFoundError(f"Dataset folder {directory!r} does not exist; pass "
                                 "directory=<root> holding <split>/<class_name>/*.jpg.")
-    # pylint: disable=protected-access
-    class_names, *train = data._folder_split(directory, train_split, train_examples)
-    _, *evals = data._folder_split(directory, eval_split, eval_examples, class_names)
+    class_names, *train = pipeline.folder_split(directory, train_split, train_examples)
+    _, *evals = pipeline.folder_split(directory, eval_split, eval_examples, class_names)
     datasets = [tf.data.Dataset.from_tensor_slices((paths, np.int32(labels)))
                 .map(lambda path, label: (tf.io.read_file(path), label),
                      num_parallel_calls=AUTOTUNE)

@@ -11,10 +11,10 @@ Two layouts are read, for each split name (``data.train_split``, ``data.eval_spl
 Optional keys: ``num_classes`` (else the largest label + 1) and ``class_names``.
 
 Training order and augmentation are host-side random draws that depend only on (seed, epoch)
-(`epoch_draws`), so a resumed run sees the batches of a run that never stopped; the crop and flip
-(`crop_flip`, the same semantics as `okddip_tf.data.augment_image`) run on the batch as a whole:
-in a jitted pre-step on the accelerator under JAX (`okddip_tf.jax_input`), in NumPy on the host
-inside a tf.data pipeline under TensorFlow.
+(`okddip_tf.data.epochs`), so a resumed run sees the batches of a run that never stopped; the
+crop and flip (the same semantics as `okddip_tf.data.pipeline.augment_image`) run on the batch as
+a whole: in a jitted pre-step on the accelerator under JAX (`okddip_tf.data.jax_batches`), in
+NumPy on the host inside a tf.data pipeline under TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import os
 
 import numpy as np
 
-from okddip_tf.dataset_info import KNOWN_PIXEL_STATS, DatasetInfo
+from okddip_tf.data.epochs import crop_flip, epoch_batches, epoch_numbers
+from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
 
-PAD = 4  # zero-padding before the random crop, as in okddip_tf.data
 STATS_EXAMPLES = 5000  # leading training images whose pixels give an unknown dataset's mean/std
 LAYOUT_HELP = ("an .npz with x_<split> (uint8 [N, H, W, 3]) and y_<split> (integer [N]), or the "
                "JPEG layout <split>_jpeg, <split>_offsets and y_<split>")
@@ -144,63 +144,6 @@ def pixel_stats(images, max_examples=STATS_EXAMPLES):
     pixels = images[:max_examples].reshape(-1, images.shape[-1]).astype(np.float64)
     return tuple(map(float, pixels.mean(axis=0))), tuple(map(float, pixels.std(axis=0)))
 
-
-def epoch_draws(seed, epoch, size, pad=PAD):
-    """An epoch's example order and augmentation draws, a pure function of (seed, epoch).
-
-    Returns ``(order, offset_y, offset_x, flip)``, each ``[size]``: position i of the epoch shows
-    example ``order[i]``, cropped at rows ``offset_y[i]..+H`` and columns ``offset_x[i]..+W`` of
-    the zero-padded image (offsets uniform in ``[0, 2 * pad]``), mirrored when ``flip[i]``
-    (probability 1/2).
-    """
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    order = rng.permutation(size).astype(np.int32)
-    offset_y, offset_x = rng.integers(0, 2 * pad + 1, size=(2, size), dtype=np.int32)
-    flip = rng.random(size) < 0.5
-    return order, offset_y, offset_x, flip
-
-
-def crop_flip(xp, images, offset_y, offset_x, flip, pad=PAD):
-    """Pads a batch with `pad` zeros, crops each image at its offsets, mirrors the flipped ones.
-
-    The semantics of `okddip_tf.data.augment_image` (pad 4, random crop of the input size, random
-    left-right flip of the crop), with the draws given. `xp` is `numpy` or `jax.numpy`: one gather
-    per axis, so the whole batch is cropped at once (on the accelerator under JAX).
-
-    Args:
-      images: ``[B, H, W, C]``.
-      offset_y, offset_x: ``[B]`` integers in ``[0, 2 * pad]``.
-      flip: ``[B]`` booleans.
-    """
-    height, width = images.shape[1], images.shape[2]
-    padded = xp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = offset_y[:, None] + xp.arange(height)[None, :]
-    columns = xp.where(flip[:, None], offset_x[:, None] + (width - 1 - xp.arange(width))[None, :],
-                       offset_x[:, None] + xp.arange(width)[None, :])
-    cropped = xp.take_along_axis(padded, rows[:, :, None, None], axis=1)
-    return xp.take_along_axis(cropped, columns[:, None, :, None], axis=2)
-
-
-def epoch_batches(seed, epoch, size, batch_size):
-    """Yields ``(index, offset_y, offset_x, flip)`` of every full batch of epoch `epoch`."""
-    order, offset_y, offset_x, flip = epoch_draws(seed, epoch, size)
-    for start in range(0, size - batch_size + 1, batch_size):
-        part = slice(start, start + batch_size)
-        yield order[part], offset_y[part], offset_x[part], flip[part]
-
-
-def epoch_numbers(epochs, initial_epoch):
-    """The epochs a training stream holds: initial..epochs-1, or (epochs None) one per pass."""
-    if epochs is None:
-        if initial_epoch:
-            raise ValueError("initial_epoch needs epochs: pass the epoch to stop before.")
-        return None
-    if not 0 <= initial_epoch < epochs:
-        raise ValueError(f"Need 0 <= initial_epoch < epochs, got initial_epoch={initial_epoch} "
-                         f"and epochs={epochs}.")
-    return range(initial_epoch, epochs)
-
-
 class HostBatches:
     """Training batches made on the host (NumPy): each iteration is the next epoch(s)."""
 
@@ -248,7 +191,7 @@ def load_datasets(*, name="cifar100", path=None, train_split="train", eval_split
                   augment=True, seed=None, epochs=None, initial_epoch=0):
     """The npz source's training and evaluation batches for the Keras backend in use.
 
-    JAX: `okddip_tf.jax_input` batches (the arrays on the accelerator, augmented there); no
+    JAX: `okddip_tf.data.jax_batches` batches (the arrays on the accelerator, augmented there); no
     TensorFlow is imported. TensorFlow: tf.data pipelines of the same batches. The arguments
     mean what they mean in `okddip_tf.data.load_datasets` (shuffling is a full permutation per
     epoch, so there is no shuffle buffer, and the arrays are always in memory).
@@ -274,9 +217,10 @@ def load_datasets(*, name="cifar100", path=None, train_split="train", eval_split
                    augment=augment, seed=seed, epochs=epochs, initial_epoch=initial_epoch)
     backend = keras.backend.backend()
     if backend == "jax":
-        from okddip_tf import jax_input  # pylint: disable=import-outside-toplevel
+        # Imported here: JAX is only needed (and installed) for the JAX backend.
+        from okddip_tf.data import jax_batches  # pylint: disable=import-outside-toplevel
 
-        return (*jax_input.make_batches(train, evals, **options), info)
+        return (*jax_batches.make_batches(train, evals, **options), info)
     if backend == "tensorflow":
         return (*tf_datasets(train, evals, **options), info)
     raise ValueError(f"data.source='npz' supports the jax and tensorflow Keras backends, not "
