@@ -307,10 +307,13 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
                download=True):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
+    from okddip_tf import compat  # pylint: disable=import-outside-toplevel
+
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    not_found = compat.dataset_not_found_error()  # before the try: a moved class fails every run
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except not_found:
         close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
         raise ConfigError(f"tfds does not know a dataset named {name!r}. Close matches: "
                           f"{', '.join(close) or 'none'}. List all names with "

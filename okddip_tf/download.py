@@ -100,10 +100,12 @@ def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOU
       FileNotFoundError: the dataset is not prepared and is not downloaded here (downloads
         off, hosts unreachable, or tfds lists no download URLs to check).
     """
-    urls = sorted((getattr(builder, "url_infos", None) or {}).keys())
-    failures = {}
+    from okddip_tf import compat  # pylint: disable=import-outside-toplevel
 
-    def reachable():
+    urls, failures = [], {}
+
+    def reachable():  # the URLs are read only here: a prepared dataset needs none
+        urls.extend(compat.download_urls(builder))
         failures.update(unreachable(urls, timeout) if urls else {})
         return bool(urls) and not failures
 
