@@ -25,6 +25,7 @@ import types
 TESTED = {"keras": "keras>=3.15,<3.16", "tensorflow": "tensorflow>=2.21,<2.22",
           "tensorflow-datasets": "tensorflow-datasets==4.9.10"}
 _MODULES = {"keras": "keras", "tensorflow": "tensorflow", "tensorflow-datasets": "tensorflow_datasets"}
+_VARIANTS = {"tensorflow": ("tensorflow-cpu", "tensorflow-macos")}  # other wheels of one package
 
 
 class PrivateAPIChanged(RuntimeError):
@@ -37,7 +38,7 @@ class PrivateAPIChanged(RuntimeError):
 
 def installed_version(distribution):
     """The installed version of `distribution` ("keras", "tensorflow", ...), or "unknown"."""
-    for name in (distribution, f"{distribution}-cpu", f"{distribution}-macos"):
+    for name in (distribution, *_VARIANTS.get(distribution, ())):
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
