@@ -32,7 +32,7 @@ def get_base_config():
             {key: placeholder(int) if value is None else value for key, value in defaults.items()})
 
     config.data = config_dict.ConfigDict()
-    config.data.source = "tfds"  # tfds | folder | npz (arrays; needs no TensorFlow: arrays.py)
+    config.data.source = "tfds"  # tfds | folder | npz (arrays; no TensorFlow needed: data/npz.py)
     config.data.name = "cifar100"  # the tfds name
     config.data.data_dir = placeholder(str)  # None: $TFDS_DATA_DIR, then tfds' default
     config.data.directory = placeholder(str)  # source=folder: <directory>/<split>/<class>/*.png
@@ -49,7 +49,7 @@ def get_base_config():
     # A tfds dataset missing from data_dir is downloaded once (when its host answers within
     # seconds); False, or the environment variable OKDDIP_OFFLINE=1, never downloads.
     config.data.download = True
-    config.data.pipeline = "cifar"  # cifar | imagenet (okddip_tf/imagenet.py: crops of any size)
+    config.data.pipeline = "cifar"  # cifar | imagenet (okddip_tf/data/imagenet.py: any size)
     config.data.image_size = 224  # pipeline=imagenet: the crop size
 
     config.optim = config_dict.ConfigDict()

@@ -14,6 +14,7 @@ import shutil
 
 import keras
 
+from okddip_tf import compat
 from okddip_tf.errors import ConfigError, InputError
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "auto")
@@ -171,25 +172,24 @@ def enable_multi_worker_fit(model, strategy):
     if not (model.built and model.optimizer is not None and model.optimizer.built):
         raise ValueError("Build the model and its optimizer before fit under "
                          "MultiWorkerMirroredStrategy.")
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    compat.skip_symbolic_build(model)
+    compat.replace_reduce_per_replica(scalar_mean_over_workers)
 
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "okddip_scalar_fix", False):
-        return
+
+def scalar_mean_over_workers(original):
+    """Keras' `reduce_per_replica` with logged scalars averaged over the workers (axis=None)."""
 
     def reduce_per_replica(values, strategy, reduction):
         def reduce(value):
             if (reduction in ("auto", "mean") and getattr(value, "shape", None) is not None
                     and value.shape.rank == 0
-                    and tf_trainer._collective_all_reduce_multi_worker(strategy)):
+                    and compat.collective_all_reduce_multi_worker(strategy)):
                 return strategy.reduce("MEAN", value, axis=None)
             return original(value, strategy, reduction)
 
         return keras.tree.map_structure(reduce, values)
 
-    reduce_per_replica.okddip_scalar_fix = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    return reduce_per_replica
 
 
 def shard_by_example(dataset):

@@ -6,6 +6,8 @@ import platform
 import subprocess
 import sys
 
+from okddip_tf import compat
+
 
 def cpu_kind():
     """The CPU's model name and kind: "AVX-512 + BF16", "AVX-512", "AVX2" (from /proc/cpuinfo).
@@ -48,13 +50,12 @@ def describe():
 
 
 def onednn_in_use():
-    """Whether the loaded TensorFlow runs its oneDNN kernels (the env var, or its own default)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+    """Whether the loaded TensorFlow runs its oneDNN kernels (the env var, or its own default).
 
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return None
+    Raises compat.PrivateAPIChanged where TensorFlow no longer answers this privately: a benchmark
+    must not record a silent None for the kernels it timed.
+    """
+    return compat.onednn_enabled()
 
 
 def _git(directory, *args):

@@ -11,6 +11,8 @@ buffer in gradient units:
 import keras
 from keras import ops
 
+from okddip_tf import compat
+
 
 @keras.saving.register_keras_serializable(package="okddip_tf")
 class CoupledSGD(keras.optimizers.SGD):
@@ -37,7 +39,7 @@ class CoupledSGD(keras.optimizers.SGD):
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * gradient)
             return
-        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = self.momentums[compat.variable_index(self, variable)]
         momentum = ops.cast(self.momentum, variable.dtype)
         self.assign(buffer, momentum * buffer + gradient)
         step = gradient + momentum * buffer if self.nesterov else buffer

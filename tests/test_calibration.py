@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from tensorflow.lite.tools import flatbuffer_utils
 
+from okddip_tf import compat
 from okddip_tf.deploy import calibration, tflite
 from okddip_tf.group import GroupModel
 
@@ -61,7 +61,7 @@ def leader_and_images(tmp_path_factory):
 
 def calibrated_ranges(model_bytes):
     """{tensor name: (min, max)} of a calibrated model, and its tensor names by signature name."""
-    model = flatbuffer_utils.convert_bytearray_to_object(model_bytes)
+    model = compat.tflite_model_object(model_bytes)
     subgraph = model.subgraphs[0]
     ranges = {t.name.decode(): (float(t.quantization.min[0]), float(t.quantization.max[0]))
               for t in subgraph.tensors
@@ -108,7 +108,7 @@ def test_percentile_int8_file_is_integer_only_and_close_to_keras(leader_and_imag
     classifier = tflite.TFLiteClassifier(model_content=content)
     assert classifier.input_dtype == np.uint8
     assert {d["dtype"] for d in classifier.output_details.values()} == {np.int8}
-    model = flatbuffer_utils.convert_bytearray_to_object(content)
+    model = compat.tflite_model_object(content)
     float_tensors = [t.name.decode() for t in model.subgraphs[0].tensors if t.type == 0]
     assert not float_tensors, float_tensors  # full integer: no float32 tensor anywhere
     expected = leader.predict(images.astype(np.float32), verbose=0)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert import interpreter as litert
-from tensorflow.lite.tools import flatbuffer_utils
 
+from okddip_tf import compat
 from okddip_tf.deploy import interpreter, tflite
 
 
@@ -49,7 +49,7 @@ def litert_hidden():
 def run_all_tensors(content, x):
     """{tensor index: value} of the model's float tensors after one run with all kept (the
     interpreter's own scratch tensors, listed after them, may hold anything)."""
-    count = len(flatbuffer_utils.convert_bytearray_to_object(content).subgraphs[0].tensors)
+    count = len(compat.tflite_model_object(content).subgraphs[0].tensors)
     runner = interpreter.make_interpreter(model_content=content, keep_all_tensors=True)
     runner.resize_tensor_input(runner.get_input_details()[0]["index"], x.shape)
     runner.allocate_tensors()

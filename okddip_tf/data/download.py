@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from okddip_tf import compat
 from okddip_tf.errors import ConfigError, MissingInputError
 
 OFFLINE_ENV = "OKDDIP_OFFLINE"
@@ -100,10 +101,10 @@ def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOU
       FileNotFoundError: the dataset is not prepared and is not downloaded here (downloads
         off, hosts unreachable, or tfds lists no download URLs to check).
     """
-    urls = sorted((getattr(builder, "url_infos", None) or {}).keys())
-    failures = {}
+    urls, failures = [], {}
 
-    def reachable():
+    def reachable():  # the URLs are read only here: a prepared dataset needs none
+        urls.extend(compat.download_urls(builder))
         failures.update(unreachable(urls, timeout) if urls else {})
         return bool(urls) and not failures
 

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf import progress
+from okddip_tf import compat, progress
 from okddip_tf.data import download as download_module
 from okddip_tf.data import imagenet, npz
 from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
@@ -112,9 +112,10 @@ def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_exa
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    not_found = compat.dataset_not_found_error()  # before the try: a moved class fails every run
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except not_found:
         close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
         raise ConfigError(f"tfds does not know a dataset named {name!r}. Close matches: "
                           f"{', '.join(close) or 'none'}. List all names with "

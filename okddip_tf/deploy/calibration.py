@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from okddip_tf import compat
+
 METHODS = ("percentile", "minmax")
 DEFAULT_PERCENTILE = 99.999
 BATCH = 50
@@ -82,11 +84,9 @@ def narrow_ranges(calibrated_model, images, percentile=DEFAULT_PERCENTILE):
     range's sign structure is kept (a ReLU output's minimum stays 0).
     Returns (new model bytes, {tensor name: (old_min, old_max, new_min, new_max)}).
     """
-    from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
-
     from okddip_tf.deploy import interpreter as runtime  # pylint: disable=import-outside-toplevel
 
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated_model)
+    model = compat.tflite_model_object(calibrated_model)
     if len(model.subgraphs) != 1:
         raise ValueError(f"Expected a single-subgraph model, got {len(model.subgraphs)}.")
     subgraph = model.subgraphs[0]
@@ -123,7 +123,7 @@ def narrow_ranges(calibrated_model, images, percentile=DEFAULT_PERCENTILE):
         quantization.min = np.array([new_min], np.float32)
         quantization.max = np.array([new_max], np.float32)
         changes[subgraph.tensors[i].name.decode()] = (old_min, old_max, new_min, new_max)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changes
+    return compat.tflite_model_bytes(model), changes
 
 
 def _has_range(tensor):

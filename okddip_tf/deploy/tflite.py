@@ -9,6 +9,7 @@ dynamic batch) and outputs `logits` and `probabilities`.
 import numpy as np
 import tensorflow as tf
 
+from okddip_tf import compat
 from okddip_tf.deploy import calibration
 from okddip_tf.deploy.interpreter import make_interpreter
 from okddip_tf.errors import UsageError
@@ -91,22 +92,18 @@ def make_converter(saved_model_dir, fmt, representative_images=None):
 
 def calibrate_only(converter):
     """The float model with the activation ranges TFLite's calibrator recorded (bytes)."""
-    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    compat.calibrate_only(converter, True)
     try:
         return converter.convert()
     finally:
-        converter._experimental_calibrate_only = False  # pylint: disable=protected-access
+        compat.calibrate_only(converter, False)
 
 
 def quantize_calibrated(calibrated, converter):
     """What `converter.convert()` does after calibrating, for a (re-ranged) calibrated model:
     the same MLIR quantiser with the converter's input and output types."""
-    from tensorflow.lite.python import convert as lite_convert  # pylint: disable=import-outside-toplevel
-
-    quantised = lite_convert.mlir_quantize(
-        calibrated, input_data_type=converter.inference_input_type,
-        output_data_type=converter.inference_output_type)
-    return lite_convert.deduplicate_readonly_buffers(quantised)
+    return compat.quantize_calibrated(calibrated, converter.inference_input_type,
+                                      converter.inference_output_type)
 
 
 class TFLiteClassifier:

@@ -31,6 +31,7 @@ import inspect
 import keras
 from keras import layers
 
+from okddip_tf import compat
 from okddip_tf.models import Backbone
 
 PREPROCESSING_LAYERS = (layers.Rescaling, layers.Normalization)
@@ -183,9 +184,7 @@ def call_factory(factory, factory_kwargs):
 
 
 def check_functional(model):
-    from keras.src.models.functional import Functional  # pylint: disable=import-outside-toplevel
-
-    if not isinstance(model, (Functional, keras.Sequential)):
+    if not isinstance(model, (compat.functional_model_class(), keras.Sequential)):
         raise ValueError(f"{type(model).__name__} is a subclassed model, whose layers cannot be "
                          "split; build it with the functional API (keras.Model(inputs, outputs)).")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -199,12 +198,11 @@ def check_functional(model):
 
 def producer(tensor):
     """The layer that produced a functional model's tensor."""
-    return tensor._keras_history.operation  # pylint: disable=protected-access
+    return compat.keras_history(tensor)[0]
 
 
 def producer_inputs(tensor):
-    operation, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
-    return operation._inbound_nodes[node_index].input_tensors  # pylint: disable=protected-access
+    return compat.inbound_tensors(tensor)
 
 
 def is_softmax(activation):
@@ -282,8 +280,7 @@ def split_points(template, features, logits):
 
 def first_layer_normalises(template):
     consumers = [layer for layer in template.layers[1:] if any(
-        t is template.inputs[0] for node in layer._inbound_nodes  # pylint: disable=protected-access
-        for t in node.input_tensors)]
+        t is template.inputs[0] for inputs in compat.call_inputs(layer) for t in inputs)]
     return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers)
 
 
