@@ -190,6 +190,13 @@ class GroupModel(keras.Model):
         return self.method.loss(labels, outputs, temperature=self.temperature,
                                 distill_weight=weight)
 
+    # Two ways to train, one loss. On TensorFlow the group runs its own `train_step` (the design
+    # card's custom step: one tape over the two-level loss, the loss scaled for the replicas of a
+    # tf.distribute strategy, every term logged). Keras' JAX trainer cannot take a TF-style
+    # train_step (it compiles a stateless step of its own), so there Keras' default steps call
+    # `compute_loss` and `compute_metrics` below, which compute and log the same terms through
+    # `compute_group_loss`. tests/test_jax_backend.py checks both give the same step.
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The total loss, scaled for the replicas; lets Keras' default steps train the group.
 
