@@ -20,8 +20,9 @@ import warnings
 import keras
 import numpy as np
 
-from okddip_tf import atomic_files
+from okddip_tf import atomic_files, methods
 from okddip_tf.callbacks import non_finite_losses
+from okddip_tf.config import get_base_config
 from okddip_tf.errors import InputError, MissingInputError
 
 LAST_CHECKPOINT = "last.keras"
@@ -144,8 +145,6 @@ def upgrade_saved(saved):
     New keys are added with defaults that keep what older runs did, so a run saved before a key
     existed ran as its default says.
     """
-    from okddip_tf.config import get_base_config  # pylint: disable=import-outside-toplevel
-
     saved = {MOVED_KEYS.get(key, key): value for key, value in saved.items()}
     defaults = flatten(json.loads(json.dumps(get_base_config().to_dict(), default=float)))
     return {**defaults, **saved}
@@ -157,12 +156,9 @@ def config_differences(saved, config):
     Only the sections a run reads count: not `tuner` (`okddip tune` reads it), nor the option
     sections of methods other than the run's.
     """
-    from okddip_tf import methods  # pylint: disable=import-outside-toplevel
-
     current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
     saved = upgrade_saved(flatten(saved))
-    unread = set(methods.config_sections()) - set(
-        methods.get_method_class(config.model.method).sections)
+    unread = set(methods.config_sections()) - set(methods.get_spec(config.model.method).sections)
     unread.add("tuner")
     keys = {key for key in saved.keys() | current.keys()
             if key not in RESUMABLE_CHANGES and key.split(".")[0] not in unread}

@@ -361,11 +361,6 @@ def run():
     if any(arg in HELP_ARGS for arg in argv[1:]):
         command = find_command(argv)
         return print_help(command_help(command) if command else tool_help())
-    if (find_command(argv) in ("train", "tune") and any(arg.startswith(("--config=", "-config="))
-                                                        for arg in argv[1:])
-            and not wants(argv, "tf_logs", quiet.ENV_SHOW)):
-        # Loading a config file imports the methods, and with them Keras and TensorFlow.
-        quiet.quieten()
     return app.run(main, argv=argv, flags_parser=parse_flags)
 
 

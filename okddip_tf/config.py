@@ -1,12 +1,17 @@
 """The base config: every key okddip_tf reads, with its default. Files in configs/ change a few.
 
 Defaults follow the paper's CIFAR recipe and the authors' code (see decisions.md in the docs).
+Plain data: this module and what it imports (the methods' declarations, okddip_tf.methods.specs)
+load neither Keras nor TensorFlow, so a wrong key or value is reported before either starts.
 """
+
+import importlib.util
+import os
 
 from ml_collections import config_dict
 
-from okddip_tf import methods
 from okddip_tf.errors import ConfigError, MissingInputError
+from okddip_tf.methods import specs
 
 placeholder = config_dict.placeholder
 
@@ -15,7 +20,7 @@ def get_base_config():
     config = config_dict.ConfigDict()
 
     config.model = config_dict.ConfigDict()
-    config.model.method = "okddip"  # a name in okddip_tf.methods.METHODS
+    config.model.method = "okddip"  # a name in okddip_tf.methods.SPECS
     config.model.backbone = "resnet32"  # registered name, or package.module:factory (own model)
     config.model.split_stage = placeholder(int)  # first per-student stage (None: the paper's)
     config.model.split_at = placeholder(str)  # own model: the layer the branches start after
@@ -26,8 +31,8 @@ def get_base_config():
     config.model.sync_batchnorm = "auto"
 
     # One section per method option group (config.okddip, config.kd, ...), declared by the
-    # methods themselves (okddip_tf/methods/); a run reads the sections of its model.method.
-    for section, defaults in methods.config_sections().items():
+    # methods' declarations (okddip_tf/methods/specs.py); a run reads those of its model.method.
+    for section, defaults in specs.config_sections().items():
         config[section] = config_dict.ConfigDict(
             {key: placeholder(int) if value is None else value for key, value in defaults.items()})
 
@@ -102,7 +107,7 @@ def get_base_config():
     config.tuner.num_students = (2, 3, 4, 5)  # model.num_students, choices
     # The methods' own knobs (e.g. attention_dim: okddip.attention_dim, choices); a search uses
     # those of its model.method.
-    for knob in methods.tuner_knobs().values():
+    for knob in specs.tuner_knobs().values():
         config.tuner[knob.name] = knob.default
     return config
 
@@ -147,13 +152,14 @@ def paper_config(dataset, method, arg=None, *, num_students=4, sharing="branch",
     config.data.name = dataset
     config.model.method = method
     # One student for single-network methods (baseline, KD).
-    config.model.num_students = min(num_students, methods.get_method_class(method).max_students)
+    spec = specs.get_spec(method)
+    config.model.num_students = min(num_students, spec.max_students)
     config.model.sharing = sharing
     if args.get("network"):
         config.model.sharing = "network"
     if args.get("branch"):
         config.model.sharing = "branch"
-    if method in ("kd", "okddip_kd"):  # the paper's teacher: the bottleneck ResNet-110 baseline
+    if spec.needs_teacher:  # the paper's teacher: the bottleneck ResNet-110 baseline
         config.kd.teacher_config = (f"configs/{dataset}_resnet32_baseline.py:smoke"
                                     if args["smoke"] else f"configs/{dataset}_resnet110_baseline.py")
     return apply_smoke(config) if args["smoke"] else config
@@ -177,6 +183,9 @@ def validate_config(config):
         if not ok:
             raise ConfigError(f"Invalid config: {message}. Fix it in the config file or with "
                               f"--config.<section>.<key>=<value>.")
+    # The method's declaration: a known name, and a group size and sharing it trains.
+    specs.check_group(specs.get_spec(config.model.method), config.model.num_students,
+                      config.model.sharing)
 
 
 def load_config_file(spec):
@@ -185,9 +194,6 @@ def load_config_file(spec):
     A relative path is looked up from the working directory, then from the repository root (so
     "configs/..." works from anywhere inside a checkout).
     """
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    import os  # pylint: disable=import-outside-toplevel
-
     path, _, arg = spec.partition(":")
     candidates = [path]
     if not os.path.isabs(path):

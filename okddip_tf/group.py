@@ -61,8 +61,9 @@ class GroupModel(keras.Model):
       num_students: m, the group size (the method says which sizes it takes).
       sharing: "branch" (shared trunk, last stage per student) or "network" (m networks).
       temperature: T of the distillation terms.
-      method: a registered method name (see `okddip_tf.methods.METHODS`) or a
-        `okddip_tf.methods.Method` instance.
+      method: a registered method name (see `okddip_tf.methods.SPECS`) or a
+        `okddip_tf.methods.Method` instance, used as it is (`okddip train` builds one with
+        `builders.build_method`); an instance another group already uses is copied.
       method_options: the method's options by name (e.g. {"attention": "mean"} for OKDDip).
       image_shape: (H, W, 3) of the inputs the leader is built for; None keeps H, W dynamic.
       pixel_mean, pixel_std: per-channel normalisation in [0, 255] units (first layer).
@@ -88,7 +89,7 @@ class GroupModel(keras.Model):
         spec = resolve_backbone(backbone)
         if spec.raw_pixels:  # the network normalises its input itself
             pixel_mean, pixel_std = (0.0,) * len(pixel_mean), (1.0,) * len(pixel_std)
-        self.method = create_method(method, method_options)
+        self.method = create_method(method, method_options)  # an unused instance as it is
         validate_group_args(num_classes, sharing, temperature)
         self.method.check_group(num_students, sharing)
         self.backbone, self.backbone_name, self.method_name = spec, spec.name, self.method.name
@@ -113,6 +114,7 @@ class GroupModel(keras.Model):
         self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn) for n in names]
         context = GroupContext(spec, num_classes, num_students, self.num_peers, sharing, sync_bn,
                                self.image_shape)
+        self.method.bound = True  # its layers are this group's from here on
         for name, layer in self.method.build_layers(context).items():
             if hasattr(self, name):
                 raise RuntimeError(f"Method {self.method_name!r} names a layer {name!r}, which the "
@@ -187,6 +189,13 @@ class GroupModel(keras.Model):
         weight = self.distill_weight if self.distill_weight is not None else 0.0
         return self.method.loss(labels, outputs, temperature=self.temperature,
                                 distill_weight=weight)
+
+    # Two ways to train, one loss. On TensorFlow the group runs its own `train_step` (the design
+    # card's custom step: one tape over the two-level loss, the loss scaled for the replicas of a
+    # tf.distribute strategy, every term logged). Keras' JAX trainer cannot take a TF-style
+    # train_step (it compiles a stateless step of its own), so there Keras' default steps call
+    # `compute_loss` and `compute_metrics` below, which compute and log the same terms through
+    # `compute_group_loss`. tests/test_jax_backend.py checks both give the same step.
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The total loss, scaled for the replicas; lets Keras' default steps train the group.

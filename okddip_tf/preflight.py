@@ -30,15 +30,15 @@ def check_config(config):
 
 
 def check_model(config):
-    """The model section and the method's options: a known backbone and method, options the
-    method takes, and a group size and sharing it can train."""
+    """The model section and the method's options: a known backbone, option values the method
+    takes, and a group it can train (the method is built as the run builds it, without its
+    teacher)."""
     # pylint: disable=import-outside-toplevel
-    from okddip_tf import methods, models
+    from okddip_tf import builders, models
 
     models.get_backbone(config.model.backbone)
     with config_errors():
-        method = methods.create_method(config.model.method, methods.options_from_config(config))
-        method.check_group(config.model.num_students, config.model.sharing)
+        builders.build_method(config)
 
 
 def check_search(config):

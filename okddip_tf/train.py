@@ -17,7 +17,6 @@ A workdir with a finished run is reported, not retrained; one with a different c
 """
 
 import dataclasses
-import inspect
 import os
 import re
 
@@ -25,83 +24,14 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, checkpointing, distribution, event_log, methods, models
+from okddip_tf import atomic_files, builders, checkpointing, distribution, event_log, teachers
 from okddip_tf.config import validate_config
-from okddip_tf.errors import ConfigError, InputError
-from okddip_tf.group import GroupModel
-from okddip_tf.optim import CoupledSGD, step_schedule
+from okddip_tf.errors import InputError
 
 # What metrics.json reports besides the method's number, read from the test split after each
 # epoch: every student's accuracy, the ensembles and the diversities the group logs.
 REPORTED = ("leader_accuracy", "peer_accuracy", "ensemble_accuracy", "student_accuracy",
             "student_ensemble_accuracy", "diversity", "student_diversity")
-
-
-def method_of(config, options=None):
-    """The method instance a config trains (its options read from the method's sections)."""
-    return methods.create_method(config.model.method,
-                                 options or methods.options_from_config(config))
-
-
-def prepare_method(config, workdir):
-    """The method's options for a run in `workdir`, after what the method prepares there.
-
-    (KD trains or locates its teacher; OKDDip without a leader draws its reported student.)
-    """
-    options = methods.options_from_config(config)
-    return {**options, **method_of(config, options).prepare(config, workdir)}
-
-
-def build_group(config, info, method_options=None):
-    """The group model for a dataset: the config's model section plus the dataset's shapes."""
-    kwargs = dict(config.model)
-    backbone_options = {key: kwargs.pop(key, None) for key in ("split_stage", "split_at",
-                                                                "batchnorm")}
-    if backbone_options["batchnorm"] == "pytorch":
-        backbone_options["batchnorm"] = None  # the default: a name stays a plain name
-    backbone = kwargs.pop("backbone")
-    if ":" in backbone:  # the user's own model: "package.module:factory"
-        backbone = models.from_keras(
-            backbone, split_at=backbone_options["split_at"],
-            factory_kwargs={"num_classes": info.num_classes, "input_shape": info.image_shape})
-        if backbone_options["split_stage"] is not None or backbone_options["batchnorm"]:
-            raise ConfigError("model.split_stage and model.batchnorm apply to registered "
-                             "backbones; your own model keeps its layers (use model.split_at).")
-    elif any(value is not None for value in backbone_options.values()):
-        backbone = models.resolve_backbone(backbone, **backbone_options)
-    return GroupModel(
-        backbone=backbone,
-        num_classes=info.num_classes,
-        image_shape=info.image_shape,
-        pixel_mean=info.pixel_mean,
-        pixel_std=info.pixel_std,
-        method_options=method_options or methods.options_from_config(config),
-        **kwargs,
-    )
-
-
-def build_optimizer(optim_config, steps_per_epoch):
-    """The paper's SGD (coupled L2, Nesterov) with the step-wise learning-rate drops.
-
-    `optim.weight_decay="decoupled"` gives Keras' SGD with decoupled weight decay
-    (w <- w - lr * l2 * w after the update) instead, the alternative of decision 9.
-    """
-    schedule = step_schedule(
-        steps_per_epoch,
-        optim_config.learning_rate,
-        tuple(optim_config.drop_epochs),
-        optim_config.drop_factor,
-    )
-    if optim_config.get("weight_decay", "coupled") == "decoupled":
-        return keras.optimizers.SGD(schedule, momentum=optim_config.momentum,
-                                    nesterov=optim_config.nesterov,
-                                    weight_decay=optim_config.l2 or None)
-    return CoupledSGD(
-        schedule,
-        momentum=optim_config.momentum,
-        nesterov=optim_config.nesterov,
-        l2=optim_config.l2,
-    )
 
 
 def take_images(dataset, count):
@@ -187,19 +117,6 @@ def format_summary(metrics):
     return "\n".join(rows)
 
 
-def build_compiled_group(config, info, strategy, steps_per_epoch, method_options=None):
-    """The compiled group with its optimizer built, inside the strategy's scope."""
-    with strategy.scope():
-        group = build_group(config, info, method_options)
-        # train.jit_compile is TensorFlow's XLA switch; other backends (JAX) always compile.
-        jit_compile = config.train.jit_compile or keras.backend.backend() != "tensorflow"
-        group.compile(optimizer=build_optimizer(config.optim, steps_per_epoch),
-                      jit_compile=jit_compile)
-        group.optimizer.build(group.trainable_variables)  # to size and to restore it
-    distribution.enable_multi_worker_fit(group, strategy)
-    return group
-
-
 def finished_run(config, workdir, epochs_done, history, out_dir=None):
     """A workdir whose run has done every epoch: report it (into out_dir), retrain nothing."""
     if epochs_done > config.train.epochs:
@@ -208,38 +125,11 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
                          "--workdir, or --config.train.resume=False to start over there.")
     print(f"{workdir} holds a finished run ({epochs_done} epochs): nothing to train. "
           "(A larger --config.train.epochs would continue it.)")
-    metrics = summarize(history, method_of(config))
+    metrics = summarize(history, builders.build_method(config))
     atomic_files.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
     path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
     return keras.saving.load_model(path), history, metrics
-
-
-def load_data(config, initial_epoch):
-    """(train, eval, info): tf.data pipelines, or for data.source='npz' on JAX, device batches.
-
-    The npz source on JAX (okddip_tf.data.npz) imports no TensorFlow; the others need it.
-    """
-    options = dict(**config.data, seed=config.train.seed, epochs=config.train.epochs,
-                   initial_epoch=initial_epoch)
-    if config.data.source == "npz":
-        from okddip_tf.data import npz  # pylint: disable=import-outside-toplevel
-
-        # Only what the array source takes: the tfds, folder and tf.data keys are not its own.
-        accepted = inspect.signature(npz.load_datasets).parameters
-        options = {key: value for key, value in options.items() if key in accepted}
-        train_ds, eval_ds, info = npz.load_datasets(**options)
-    else:
-        try:
-            from okddip_tf.data import load_datasets  # pylint: disable=import-outside-toplevel
-        except ImportError as error:
-            raise ImportError(f"data.source={config.data.source!r} reads data with TensorFlow, "
-                              f"which is not installed ({error}). Without TensorFlow use "
-                              "--config.data.source=npz --config.data.path=FILE.npz.") from error
-        train_ds, eval_ds, info = load_datasets(**options)
-    if keras.backend.backend() != "tensorflow":
-        return train_ds, eval_ds, info
-    return distribution.shard_by_example(train_ds), distribution.shard_by_example(eval_ds), info
 
 
 def fit(group, config, workdir, datasets, initial_epoch, history):
@@ -269,11 +159,7 @@ def train_and_evaluate(config, workdir):
       (group, history dict of every epoch, metrics dict).
     """
     validate_config(config)
-    distribution.set_precision(config.train.precision)  # fails on an unknown one before any write
-    # MultiWorkerMirroredStrategy must be made before TensorFlow runs any op.
-    strategy = distribution.make_strategy(config.train.strategy, config.train.tpu)
-    distribution.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
-                           config.train.jit_compile, config.train.deterministic)
+    strategy = builders.build_strategy(config)  # before any write, and before any op runs
     initial_epoch, history = checkpointing.prepare_run(workdir, config,
                                                        chief=distribution.is_chief(strategy))
     distribution.check_same_on_workers(strategy, initial_epoch,
@@ -288,11 +174,14 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     """Trains epochs initial_epoch.. of the run in `workdir`, writing into `out_dir`."""
     distribution.set_determinism(config.train.seed, config.train.deterministic)
     atomic_files.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
-    train_ds, eval_ds, info = load_data(config, initial_epoch)
+    train_ds, eval_ds, info = builders.load_data(config.data, seed=config.train.seed,
+                                                 epochs=config.train.epochs,
+                                                 initial_epoch=initial_epoch)
     atomic_files.write_json(os.path.join(out_dir, "dataset_info.json"), dataclasses.asdict(info))
     steps_per_epoch = info.num_train_examples // config.data.batch_size
-    options = prepare_method(config, workdir)
-    group = build_compiled_group(config, info, strategy, steps_per_epoch, options)
+    # The run's one method instance; a teacher it needs is located or trained first.
+    method = builders.build_method(config, teachers.prepare(config, workdir, train_and_evaluate))
+    group = builders.build_compiled_group(config, info, strategy, steps_per_epoch, method)
     checkpointing.check_disk_space(out_dir, group)
     if initial_epoch:
         with strategy.scope():

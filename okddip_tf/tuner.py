@@ -2,10 +2,11 @@
 
 The search space is the config's `tuner` section (see okddip_tf/config.py): a float dimension
 is a (low, high) range, an integer one a tuple of choices, and () keeps the config's value. A
-trial writes its values into a copy of the config and builds its group with the builders
-`okddip train` uses (`train.build_compiled_group`), then trains the first `tuner.epochs` epochs
-of that run on `tuner.train_split`, scored by `tuner.objective` on `tuner.eval_split` (by default
-a held-out tenth of the training split, so the test split plays no part in the choice).
+trial writes its values into a copy of the config and builds its method and group with the
+builders `okddip train` uses (okddip_tf.builders: the same data sources, strategy and checks),
+then trains the first `tuner.epochs` epochs of that run on `tuner.train_split`, scored by
+`tuner.objective` on `tuner.eval_split` (by default a held-out tenth of the training split, so
+the test split plays no part in the choice).
 
 The workdir holds:
   search/                     KerasTuner's project: oracle.json and trial_*/ (trial.json, weights)
@@ -32,9 +33,8 @@ import keras
 import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, checkpointing, data, distribution, train
+from okddip_tf import atomic_files, builders, checkpointing, distribution, methods, teachers, train
 from okddip_tf.config import validate_config
-from okddip_tf import methods
 from okddip_tf.errors import ConfigError, DependencyError, InputError
 from okddip_tf.metrics import GroupTrackers
 
@@ -44,7 +44,7 @@ SEARCH_CONFIG = "search_config.json"
 BEST_CONFIG = "best_config.py"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 # Each searchable hyperparameter: the config key it sets, and how `config.tuner.<name>` reads.
-# Methods add their own (`Method.tuner_knobs`, e.g. OKDDip's attention_dim).
+# Methods add their own (their declarations' `tuner_knobs`, e.g. OKDDip's attention_dim).
 COMMON_SPACE = {
     "temperature": ("model.temperature", "range"),
     "learning_rate": ("optim.learning_rate", "log"),
@@ -91,7 +91,7 @@ class SearchResult:
 
 def unused_dimensions(config):
     """The searchable names model.method does not use (searching them would only add noise)."""
-    method = train.method_of(config)
+    method = methods.get_spec(config.model.method)
     own = {knob.name for knob in method.tuner_knobs}
     unused = set(SEARCH_SPACE) - set(COMMON_SPACE) - own
     if not method.uses_temperature:
@@ -106,7 +106,7 @@ def unused_dimensions(config):
 def search_space(config):
     """The searched dimensions of `config.tuner`, checked; raises ValueError saying the fix."""
     unused = unused_dimensions(config)
-    method = train.method_of(config)
+    method = methods.get_spec(config.model.method)
     space = []
     for name, (key, kind) in SEARCH_SPACE.items():
         values = tuple(config.tuner[name] or ())
@@ -148,7 +148,7 @@ def with_values(config, values):
 
 def logged_metrics(config, space):
     """The names every trial's group logs (training and "val_"), whatever its group size."""
-    method = train.method_of(config)
+    method = builders.build_method(config)
     sizes = next((dim.values for dim in space if dim.name == "num_students"),
                  (config.model.num_students,))
     common = None
@@ -196,8 +196,9 @@ def check_tuner_config(config):
     if config.data.source != "tfds" and "[" in (tuner_config.train_split or "") + (
             tuner_config.eval_split or ""):
         raise ConfigError("tuner.train_split and tuner.eval_split slice tfds splits (e.g. "
-                          "'train[:90%]'); for data.source='folder' name two subfolders, or set "
-                          "both to '' to use data.train_split and data.eval_split.")
+                          "'train[:90%]'); for data.source='folder' name two subfolders, for "
+                          "data.source='npz' two splits of the .npz, or set both to '' to use "
+                          "data.train_split and data.eval_split.")
     if tuner_config.algorithm == "bayesian":
         try:
             import scipy  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
@@ -223,7 +224,7 @@ class OKDDipHyperModel(kt.HyperModel):
       config: the search's config; its `tuner` section holds the space and `tuner.epochs`.
       info: the `DatasetInfo` of the trials' data.
       steps_per_epoch: training steps per epoch (the learning-rate drops count them).
-      prepared: method options the search prepared once (`Method.prepare`, e.g. KD's teacher).
+      prepared: method options the search prepared once (okddip_tf.teachers: KD's teacher).
     """
 
     def __init__(self, config, info, steps_per_epoch, prepared=None):
@@ -248,9 +249,9 @@ class OKDDipHyperModel(kt.HyperModel):
         config = self.trial_config(hp)
         validate_config(config)
         # KerasTuner enters the strategy's scope around build(); the builders enter it again.
-        options = {**methods.options_from_config(config), **self.prepared}
-        group = train.build_compiled_group(config, self.info, tf.distribute.get_strategy(),
-                                           self.steps_per_epoch, options)
+        group = builders.build_compiled_group(config, self.info, tf.distribute.get_strategy(),
+                                              self.steps_per_epoch,
+                                              builders.build_method(config, self.prepared))
         # Every layer built before KerasTuner loads a trial's weights into it.
         group(keras.ops.zeros((1, *self.info.image_shape), "uint8"))
         return group
@@ -327,13 +328,11 @@ def search(config, workdir):
     atomic_files.check_writable(workdir)
     check_same_search(workdir, config)
     distribution.set_determinism(config.train.seed, config.train.deterministic)
-    distribution.set_precision(config.train.precision)
-    strategy = distribution.make_strategy(config.train.strategy, config.train.tpu)
-    distribution.check_strategy(strategy, config.data.batch_size, config.data.eval_batch_size,
-                           config.train.jit_compile, config.train.deterministic)
-    train_ds, eval_ds, info = data.load_datasets(**trial_data_config(config),
-                                                 seed=config.train.seed)
-    prepared = train.method_of(config).prepare(config, workdir)
+    strategy = builders.build_strategy(config)
+    # epochs=None: each pass over the training data is a new epoch (every fit is one trial's).
+    train_ds, eval_ds, info = builders.load_data(trial_data_config(config), seed=config.train.seed,
+                                                 epochs=None)
+    prepared = teachers.prepare(config, workdir, train.train_and_evaluate)
     hypermodel = OKDDipHyperModel(config, info, info.num_train_examples // config.data.batch_size,
                                   prepared)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from okddip_tf import config as base  # noqa: E402
-from okddip_tf import distribution, train  # noqa: E402
+from okddip_tf import builders, distribution, train  # noqa: E402
 
 keras.config.disable_traceback_filtering()  # full tracebacks in the logs the test shows
 
@@ -51,10 +51,10 @@ def make_config(data_dir, strategy, steps=STEPS):
 def main(out_dir, workdir, data_dir, strategy_name, steps=STEPS):
     out_dir = pathlib.Path(out_dir)
     initial = {}
-    build = train.build_compiled_group
+    build = builders.build_compiled_group
 
-    def build_and_record(config, info, strategy, steps_per_epoch, method_options=None):
-        group = build(config, info, strategy, steps_per_epoch, method_options)
+    def build_and_record(config, info, strategy, steps_per_epoch, method):
+        group = build(config, info, strategy, steps_per_epoch, method)
         initial["weights"] = [np.asarray(v.numpy()) for v in group.weights]
         initial["replicas"] = strategy.num_replicas_in_sync
         initial["chief"] = distribution.is_chief(strategy)
@@ -63,7 +63,7 @@ def main(out_dir, workdir, data_dir, strategy_name, steps=STEPS):
             for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         return group
 
-    train.build_compiled_group = build_and_record
+    builders.build_compiled_group = build_and_record
     group, history, metrics = train.train_and_evaluate(
         make_config(data_dir, strategy_name, int(steps)), workdir)
     final = [np.asarray(v.numpy()) for v in group.weights]

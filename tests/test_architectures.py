@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from okddip_tf import GroupModel, train
+from okddip_tf import GroupModel, builders
 from okddip_tf.config import get_base_config
 from okddip_tf.models import BACKBONES, get_backbone, resolve_backbone
 from okddip_tf.optim import CoupledSGD
@@ -154,7 +154,7 @@ def test_batchnorm_flag_from_the_config(style, momentum, epsilon):
     config.model.backbone, config.model.batchnorm = "densenet40_12", style or "pytorch"
     info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3), pixel_mean=(0,) * 3,
                                  pixel_std=(1,) * 3))
-    layers = batchnorms(train.build_group(config, info))
+    layers = batchnorms(builders.build_group(config, info, builders.build_method(config)))
     assert layers and {(bn_.momentum, bn_.epsilon) for bn_ in layers} == {(momentum, epsilon)}
     with pytest.raises(ValueError, match="batchnorm must be one of"):
         get_backbone("vgg16", batchnorm="torch")
@@ -168,7 +168,7 @@ def test_decoupled_weight_decay_flag():
     results = {}
     for style in ("coupled", "decoupled"):
         config.optim.weight_decay = style
-        optimizer = train.build_optimizer(config.optim, steps_per_epoch=10)
+        optimizer = builders.build_optimizer(config.optim, steps_per_epoch=10)
         variable = keras.Variable(np.full((3,), 2.0, np.float32))
         optimizer.apply([keras.ops.zeros((3,))], [variable])
         results[style] = (type(optimizer), variable.numpy())

@@ -334,14 +334,18 @@ def test_without_two_levels_every_student_is_a_peer_and_one_is_reported():
 
 
 def test_the_reported_student_is_drawn_from_the_seed():
-    method = methods.OKDDip(two_level=False)
-    config = base_config.paper_config("cifar100", "okddip", "smoke")
     draws = set()
     for seed in range(8):
-        config.train.seed = seed
-        chosen = method.prepare(config, None)["reported_student"]
-        assert chosen == method.prepare(config, None)["reported_student"]  # fixed by the seed
-        draws.add(chosen)
+        chosen = []
+        for _ in range(2):
+            method = methods.OKDDip(two_level=False)
+            method.prepare_run(seed, 4)
+            chosen.append(method.options["reported_student"])
+        assert chosen[0] == chosen[1]  # fixed by the seed
+        draws.add(chosen[0])
+    fixed = methods.OKDDip(two_level=False, reported_student=2)
+    fixed.prepare_run(5, 4)
+    assert fixed.options["reported_student"] == 2  # a chosen student is kept
     assert len(draws) > 1 and draws <= set(range(4))
 
 

@@ -160,7 +160,7 @@ def test_every_cell_builds_its_group():
 def build_and_check(run):
     import keras
 
-    from okddip_tf import train
+    from okddip_tf import builders, methods
     from okddip_tf.data.info import DatasetInfo
 
     config = run_config(run)
@@ -168,12 +168,12 @@ def build_and_check(run):
     info = DatasetInfo(name=run.dataset, num_classes=classes, image_shape=(32, 32, 3), pixel_mean=(0.5,) * 3,
                        pixel_std=(0.25,) * 3, num_train_examples=50000, num_eval_examples=10000,
                        class_names=[str(i) for i in range(classes)])
-    options = train.methods.options_from_config(config)
+    options = methods.options_from_config(config)
     if run.teacher is not None:  # a stand-in teacher of the right class count
         teacher = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
                                     keras.layers.Dense(classes)])
         options["teacher_model"] = keras.saving.serialize_keras_object(teacher)
-    group = train.build_group(config, info, options)
+    group = builders.build_group(config, info, builders.build_method(config, options))
     outputs = group(np.zeros((2, 32, 32, 3), "float32"), training=False)
     assert outputs["leader_logits"].shape == (2, classes)
     assert group.num_students == (1 if run.single else run.num_students)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import atomic_files, callbacks, checkpointing, data, distribution, train
+from okddip_tf import atomic_files, builders, callbacks, checkpointing, data, distribution, train
 from okddip_tf import config as base
 from okddip_tf.data import DatasetInfo
 
@@ -151,7 +151,8 @@ def test_the_checkpoint_holds_the_optimizer_state(runs, tfds_data_dir):
 
     config = smoke_config(tfds_data_dir, epochs=EPOCHS)
     info = DatasetInfo(**json.loads((runs.first / "dataset_info.json").read_text()))
-    group = train.build_compiled_group(config, info, tf.distribute.get_strategy(), STEPS)
+    group = builders.build_compiled_group(config, info, tf.distribute.get_strategy(), STEPS,
+                                          builders.build_method(config))
     assert int(group.optimizer.iterations) == 0
     checkpointing.restore(group, str(runs.first))
     for x, y in zip(loaded.weights + loaded.optimizer.variables,

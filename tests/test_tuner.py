@@ -284,3 +284,50 @@ def test_a_kd_search_tunes_its_own_knob(tfds_data_dir, tmp_path):
     assert seen[0][1] != seen[1][1]
     best = load_config_file(tmp_path / tuner.BEST_CONFIG)
     assert best.kd.alpha == pytest.approx(result.best_values["kd_alpha"])
+
+
+def one_trial(config):
+    config.tuner.max_trials = 1
+    config.tuner.temperature = config.tuner.rampup_length = config.tuner.attention_dim = ()
+    config.tuner.learning_rate = (0.01, 0.05)
+    config.train.verbose = 0
+    return config
+
+
+def test_a_search_reads_the_npz_source_as_training_does(cifar100_npz, tmp_path):
+    """`okddip tune` loads its data through `okddip train`'s builders: the npz source works."""
+    config = one_trial(smoke_config())
+    config.data.source, config.data.path = "npz", cifar100_npz
+    config.tuner.train_split = config.tuner.eval_split = ""  # the file's train and test splits
+    loaded = []
+    original = tuner.builders.load_data
+
+    def recording_load(data_config, **kwargs):
+        loaded.append(dict(data_config))
+        return original(data_config, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tuner.builders, "load_data", recording_load)
+        result = tuner.search(config, str(tmp_path))
+    assert [entry["source"] for entry in loaded] == ["npz"]
+    assert math.isfinite(result.best_score) and len(trial_dirs(tmp_path)) == 1
+
+
+def test_a_search_runs_under_the_mirrored_strategy(tfds_data_dir, tmp_path):
+    """train.strategy reaches the trials: each trial's group is built in the strategy's scope."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    config = one_trial(smoke_config(tfds_data_dir))
+    config.train.strategy = "mirrored"
+    strategies = []
+    original_fit = tuner.OKDDipHyperModel.fit
+
+    def recording_fit(self, hp, model, *args, **kwargs):
+        strategies.append(type(model.distribute_strategy).__name__)
+        return original_fit(self, hp, model, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tuner.OKDDipHyperModel, "fit", recording_fit)
+        result = tuner.search(config, str(tmp_path))
+    assert strategies == [tf.distribute.MirroredStrategy.__name__]
+    assert math.isfinite(result.best_score)

@@ -1,65 +1,54 @@
-"""Training methods: one class per module, registered here by name.
+"""Training methods: one class per module, declared by name in `specs.py`.
 
-`GroupModel(method=...)` takes a registered name or a `Method` instance; `okddip train` reads
-`config.model.method` and the method's own config sections. See `base.py` for what a method
-declares, and each module for its method as the authors' code runs it.
+`GroupModel(method=...)` takes a registered name or a `Method` instance; `okddip train` builds
+the instance from `config.model.method` and the method's config sections
+(`okddip_tf.builders.build_method`). `specs.py` declares every method as plain data (options,
+tuner knobs, group sizes, whether it needs a teacher), so the config reads them without Keras;
+the implementations (`base.py` and a module each) are imported on first use.
 """
 
-from okddip_tf.errors import ConfigError
-from okddip_tf.methods.base import GroupContext, Method, Students, TunerKnob
-from okddip_tf.methods.baseline import Baseline
-from okddip_tf.methods.cl_ilr import CLILR
-from okddip_tf.methods.dml import DML
-from okddip_tf.methods.independent import Independent
-from okddip_tf.methods.kd import KD
-from okddip_tf.methods.okddip import OKDDip
-from okddip_tf.methods.okddip_kd import OKDDipKD
-from okddip_tf.methods.one import ONE
+import importlib
 
-METHODS = {cls.name: cls for cls in (Baseline, Independent, OKDDip, KD, OKDDipKD, CLILR, ONE,
-                                            DML)}
+from okddip_tf.errors import ConfigError
+from okddip_tf.methods.specs import (SPECS, MethodSpec, TunerKnob, config_sections, get_spec,
+                                     options_from_config, tuner_knobs)
+
+__all__ = ["SPECS", "MethodSpec", "TunerKnob", "config_sections", "get_spec",
+           "options_from_config", "tuner_knobs", "get_method_class", "create_method", "METHODS",
+           "Method", "GroupContext", "Students"]
+# Names of base.py, imported with it on first use.
+_BASE_NAMES = ("Method", "GroupContext", "Students")
 
 
 def get_method_class(name):
-    """The method class registered as `name`; the error lists the known ones."""
-    if name not in METHODS:
-        raise ConfigError(
-            f"Unknown method {name!r}. Known methods: {sorted(METHODS)}. "
-            "Set it with method=... or --config.model.method=..."
-        )
-    return METHODS[name]
+    """The implementation of the method registered as `name` (imports its module)."""
+    spec = get_spec(name)
+    return getattr(importlib.import_module(f"{__name__}.{spec.module}"), spec.class_name)
 
 
 def create_method(method, options=None):
-    """A fresh method instance from a name (plus options) or from an instance (copied)."""
-    if isinstance(method, Method):
+    """The method a group trains with, from a name (plus options) or an instance.
+
+    An instance is used as it is, unless another group already uses it (its layers belong to
+    that group): then it is copied with the same options.
+    """
+    base = importlib.import_module(f"{__name__}.base")
+    if isinstance(method, base.Method):
         if options:
             raise ConfigError("Pass the options to the Method instance, not method_options.")
-        return type(method)(**method.options)
+        return method.copy() if method.bound else method
     return get_method_class(method)(**(options or {}))
 
 
-def config_sections():
-    """{section: {option: default}} over every method; a section shared by two must agree."""
-    sections = {}
-    for cls in METHODS.values():
-        for section, defaults in cls.sections.items():
-            if sections.setdefault(section, defaults) != defaults:
-                raise RuntimeError(f"Methods disagree on the defaults of config section {section!r}.")
-    return sections
-
-
-def options_from_config(config):
-    """The options of `config.model.method`, read from its config sections."""
-    cls = get_method_class(config.model.method)
-    return {key: config[section][key] for section in cls.sections for key in cls.sections[section]}
-
-
-def tuner_knobs():
-    """{knob name: TunerKnob} over every method; names are unique."""
-    knobs = {}
-    for cls in METHODS.values():
-        for knob in cls.tuner_knobs:
-            if knobs.setdefault(knob.name, knob) != knob:
-                raise RuntimeError(f"Two methods declare different tuner knobs named {knob.name!r}.")
-    return knobs
+def __getattr__(name):
+    if name == "METHODS":  # {name: class}, every implementation imported
+        value = {key: get_method_class(key) for key in SPECS}
+    elif name in _BASE_NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.base"), name)
+    elif any(spec.class_name == name for spec in SPECS.values()):
+        value = get_method_class(next(key for key, spec in SPECS.items()
+                                      if spec.class_name == name))
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

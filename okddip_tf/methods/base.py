@@ -9,10 +9,10 @@ heads) and asks its method for the rest:
 * `outputs`: what it adds to `group(images)` beside `peer_logits` and `leader_logits`;
 * `loss`: a pure `keras.ops` function of (labels, outputs) returning a dict of terms with `loss`.
 
-Its class attributes say the rest: the config sections it reads (`sections`: options with their
-defaults, one `config.<section>` each), the knobs `okddip tune` may search (`tuner_knobs`), the
-group sizes and sharings it allows, whether it distils (and so takes the ramped weight), and which
-logged accuracy is "the method's number" in the paper's protocol (`reported`).
+Its declaration (`specs.py`: the config sections it reads, the knobs `okddip tune` may search,
+the group sizes and sharings it allows, whether it distils and whether it needs a teacher) is
+copied onto the class as attributes; the class adds which logged accuracy is "the method's
+number" in the paper's protocol (`reported`).
 
 Students: a group of m students has `num_peers(m)` auxiliary peers (outputs `peer_logits`) and,
 for most methods, a separate last student, the "leader" (`leader_logits`). `deployed_index(m)` is
@@ -26,7 +26,8 @@ from typing import Optional, Sequence
 from keras import ops
 
 from okddip_tf import losses
-from okddip_tf.errors import ConfigError
+from okddip_tf.methods import specs
+from okddip_tf.methods.specs import TunerKnob  # noqa: F401  (its old home; tests import it here)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,53 +68,40 @@ class Students:
     logits: Sequence
 
 
-@dataclasses.dataclass(frozen=True)
-class TunerKnob:
-    """A hyperparameter `okddip tune` may search: `config.tuner.<name>` holds its values.
+class Method:
+    """Base class: a method with no layers and no extra outputs (override what differs).
 
-    kind: "range" or "log" (a (low, high) float range) or "choice" (a tuple of integers).
+    A subclass names its declaration in `specs.SPECS` (`name = "okddip"`); its fields become
+    class attributes: `spec`, `sections`, `tuner_knobs`, `min_students`, `max_students`,
+    `sharings`, `distills`, `uses_temperature`, `needs_teacher`.
     """
 
-    name: str
-    key: str  # "<section>.<key>" of the config
-    kind: str
-    default: tuple
-
-
-class Method:
-    """Base class: a method with no layers and no extra outputs (override what differs)."""
-
     name = ""
-    # {section: {option: default}}: each section becomes `config.<section>`; several methods may
-    # read one section (OKDDip+KD reads `okddip` and `kd`), with the same defaults.
-    sections = {}  # (a None default is an optional integer in the config)
     terms = ()  # the loss terms besides `loss`, in logging order
-    distills = False  # takes the ramp-up weight w(e) (`distill_weight`)
-    min_students, max_students = 2, 8
-    sharings = ("branch", "network")
-    tuner_knobs = ()
     reported = "leader_accuracy"  # the logged accuracy the paper's tables report for it
     ensemble = None  # the logged accuracy of its ensemble, if it has one
     deployed = "the leader"  # which student `okddip export` deploys, in words
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            cls.spec = specs.get_spec(cls.name)
+            for field in ("sections", "tuner_knobs", "min_students", "max_students", "sharings",
+                          "distills", "uses_temperature", "needs_teacher"):
+                setattr(cls, field, getattr(cls.spec, field))
+
     def __init__(self, **options):
-        known = {key: default for section in self.sections.values()
-                 for key, default in section.items()}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"Method {self.name!r} has no option(s) {unknown}. Its options: "
-                f"{sorted(known) or 'none'}.")
-        self.options = {**known, **options}
+        specs.check_options(self.spec, options)
+        self.options = {**self.spec.options, **options}
+        self.bound = False  # set by the group that builds this method's layers
         self.check_options()
 
     def check_options(self):
         """Raises ValueError for a bad option value (override)."""
 
-    @property
-    def uses_temperature(self):
-        """Whether `model.temperature` matters (distilling methods; KD and DML say so too)."""
-        return self.distills
+    def copy(self):
+        """A new, unbound method with the same options."""
+        return type(self)(**self.get_config())
 
     def get_config(self):
         """The options, JSON-serialisable: what a saved group records of its method."""
@@ -134,15 +122,7 @@ class Method:
 
     def check_group(self, num_students, sharing):
         """Fails fast on a group this method cannot train, saying how to fix it."""
-        if not self.min_students <= num_students <= self.max_students:
-            raise ConfigError(
-                f"Method {self.name!r} needs num_students between {self.min_students} and "
-                f"{self.max_students}, got {num_students}. Set --config.model.num_students "
-                "(OKDDip's default is 4: 3 peers and a leader; 'baseline' and 'kd' use 1).")
-        if num_students > 1 and sharing not in self.sharings:
-            raise ConfigError(
-                f"Method {self.name!r} needs sharing in {self.sharings}, got {sharing!r}. Set "
-                f"--config.model.sharing={self.sharings[0]}.")
+        specs.check_group(self.spec, num_students, sharing)
 
     # What the group asks of its method.
 
@@ -164,9 +144,12 @@ class Method:
 
     # What `okddip train` asks of its method before it builds the group.
 
-    def prepare(self, config, workdir):
-        """Option values that need the run (e.g. a teacher to train first); {} here."""
-        return {}
+    def prepare_run(self, seed, num_students):
+        """Fixes the options a run draws from its seed, in place (nothing here).
+
+        `builders.build_method` calls it once, before the group is built; a teacher is
+        prepared by okddip_tf.teachers, not here.
+        """
 
 
 class StudentsAlike(Method):

@@ -9,7 +9,6 @@ class Baseline(base.Method):
 
     name = "baseline"
     terms = ("leader_ce",)
-    min_students = max_students = 1
     deployed = "the only student"
 
     def loss(self, labels, outputs, *, temperature, distill_weight):

@@ -43,10 +43,7 @@ class CLILR(base.StudentsAlike):
     """
 
     name = "cl_ilr"
-    sections = {"cl_ilr": {"rescale_gradient": True}}
     terms = ("student_ce", "student_kd")
-    distills = True
-    sharings = ("branch",)
 
     def build_layers(self, context):
         self.num_students = context.num_students

@@ -41,9 +41,7 @@ class DML(base.StudentsAlike):
     """
 
     name = "dml"
-    sections = {"dml": {"pairwise": False}}
     terms = ("student_ce", "student_kd")
-    uses_temperature = True
 
     def loss(self, labels, outputs, *, temperature, distill_weight):
         return dml_loss(labels, outputs, temperature=temperature,

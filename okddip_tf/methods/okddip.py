@@ -49,17 +49,6 @@ class OKDDip(base.Method):
     """
 
     name = "okddip"
-    sections = {"okddip": {
-        "attention": "learned",
-        "attention_dim": None,
-        "attention_scale": False,
-        "detach_targets": False,
-        "target_space": "logits",
-        "two_level": True,
-        "reported_student": -1,
-    }}
-    distills = True
-    tuner_knobs = (base.TunerKnob("attention_dim", "okddip.attention_dim", "choice", (4, 8, 16)),)
     ensemble = "ensemble_accuracy"
 
     def check_options(self):
@@ -157,10 +146,10 @@ class OKDDip(base.Method):
         weight = ops.cast(distill_weight, peer_ce.dtype)
         return {"loss": peer_ce + weight * peer_kd, "peer_ce": peer_ce, "peer_kd": peer_kd}
 
-    def prepare(self, config, workdir):
-        if self.two_level or self.options["reported_student"] >= 0:
-            return {}
-        return {"reported_student": draw_student(config.train.seed, config.model.num_students)}
+    def prepare_run(self, seed, num_students):
+        """Without a leader, draws the reported student from the run's seed (when not set)."""
+        if not self.two_level and self.options["reported_student"] < 0:
+            self.options["reported_student"] = draw_student(seed, num_students)
 
 
 def draw_student(seed, num_students):

@@ -57,10 +57,7 @@ class ONE(base.StudentsAlike):
     """
 
     name = "one"
-    sections = {"one": {"detach_teacher": False}}
     terms = ("student_ce", "teacher_ce", "student_kd")
-    distills = True
-    sharings = ("branch",)
 
     def build_layers(self, context):
         self.gate = build_gate(context.backbone.trunk_channels, context.num_students)

@@ -14,6 +14,9 @@ std). Figures 2 and 3 print no numbers; Figure 3's 4-student points are Table 2'
 import dataclasses
 from typing import Optional
 
+from okddip_tf import methods
+from okddip_tf.errors import ConfigError
+
 PAPER = "Chen et al., AAAI 2020"
 # The architectures of Tables 1 and 2: the paper's name and okddip_tf's backbone.
 ARCHITECTURES = {
@@ -56,7 +59,8 @@ class Run:
     @property
     def single(self):
         """One network (Baseline, KD): sharing and group size do not apply."""
-        return self.method in ("baseline", "kd")
+        spec = methods.SPECS.get(self.method)
+        return spec is not None and spec.max_students == 1
 
     @property
     def id(self):
@@ -260,8 +264,6 @@ EXPERIMENTS = {experiment.name: experiment for experiment in (
 
 
 def get_experiment(name):
-    from okddip_tf.errors import ConfigError  # pylint: disable=import-outside-toplevel
-
     if name not in EXPERIMENTS:
         raise ConfigError(f"Unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}.")
     return EXPERIMENTS[name]
@@ -287,10 +289,10 @@ def select(experiment, only=None):
 
 def unavailable(run):
     """Why this installation cannot train `run` ("" when it can): a missing method or backbone."""
-    from okddip_tf import methods, models  # pylint: disable=import-outside-toplevel
+    from okddip_tf import models  # pylint: disable=import-outside-toplevel  (Keras: on use)
 
     for needed in filter(None, (run, run.teacher)):
-        if needed.method not in methods.METHODS:
+        if needed.method not in methods.SPECS:
             return f"method {needed.method!r} is not implemented"
         if needed.backbone not in models.BACKBONES:
             return f"backbone {needed.backbone!r} is not implemented"
