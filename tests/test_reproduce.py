@@ -232,6 +232,15 @@ def test_budget_overrides_reach_the_config_and_describe_themselves():
                                      "rampup.length": 80, "train.seed": 0}
 
 
+def test_budget_without_epochs_is_two_for_a_smoke_run_and_the_papers_otherwise():
+    assert Budget().epochs == 300 and Budget(seeds=1).drop_epochs == (150, 225)
+    smoke = Budget(smoke=True)
+    assert smoke.epochs == 2 and smoke.drop_epochs == (1, 2) and smoke.overrides(0)[
+        "train.epochs"] == 2
+    assert smoke.describe().startswith("2 epochs (the paper: 300)")
+    assert Budget(epochs=5, smoke=True).epochs == 5 and Budget(epochs=7).epochs == 7
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "--epochs must be >= 1"), ({"seeds": 0}, "--seeds must be >= 1"),
     ({"train_examples": 0}, "--train_examples must be >= 1"),
