@@ -882,3 +882,24 @@ def test_curves_highlight_the_line_the_table_reports(tmp_path, monkeypatch):
                                         if name != "peers' ensemble")
         assert peers.get_linestyle() != lines["students' ensemble"].get_linestyle()
     check_png(os.path.join(workdir, "figures", "curves_resnet_32.png"))
+
+
+def test_rewrite_recomputes_a_report_from_its_results_json_alone(tmp_path):
+    """A committed report whose runs are gone: rewrite() adds the comparisons and rebuilds
+    report.md from results.json, the same as a report built from the runs, figures kept."""
+    workdir = str(tmp_path / "grid")
+    table2_row(workdir, {"Baseline": [45.0, 45.4], "ONE": [44.1, 44.6],
+                         "OKDDip (branch)": [43.0, 43.3]})
+    experiment = manifest.EXPERIMENTS["table2"]
+    results = report.collect(experiment, workdir, Budget(epochs=1, seeds=2),
+                             manifest.select(experiment, "resnet32"))
+    report.write(results, workdir, ["errors.png", "curves_resnet_32.png"])
+    before = open(os.path.join(workdir, "report.md")).read()
+    old = {key: value for key, value in results.items()
+           if key not in ("comparisons", "seed_sources")}  # a results.json of before this change
+    atomic_files.write_json(os.path.join(workdir, "results.json"), old)
+    path = report.rewrite(workdir)
+    assert open(path).read() == before
+    rewritten = atomic_files.read_json(os.path.join(workdir, "results.json"))
+    assert rewritten["comparisons"] == results["comparisons"]  # JSON keeps floats exactly
+    assert rewritten["generated"] == results["generated"] and rewritten["seed_sources"] == []

@@ -13,6 +13,7 @@ import datetime
 import math
 import os
 import platform
+import re
 
 import numpy as np
 
@@ -612,3 +613,16 @@ def write(results, out_dir, figures=(), figures_note=""):
     path = os.path.join(out_dir, "report.md")
     atomic_files.write_text(path, markdown(results, figures, figures_note))
     return path
+
+
+def rewrite(out_dir):
+    """Recomputes results.json's comparisons and report.md from `out_dir`'s results.json alone
+    (for a report whose run folders are gone), keeping its machine, date, cells and figures."""
+    results = atomic_files.read_json(os.path.join(out_dir, "results.json"))
+    results["seed_sources"] = sorted({seed["source"] for cell in results["cells"]
+                                      for seed in cell["seeds"].values() if "source" in seed})
+    results["comparisons"] = comparisons(results)
+    report_path = os.path.join(out_dir, "report.md")
+    with open(report_path, encoding="utf-8") as f:
+        names = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", f.read())
+    return write(results, out_dir, names)
