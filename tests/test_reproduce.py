@@ -903,3 +903,33 @@ def test_rewrite_recomputes_a_report_from_its_results_json_alone(tmp_path):
     rewritten = atomic_files.read_json(os.path.join(workdir, "results.json"))
     assert rewritten["comparisons"] == results["comparisons"]  # JSON keeps floats exactly
     assert rewritten["generated"] == results["generated"] and rewritten["seed_sources"] == []
+
+
+@pytest.mark.parametrize("spread", [0.0005, 0.05])
+def test_figure2_differences_are_computed_like_the_tables(tmp_path, spread):
+    """Figure 2 with three seeds: OKDDip's last-epoch diversity minus each rival's, paired over
+    the seeds, 'separated' exactly where the interval excludes 0."""
+    workdir, experiment = str(tmp_path), manifest.EXPERIMENTS["figure2"]
+    rng = np.random.default_rng(3)
+    last = {column: value + spread * rng.standard_normal(3) for column, value in
+            {"OKDDip": 0.19, "ONE": 0.15, "CL-ILR": 0.18, "Ind": 0.20}.items()}
+    for c in experiment.cells:
+        if c.row == "ResNet-32":
+            for seed in range(3):
+                write_run(runner.run_dir(workdir, c.run, seed), [0.3, 0.4],
+                          extra={"val_diversity": [0.05, last[c.column][seed]]})
+    results = report.collect(experiment, workdir, Budget(epochs=2, seeds=3))
+    text = report.markdown(results)
+    assert [(e["column"], e["versus"]) for e in results["comparisons"]] == [
+        ("OKDDip", "ONE"), ("OKDDip", "CL-ILR"), ("OKDDip", "Ind")]
+    for entry in results["comparisons"]:
+        per_seed = last["OKDDip"] - last[entry["versus"]]
+        half = 4.302652729749752 * np.std(per_seed, ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+        assert entry["test"] == "paired t" and entry["measure"] == "last_diversity"
+        assert entry["interval"] == pytest.approx([per_seed.mean() - half,
+                                                   per_seed.mean() + half], abs=1e-12)
+        assert entry["separated"] is bool(abs(per_seed.mean()) > half)
+        assert (f"  - OKDDip − {entry['versus']} (paired t over seeds 0, 1, 2, 2 degrees of "
+                f"freedom): last epoch {per_seed.mean():+.3f} (95% CI") in text
+    assert text.count("separated") == sum(e["separated"] for e in results["comparisons"])
+    assert text.count("separated") == (3 if spread == 0.0005 else 0)  # this draw's outcome

@@ -131,13 +131,13 @@ def difference(column, versus):
     Welch's t with the Welch-Satterthwaite degrees of freedom where the seeds differ and each
     has at least 2; no interval otherwise (a one-seed cell measures no seed-to-seed spread).
     """
-    a = np.array([column[seed] for seed in sorted(column)], dtype=float)
-    b = np.array([versus[seed] for seed in sorted(versus)], dtype=float)
-    result = {"difference": float(a.mean() - b.mean()), "n": [len(a), len(b)],
-              "seeds": [sorted(column, key=int), sorted(versus, key=int)],
+    seeds = [sorted(column, key=int), sorted(versus, key=int)]  # seed numbers, as strings
+    a = np.array([column[seed] for seed in seeds[0]], dtype=float)
+    b = np.array([versus[seed] for seed in seeds[1]], dtype=float)
+    result = {"difference": float(a.mean() - b.mean()), "n": [len(a), len(b)], "seeds": seeds,
               "test": None, "df": None, "confidence": CONFIDENCE, "interval": None,
               "separated": None}
-    if sorted(column) == sorted(versus) and len(a) >= 2:
+    if seeds[0] == seeds[1] and len(a) >= 2:
         differences = a - b
         df = len(a) - 1
         error = float(np.std(differences, ddof=1) / math.sqrt(len(a)))
