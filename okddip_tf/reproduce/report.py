@@ -216,12 +216,13 @@ def load_prior(path, experiment, budget):
                           f"not of {experiment.name!r}: its seeds are other cells.")
     here = {"epochs": budget.epochs, "train_examples": budget.train_examples,
             "smoke": budget.smoke}
-    differ = [f"{key}={prior['budget'].get(key)!r} there, {value!r} here"
-              for key, value in here.items() if prior["budget"].get(key) != value]
+    there = prior.get("budget") or {}
+    differ = [f"{key}={there.get(key)!r} there, {value!r} here"
+              for key, value in here.items() if there.get(key) != value]
     if differ:
         raise ConfigError(f"--prior_results={path} was trained at another budget ("
                           f"{'; '.join(differ)}): its seeds cannot stand beside these.")
-    return {"source": f"{path} (generated {prior['generated']})",
+    return {"source": f"{path} (generated {prior.get('generated', 'at an unknown date')})",
             "cells": {(cell["row"], cell["column"]): cell for cell in prior["cells"]}}
 
 
