@@ -232,6 +232,15 @@ def test_budget_overrides_reach_the_config_and_describe_themselves():
                                      "rampup.length": 80, "train.seed": 0}
 
 
+def test_budget_without_epochs_is_two_for_a_smoke_run_and_the_papers_otherwise():
+    assert Budget().epochs == 300 and Budget(seeds=1).drop_epochs == (150, 225)
+    smoke = Budget(smoke=True)
+    assert smoke.epochs == 2 and smoke.drop_epochs == (1, 2) and smoke.overrides(0)[
+        "train.epochs"] == 2
+    assert smoke.describe().startswith("2 epochs (the paper: 300)")
+    assert Budget(epochs=5, smoke=True).epochs == 5 and Budget(epochs=7).epochs == 7
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "--epochs must be >= 1"), ({"seeds": 0}, "--seeds must be >= 1"),
     ({"train_examples": 0}, "--train_examples must be >= 1"),
@@ -627,7 +636,300 @@ def test_figure2_report_ranks_diversity_against_the_papers_claim(tmp_path, one, 
     ranked = sorted(last, key=last.get, reverse=True)
     assert ("- ResNet-32, highest last-epoch diversity first: "
             + ", ".join(f"{column} {last[column]:.3f}" for column in ranked)) in text
-    assert f"(OKDDip above ONE and CL-ILR, below Ind) {verdict}." in text
+    assert f"(OKDDip above ONE and CL-ILR, below Ind) {verdict}; the differences:" in text
+    # One seed per cell: each difference is printed without an interval, and nothing is said
+    # about noise or separation.
+    assert (f"  - OKDDip − ONE: last epoch {0.25 - one:+.3f}; one seed in OKDDip and in ONE: the "
+            "seed-to-seed spread is not measured, so there is no interval.") in text
+    assert "separated" not in text and "noise" not in text
     assert "best-epoch error" not in text and "ResNet-110, highest" not in text
     assert f"| ResNet-32 / ONE | `cifar100_resnet32_one_branch` | finished | {one:.3f} (1 seed) |" \
         in text
+
+
+# --- differences with their uncertainty --------------------------------------------------------
+
+@pytest.mark.parametrize("df, table", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228),
+                                       (30, 2.042), (120, 1.980)])
+def test_t_quantile_matches_the_printed_table(df, table):
+    assert report.t_quantile(0.975, df) == pytest.approx(table, abs=6e-4)
+
+
+def test_t_quantile_and_incomplete_beta_match_closed_forms():
+    # t with 1 degree of freedom is Cauchy: tan(pi (p - 1/2)); with 2: (2p - 1) / sqrt(2p(1 - p)).
+    for p in (0.6, 0.9, 0.975, 0.995):
+        assert report.t_quantile(p, 1) == pytest.approx(np.tan(np.pi * (p - 0.5)), rel=1e-9)
+        assert report.t_quantile(p, 2) == pytest.approx((2 * p - 1) / np.sqrt(2 * p * (1 - p)),
+                                                        rel=1e-9)
+    for x in (0.01, 0.3, 0.5, 0.77, 0.999):
+        assert report.incomplete_beta(x, 1, 1) == pytest.approx(x, rel=1e-12)
+        assert report.incomplete_beta(x, 3.5, 1) == pytest.approx(x ** 3.5, rel=1e-10)
+        assert report.incomplete_beta(x, 1, 4) == pytest.approx(1 - (1 - x) ** 4, rel=1e-10)
+        assert report.incomplete_beta(x, 0.5, 0.5) == pytest.approx(
+            2 / np.pi * np.arcsin(np.sqrt(x)), rel=1e-10)
+    assert report.t_tail(0.0, 3.3) == pytest.approx(0.5)
+    assert report.t_tail(-2.0, 5) == pytest.approx(1 - report.t_tail(2.0, 5))
+
+
+def test_t_quantile_matches_scipy_at_fractional_degrees_of_freedom():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1.3, 2.7, 4.01, 7.5, 55.2, 1000):
+        for p in (0.9, 0.975, 0.995):
+            assert report.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+
+
+def test_paired_difference_matches_a_hand_computation():
+    column, versus = {"0": 10.0, "1": 12.0, "2": 11.0}, {"0": 9.0, "1": 10.0, "2": 10.5}
+    found = report.difference(column, versus)
+    per_seed = np.array([1.0, 2.0, 0.5])
+    t = 0.95 / np.sqrt(2 * 0.975 * 0.025)  # t_{0.975, 2}, closed form
+    half = t * np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert found["test"] == "paired t" and found["df"] == 2 and found["n"] == [3, 3]
+    assert found["difference"] == pytest.approx(per_seed.mean(), abs=1e-12)
+    assert found["interval"] == pytest.approx([per_seed.mean() - half, per_seed.mean() + half],
+                                              abs=1e-9)
+    assert found["separated"] is bool(per_seed.mean() - half > 0)
+    stats = pytest.importorskip("scipy.stats")
+    interval = stats.ttest_rel(list(column.values()), list(versus.values())).confidence_interval()
+    assert found["interval"] == pytest.approx([interval.low, interval.high], abs=1e-9)
+
+
+def test_welch_difference_matches_a_hand_computation():
+    # Different seeds finished, so unpaired; equal sizes and variances make Welch's degrees of
+    # freedom 2 (n - 1) = 4 exactly, whose t_{0.975} the tables print as 2.776.
+    column, versus = {"0": 40.0, "1": 41.0, "2": 42.0}, {"1": 44.0, "2": 45.0, "3": 46.0}
+    found = report.difference(column, versus)
+    assert found["test"] == "Welch t" and found["df"] == pytest.approx(4.0)
+    assert found["seeds"] == [["0", "1", "2"], ["1", "2", "3"]]
+    half = 2.7764451051977987 * np.sqrt(1.0 / 3 + 1.0 / 3)
+    assert found["interval"] == pytest.approx([-4 - half, -4 + half], abs=1e-9)
+    assert found["separated"] is True
+    # Unequal sizes and spreads: the Welch-Satterthwaite degrees of freedom, against NumPy.
+    column, versus = {"0": 30.0, "1": 33.5, "2": 31.0, "3": 29.0}, {"0": 32.0, "1": 32.4}
+    a, b = np.array(list(column.values())), np.array(list(versus.values()))
+    va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 1)
+    found = report.difference(column, versus)
+    assert found["test"] == "Welch t" and found["df"] == pytest.approx(df, rel=1e-12)
+    half = report.t_quantile(0.975, df) * np.sqrt(va + vb)
+    assert found["interval"] == pytest.approx([a.mean() - b.mean() - half,
+                                               a.mean() - b.mean() + half], abs=1e-9)
+    stats = pytest.importorskip("scipy.stats")
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert found["interval"] == pytest.approx([interval.low, interval.high], abs=1e-9)
+
+
+def test_one_seed_in_a_cell_gives_a_difference_without_interval():
+    for column, versus in (({"0": 40.0}, {"0": 41.0}), ({"0": 40.0, "1": 40.5}, {"0": 41.0})):
+        found = report.difference(column, versus)
+        assert found["test"] is None and found["interval"] is None
+        assert found["separated"] is None and found["difference"] == pytest.approx(
+            np.mean(list(column.values())) - 41.0)
+
+
+def table2_row(workdir, errors, columns=("Baseline", "ONE", "OKDDip (branch)")):
+    """Table 2's ResNet-32 cells `columns` with the given per-seed errors (one epoch each)."""
+    for column in columns:
+        run = cell("table2", "ResNet-32", column).run
+        for seed, error in enumerate(errors[column]):
+            write_run(runner.run_dir(workdir, run, seed), [1 - error / 100])
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.3, 3.0])
+def test_report_says_separated_exactly_where_the_interval_excludes_zero(tmp_path, spread):
+    rng = np.random.default_rng(7)
+    means = {"Baseline": 45.0, "ONE": 44.5, "OKDDip (branch)": 43.5}
+    errors = {column: mean + spread * rng.standard_normal(3) for column, mean in means.items()}
+    workdir = str(tmp_path)
+    table2_row(workdir, errors)
+    results = report.collect(manifest.EXPERIMENTS["table2"], workdir, Budget(epochs=1, seeds=3),
+                             manifest.select(manifest.EXPERIMENTS["table2"], "resnet32"))
+    found = {(c["column"], c["versus"], c["measure"]): c for c in results["comparisons"]}
+    pairs = [("ONE", "Baseline"), ("OKDDip (branch)", "Baseline"), ("OKDDip (branch)", "ONE")]
+    assert sorted(found) == sorted((a, b, m) for a, b in pairs
+                                   for m in ("best_error", "last_error"))
+    text = report.markdown(results)
+    for (column, versus), measure in ((pair, m) for pair in pairs for m in ("best_error",)):
+        entry = found[(column, versus, measure)]
+        per_seed = errors[column] - errors[versus]  # the same seeds 0, 1, 2 finished: paired
+        half = report.t_quantile(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
+        low, high = per_seed.mean() - half, per_seed.mean() + half
+        assert entry["test"] == "paired t"
+        assert entry["interval"] == pytest.approx([low, high], abs=1e-9)
+        assert entry["separated"] is bool(low > 0 or high < 0)
+        line = next(l for l in text.splitlines() if l.startswith(f"  - {column} − {versus} ("))
+        assert (f"best epoch {per_seed.mean():+.2f} (95% CI {low:+.2f} to {high:+.2f}"
+                + (", separated from 0)" if entry["separated"] else ")")) in line
+    excluding = sum(bool(entry["separated"]) for entry in results["comparisons"])
+    assert text.count("separated") == excluding
+    if spread == 0.05:
+        assert excluding == 6  # 0.5 and 1.0 points apart with a spread of 0.05
+    if spread == 3.0:
+        assert found[("OKDDip (branch)", "Baseline", "best_error")]["separated"] is False
+    assert "noise" not in text
+    written = json.loads(json.dumps(results))  # as results.json has it
+    assert written["comparisons"][0]["interval"] == pytest.approx(
+        results["comparisons"][0]["interval"])
+
+
+def test_report_takes_seeds_from_an_earlier_results_json(tmp_path):
+    """Seed 0 lives only in an earlier report's results.json; seeds 1 and 2 in the workdir."""
+    workdir = str(tmp_path / "grid")
+    experiment = manifest.EXPERIMENTS["table2"]
+    columns = ("Baseline", "OKDDip (branch)")
+    later = {"Baseline": [45.0, 45.6], "OKDDip (branch)": [44.0, 44.2]}
+    for column in columns:
+        for seed, error in zip((1, 2), later[column]):
+            write_run(runner.run_dir(workdir, cell("table2", "ResNet-32", column).run, seed),
+                      [0.4, 1 - error / 100])
+    earlier = {"Baseline": 44.8, "OKDDip (branch)": 43.7}
+    prior = {"experiment": "table2", "generated": "2026-12-03T14:11:17+00:00",
+             "budget": {"epochs": 2, "seeds": 1, "train_examples": None, "smoke": False},
+             "cells": [{"row": "ResNet-32", "column": column,
+                        "run": cell("table2", "ResNet-32", column).run.id,
+                        "seeds": {"0": {"state": "finished", "epochs": 2, "best_epoch": 2,
+                                        "best_error": earlier[column],
+                                        "last_error": earlier[column] + 0.1,
+                                        "wall_seconds": 100.0, "median_epoch_seconds": 50.0}}}
+                       for column in columns]}
+    path = str(tmp_path / "earlier" / "results.json")
+    atomic_files.write_json(path, prior)
+    budget = Budget(epochs=2, seeds=3)
+    selected = manifest.select(experiment, "resnet32")
+    results = report.collect(experiment, workdir, budget, selected, prior=path)
+    source = f"{path} (generated 2026-12-03T14:11:17+00:00)"
+    assert results["seed_sources"] == [source]
+    cells = {c["column"]: c for c in results["cells"] if c["row"] == "ResNet-32"}
+    for column in columns:
+        seeds = cells[column]["seeds"]
+        assert seeds["0"]["source"] == source and "source" not in seeds["1"]
+        assert cells[column]["state"] == "finished"
+        best = [earlier[column]] + later[column]
+        assert cells[column]["best"]["mean"] == pytest.approx(np.mean(best))
+        assert cells[column]["best"]["std"] == pytest.approx(np.std(best, ddof=1))
+        assert cells[column]["wall_seconds_per_seed"]["n"] == 3
+    paired = next(c for c in results["comparisons"] if c["measure"] == "best_error")
+    assert paired["test"] == "paired t" and paired["seeds"][0] == ["0", "1", "2"]
+    assert cells["ONE"]["state"] == "not started" and "source" not in cells["ONE"]["seeds"]["0"]
+    names, note = figures.draw(results, workdir, str(tmp_path / "figures"))
+    assert note == (f"The curves leave out seed(s) 0 from `{source}` (no per-epoch history); "
+                    "they show the seeds run in the workdir.")
+    assert len(figures.histories(results, workdir, cells["Baseline"])) == 2
+    text = report.markdown(results, names, note)
+    assert (f"**Seeds:** seed 0 of ResNet-32 / Baseline, ResNet-32 / OKDDip (branch) from "
+            f"`{source}`.") in text
+    assert note in text
+    # A seed the workdir finished is its own, not the earlier report's.
+    write_run(runner.run_dir(workdir, cell("table2", "ResNet-32", "Baseline").run, 0),
+              [0.5, 0.5])
+    again = report.collect(experiment, workdir, budget, selected, prior=path)
+    baseline = next(c for c in again["cells"] if c["column"] == "Baseline"
+                    and c["row"] == "ResNet-32")
+    assert "source" not in baseline["seeds"]["0"] and baseline["seeds"]["0"]["best_error"] == 50.0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budget": {"epochs": 15, "seeds": 1, "train_examples": None, "smoke": False}},
+     r"another budget \(epochs=15 there, 2 here\)"),
+    ({"budget": {"epochs": 2, "seeds": 1, "train_examples": 5000, "smoke": True}},
+     r"train_examples=5000 there, None here; smoke=True there, False here"),
+    ({"experiment": "table5"}, "is a report of 'table5', not of 'table2'"),
+])
+def test_an_earlier_results_json_of_another_budget_is_refused(tmp_path, change, message):
+    prior = {"experiment": "table2", "generated": "2026-12-03T14:11:17+00:00", "cells": [],
+             "budget": {"epochs": 2, "seeds": 1, "train_examples": None, "smoke": False}}
+    path = str(tmp_path / "results.json")
+    atomic_files.write_json(path, {**prior, **change})
+    with pytest.raises(ValueError, match=message):
+        report.collect(manifest.EXPERIMENTS["table2"], str(tmp_path), Budget(epochs=2, seeds=3),
+                       prior=path)
+    with pytest.raises(ValueError, match="no results.json of an earlier report"):
+        report.collect(manifest.EXPERIMENTS["table2"], str(tmp_path), Budget(epochs=2, seeds=3),
+                       prior=str(tmp_path / "missing.json"))
+
+
+def test_curves_highlight_the_line_the_table_reports(tmp_path, monkeypatch):
+    """Ind reports the students' mean and OKDDip its leader: each panel's highlighted line is
+    that one; the peers' ensemble, equal to the students' ensemble here, is drawn above it."""
+    workdir = str(tmp_path)
+    curves = {"val_leader_accuracy": [0.30, 0.40, 0.50], "val_student_accuracy": [0.25, 0.35, 0.45],
+              "val_ensemble_accuracy": [0.35, 0.45, 0.55],
+              "val_student_ensemble_accuracy": [0.35, 0.45, 0.55]}
+    for column, key in (("Ind", "student_accuracy"), ("OKDDip (branch)", "leader_accuracy")):
+        run = cell("table2", "ResNet-32", column).run
+        write_run(runner.run_dir(workdir, run, 0), curves[f"val_{key}"], key=key,
+                  extra={k: v for k, v in curves.items() if k != f"val_{key}"})
+    results = report.collect(manifest.EXPERIMENTS["table2"], workdir, Budget(epochs=3, seeds=1),
+                             manifest.select(manifest.EXPERIMENTS["table2"], "resnet32"))
+    drawn = []
+    original = figures.save
+    monkeypatch.setattr(figures, "save", lambda plt, figure, *args, **kwargs: (
+        drawn.append(figure), original(plt, figure, *args, **kwargs))[1])
+    names, _ = figures.draw(results, workdir, str(tmp_path / "figures"))
+    assert "curves_resnet_32.png" in names
+    panels = [axis for axis in drawn[-1].axes if axis.get_visible()]
+    expected = {"Ind": ("val_student_accuracy", "mean of the students"),
+                "OKDDip (branch)": ("val_leader_accuracy", "leader (the deployed student)")}
+    assert [axis.get_title().split("\n")[0] for axis in panels] == list(expected)
+    for axis, (key, label) in zip(panels, expected.values()):
+        assert axis.get_title().endswith(f"reports: {label}")
+        lines = {line.get_label(): line for line in axis.get_lines()}
+        band = lines[figures.REPORTED_LINE]
+        assert list(band.get_ydata()) == pytest.approx([100 * v for v in curves[key]])
+        assert list(lines[label].get_ydata()) == pytest.approx(list(band.get_ydata()))
+        peers = lines["peers' ensemble"]
+        assert peers.get_zorder() > max(line.get_zorder() for name, line in lines.items()
+                                        if name != "peers' ensemble")
+        assert peers.get_linestyle() != lines["students' ensemble"].get_linestyle()
+    check_png(os.path.join(workdir, "figures", "curves_resnet_32.png"))
+
+
+def test_rewrite_recomputes_a_report_from_its_results_json_alone(tmp_path):
+    """A committed report whose runs are gone: rewrite() adds the comparisons and rebuilds
+    report.md from results.json, the same as a report built from the runs, figures kept."""
+    workdir = str(tmp_path / "grid")
+    table2_row(workdir, {"Baseline": [45.0, 45.4], "ONE": [44.1, 44.6],
+                         "OKDDip (branch)": [43.0, 43.3]})
+    experiment = manifest.EXPERIMENTS["table2"]
+    results = report.collect(experiment, workdir, Budget(epochs=1, seeds=2),
+                             manifest.select(experiment, "resnet32"))
+    report.write(results, workdir, ["errors.png", "curves_resnet_32.png"])
+    before = open(os.path.join(workdir, "report.md")).read()
+    old = {key: value for key, value in results.items()
+           if key not in ("comparisons", "seed_sources")}  # a results.json of before this change
+    atomic_files.write_json(os.path.join(workdir, "results.json"), old)
+    path = report.rewrite(workdir)
+    assert open(path).read() == before
+    rewritten = atomic_files.read_json(os.path.join(workdir, "results.json"))
+    assert rewritten["comparisons"] == results["comparisons"]  # JSON keeps floats exactly
+    assert rewritten["generated"] == results["generated"] and rewritten["seed_sources"] == []
+
+
+@pytest.mark.parametrize("spread", [0.0005, 0.05])
+def test_figure2_differences_are_computed_like_the_tables(tmp_path, spread):
+    """Figure 2 with three seeds: OKDDip's last-epoch diversity minus each rival's, paired over
+    the seeds, 'separated' exactly where the interval excludes 0."""
+    workdir, experiment = str(tmp_path), manifest.EXPERIMENTS["figure2"]
+    rng = np.random.default_rng(3)
+    last = {column: value + spread * rng.standard_normal(3) for column, value in
+            {"OKDDip": 0.19, "ONE": 0.15, "CL-ILR": 0.18, "Ind": 0.20}.items()}
+    for c in experiment.cells:
+        if c.row == "ResNet-32":
+            for seed in range(3):
+                write_run(runner.run_dir(workdir, c.run, seed), [0.3, 0.4],
+                          extra={"val_diversity": [0.05, last[c.column][seed]]})
+    results = report.collect(experiment, workdir, Budget(epochs=2, seeds=3))
+    text = report.markdown(results)
+    assert [(e["column"], e["versus"]) for e in results["comparisons"]] == [
+        ("OKDDip", "ONE"), ("OKDDip", "CL-ILR"), ("OKDDip", "Ind")]
+    for entry in results["comparisons"]:
+        per_seed = last["OKDDip"] - last[entry["versus"]]
+        half = 4.302652729749752 * np.std(per_seed, ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+        assert entry["test"] == "paired t" and entry["measure"] == "last_diversity"
+        assert entry["interval"] == pytest.approx([per_seed.mean() - half,
+                                                   per_seed.mean() + half], abs=1e-12)
+        assert entry["separated"] is bool(abs(per_seed.mean()) > half)
+        assert (f"  - OKDDip − {entry['versus']} (paired t over seeds 0, 1, 2, 2 degrees of "
+                f"freedom): last epoch {per_seed.mean():+.3f} (95% CI") in text
+    assert text.count("separated") == sum(e["separated"] for e in results["comparisons"])
+    assert text.count("separated") == (3 if spread == 0.0005 else 0)  # this draw's outcome

@@ -6,7 +6,11 @@ manifest.py lists the experiments (Tables 1, 2, 4, 5, 6; Figures 2, 3) and every
 budget.py scales the paper's schedule to --epochs; runner.py trains each cell as an `okddip train`
 workdir under the experiment's workdir (resumable; finished cells are skipped); report.py and
 figures.py write report.md, results.json and figures/*.png there. Several experiments given the
-same workdir share their common runs (Table 4 and Figure 2 read Table 2's).
+same workdir share their common runs (Table 4 and Figure 2 read Table 2's). `prior_results`
+names an earlier report's results.json (same experiment and budget) whose seeds stand in for
+seeds the workdir has not finished (e.g. a seed 0 whose run folders are gone).
+
+`Budget(epochs=None)` trains 2 epochs for a smoke run and the paper's 300 otherwise.
 """
 
 import os
@@ -29,28 +33,33 @@ def selection(name, only=None):
     return experiment, selected
 
 
-def build_report(experiment, workdir, budget, selected=None, echo=print, report_dir=None):
+def build_report(experiment, workdir, budget, selected=None, echo=print, report_dir=None,
+                 prior_results=None):
     """Writes report.md, results.json and figures/ for `experiment` into `report_dir`.
 
-    `report_dir` defaults to the experiment's `workdir`, where the cells' runs are read.
+    `report_dir` defaults to the experiment's `workdir`, where the cells' runs are read;
+    `prior_results` is an earlier report's results.json to take missing seeds from.
     """
     report_dir = report_dir or workdir
-    results = report.collect(experiment, workdir, budget, selected)
+    results = report.collect(experiment, workdir, budget, selected, prior=prior_results)
     names, note = figures.draw(results, workdir, os.path.join(report_dir, "figures"))
     path = report.write(results, report_dir, names, note)
     figures_drawn = budgets.counted(len(names), "figure")
-    echo(f"Report: {path}" + (f" ({note})" if note else f", with {figures_drawn}."))
+    echo(f"Report: {path}, with {figures_drawn}." + (f" {note}" if note else ""))
     return results
 
 
 def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=False,
-              report_dir=None, echo=print, **runner_options):
+              report_dir=None, echo=print, prior_results=None, **runner_options):
     """Trains what is missing of `experiment` (unless report_only), then writes its report
-    (into `report_dir`, by default `workdir`).
+    (into `report_dir`, by default `workdir`), with the seeds the workdir lacks taken from
+    `prior_results` (an earlier results.json of the same experiment and budget) if given.
 
     Returns (results dict, tasks); a task's `state` says whether it finished or failed.
     """
     experiment, selected = selection(experiment, only)
+    if prior_results:  # refused before any training, not after hours of it
+        report.load_prior(prior_results, experiment, budget)
     runs = [run for run in experiment.runs() if any(cell.run == run or cell.run.teacher == run
                                                    for cell in selected)]
     tasks = runner.plan(runs, budget, workdir)
@@ -60,4 +69,5 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
     if not report_only:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()
-    return build_report(experiment, workdir, budget, selected, echo, report_dir), tasks
+    return build_report(experiment, workdir, budget, selected, echo, report_dir,
+                        prior_results), tasks

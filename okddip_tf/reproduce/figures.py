@@ -3,8 +3,12 @@
 - `errors.png` (tables): per row, the paper's error beside ours at the best and the last epoch.
 - `figure2.png`: peer diversity per epoch, one panel per architecture, a line per method.
 - `figure3.png`: error against the group size, a line per method, the paper's points marked.
-- `curves_<row>.png`: test accuracy per epoch of every cell of a row (the method's number, the
-  students' mean and the ensemble), the mean over the seeds that reached each epoch.
+- `curves_<row>.png`: test accuracy per epoch of every cell of a row (the leader, the students'
+  mean and the ensembles, the line the table reports highlighted), the mean over the seeds that
+  reached each epoch.
+
+Curves come from the seeds' history.json in the workdir: a seed taken from an earlier report's
+results.json (report.py's `prior`) has none, and `draw`'s note says which are left out.
 """
 
 import os
@@ -45,9 +49,12 @@ def mean_curve(curves):
 
 
 def histories(results, workdir, cell):
-    """The history.json of every seed of a cell that has one."""
+    """The history.json of every seed of a cell that has one in the workdir (a seed taken from
+    an earlier report has none there: its numbers are not this folder's run)."""
     found = []
-    for seed in cell["seeds"]:
+    for seed, result in cell["seeds"].items():
+        if "source" in result:
+            continue
         path = os.path.join(workdir, cell["run"], f"seed{seed}", "history.json")
         history = atomic_files.read_json(path)
         if history:
@@ -157,11 +164,41 @@ def group_size_figure(plt, results, out_dir):
     return save(plt, figure, out_dir, "figure3.png")
 
 
-CURVES = (("val_leader_accuracy", "leader / the method's student"),
-          ("val_student_accuracy", "mean student"),
-          ("val_ensemble_accuracy", "peers' ensemble"),
-          ("val_student_ensemble_accuracy", "students' ensemble"))
+# (history key, legend label, line style). Each line has its own colour, dash, marker and layer,
+# so that lines with near-equal values (Ind's two ensembles, say) stay visible: the peers'
+# ensemble is drawn dashed with hollow triangles above the solid lines.
+CURVES = (
+    ("val_leader_accuracy", "leader (the deployed student)",
+     {"color": "C0", "linestyle": "-", "marker": "o", "markersize": 3, "zorder": 3}),
+    ("val_student_accuracy", "mean of the students",
+     {"color": "C1", "linestyle": "-", "marker": "s", "markersize": 3, "zorder": 3}),
+    ("val_ensemble_accuracy", "peers' ensemble",
+     {"color": "C2", "linestyle": "--", "marker": "^", "markersize": 6, "markerfacecolor": "none",
+      "linewidth": 1.6, "zorder": 5}),
+    ("val_student_ensemble_accuracy", "students' ensemble",
+     {"color": "C3", "linestyle": ":", "marker": "x", "markersize": 5, "linewidth": 1.6,
+      "zorder": 4}))
+REPORTED_LINE = "the line the table reports (highlighted)"
 PAPER_LINE = "paper (300 epochs)"
+
+
+def reported_key(cell):
+    """The history key of the accuracy the cell's table number is (metrics.json's `reporting`:
+    the method's number, e.g. OKDDip's leader or the students' mean, or its ensemble)."""
+    keys = {result["key"] for result in cell["seeds"].values() if result.get("key")}
+    return f"val_{keys.pop()}" if len(keys) == 1 else None
+
+
+def without_history_note(results):
+    """The figures' note on the finished seeds that have no curves (taken from earlier reports)."""
+    taken = {}
+    for cell in results["cells"]:
+        for seed, result in cell["seeds"].items():
+            if "source" in result:
+                taken.setdefault(result["source"], set()).add(int(seed))
+    return " ".join(f"The curves leave out seed(s) {', '.join(map(str, sorted(seeds)))} from "
+                    f"`{source}` (no per-epoch history); they show the seeds run in the workdir."
+                    for source, seeds in sorted(taken.items()))
 
 
 def curves_figure(plt, results, workdir, out_dir, row):
@@ -175,16 +212,24 @@ def curves_figure(plt, results, workdir, out_dir, row):
                                 squeeze=False)
     for axis in axes.flat[len(cells):]:
         axis.set_visible(False)
+    labels = {key: label for key, label, _ in CURVES}
     for axis, cell in zip(axes.flat, cells):
         found = histories(results, workdir, cell)
-        for key, label in CURVES:
+        reported = reported_key(cell)
+        for key, label, style in CURVES:
             curve = mean_curve([history.get(key) for history in found])
-            if curve is not None:
-                axis.plot(np.arange(1, len(curve) + 1), 100 * curve, marker=".", label=label)
+            if curve is None:
+                continue
+            epochs = np.arange(1, len(curve) + 1)
+            if key == reported:  # a wide pale band under the line the table's number is
+                axis.plot(epochs, 100 * curve, color="gold", linewidth=9, alpha=0.55, zorder=1,
+                          solid_capstyle="round", label=REPORTED_LINE)
+            axis.plot(epochs, 100 * curve, label=label, **style)
         if cell["paper"] and cell["metric"] == "method":
-            axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="--",
-                         label=PAPER_LINE)
-        axis.set_title(name(cell), fontsize=9)
+            axis.axhline(100 - cell["paper"]["error"], color="grey", linestyle="-.",
+                         linewidth=1, zorder=2, label=PAPER_LINE)
+        title = name(cell) + (f"\nreports: {labels[reported]}" if reported in labels else "")
+        axis.set_title(title, fontsize=9)
         axis.set_xlabel("epoch")
         integer_epochs(axis)
         axis.set_ylabel("test accuracy (%)")
@@ -192,7 +237,7 @@ def curves_figure(plt, results, workdir, out_dir, row):
     legend = {}  # one legend under the panels, so that none hides a curve
     for axis in axes.flat[:len(cells)]:
         legend.update(zip(*axis.get_legend_handles_labels()[::-1]))
-    order = [label for _, label in CURVES] + [PAPER_LINE]
+    order = [label for _, label, _ in CURVES] + [REPORTED_LINE, PAPER_LINE]
     labels = sorted(legend, key=order.index)
     figure.legend([legend[label] for label in labels], labels, loc="lower center",
                   ncol=len(labels), fontsize=8)
@@ -207,6 +252,7 @@ def draw(results, workdir, out_dir):
     if plt is None:
         return [], MISSING
     names = []
+    note = without_history_note(results)
     if results["kind"] == "table":
         names.append(errors_figure(plt, results, out_dir))
     elif results["kind"] == "diversity":
@@ -215,5 +261,5 @@ def draw(results, workdir, out_dir):
         names.append(group_size_figure(plt, results, out_dir))
     for row in results["shown_rows"]:
         names.append(curves_figure(plt, results, workdir, out_dir, row))
-    return [name for name in names if name], ""
+    return [name for name in names if name], note
 

@@ -4,16 +4,22 @@
 numbers; `write` turns them into `results.json` and `report.md` (and figures, see figures.py).
 Two protocols: the paper's (the best test epoch of each seed, as the authors' code selects it)
 and the honest one (the last epoch). Errors are top-1 in %, mean ± sample std over seeds.
+`comparisons` computes each column's difference from Baseline (and the OKDDip columns' from every
+other column) with a 95% t interval, so that the report claims only what the seeds measure.
+A cell's seeds missing from the workdir can come from an earlier report's results.json (`prior`).
 """
 
 import datetime
+import math
 import os
 import platform
+import re
 
 import numpy as np
 
 from okddip_tf import atomic_files
 from okddip_tf import machine as machine_info
+from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import manifest, runner
 from okddip_tf.reproduce.budget import counted
 
@@ -57,6 +63,132 @@ def summary(values):
             "n": len(values)}
 
 
+# --- differences with their uncertainty --------------------------------------------------------
+
+CONFIDENCE = 0.95
+
+
+def _beta_fraction(x, a, b):
+    """The continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny = 1e-300
+
+    def kept(value):
+        return value if abs(value) > tiny else tiny
+
+    c, d = 1.0, 1.0 / kept(1.0 - (a + b) * x / (a + 1.0))
+    total = d
+    for m in range(1, 1000):
+        # The even step d_2m, then the odd step d_2m+1 of the fraction's coefficients.
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 / kept(1.0 + numerator * d)
+            c = kept(1.0 + numerator / c)
+            total *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return total
+
+
+def incomplete_beta(x, a, b):
+    """The regularised incomplete beta function I_x(a, b), for 0 <= x <= 1 and a, b > 0."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+                 + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):  # where the fraction converges fast; else the symmetry
+        return math.exp(log_front) * _beta_fraction(x, a, b) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b
+
+
+def t_tail(t, df):
+    """P(T > t) for Student's t with `df` (> 0, not necessarily whole) degrees of freedom."""
+    tail = 0.5 * incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
+    return tail if t >= 0 else 1.0 - tail
+
+
+def t_quantile(probability, df):
+    """The t with P(T <= t) = `probability` (0.5 < probability < 1), by bisection on t_tail."""
+    upper_tail, low, high = 1.0 - probability, 0.0, 1.0
+    while t_tail(high, df) > upper_tail:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if t_tail(middle, df) > upper_tail:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * high:
+            break
+    return 0.5 * (low + high)
+
+
+def difference(column, versus):
+    """`column` minus `versus` over seeds, {seed: value} each, with a 95% t interval.
+
+    Paired t over the per-seed differences where both finished the same seeds (at least 2);
+    Welch's t with the Welch-Satterthwaite degrees of freedom where the seeds differ and each
+    has at least 2; no interval otherwise (a one-seed cell measures no seed-to-seed spread).
+    """
+    seeds = [sorted(column, key=int), sorted(versus, key=int)]  # seed numbers, as strings
+    a = np.array([column[seed] for seed in seeds[0]], dtype=float)
+    b = np.array([versus[seed] for seed in seeds[1]], dtype=float)
+    result = {"difference": float(a.mean() - b.mean()), "n": [len(a), len(b)], "seeds": seeds,
+              "test": None, "df": None, "confidence": CONFIDENCE, "interval": None,
+              "separated": None}
+    if seeds[0] == seeds[1] and len(a) >= 2:
+        differences = a - b
+        df = len(a) - 1
+        error = float(np.std(differences, ddof=1) / math.sqrt(len(a)))
+        result["test"] = "paired t"
+    elif len(a) >= 2 and len(b) >= 2:
+        va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+        error = float(math.sqrt(va + vb))
+        df = (float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
+              if error > 0 else None)
+        result["test"] = "Welch t"
+    else:
+        return result
+    half = error * t_quantile(0.5 + CONFIDENCE / 2, df) if error > 0 else 0.0
+    low, high = result["difference"] - half, result["difference"] + half
+    result.update({"df": df, "interval": [low, high], "separated": bool(low > 0 or high < 0)})
+    return result
+
+
+def compared_pairs(columns):
+    """(column, versus) pairs: every column against Baseline, the OKDDip columns against all."""
+    pairs = [(column, "Baseline") for column in columns
+             if "Baseline" in columns and column != "Baseline"]
+    for column in columns:
+        if column.startswith("OKDDip"):
+            pairs += [(column, other) for other in columns
+                      if other not in (column, "Baseline") and (column, other) not in pairs
+                      and (other, column) not in pairs]
+    return pairs
+
+
+def measures(kind):
+    """The per-seed numbers compared: errors under both protocols, or the last diversity."""
+    return ("last_diversity",) if kind == "diversity" else ("best_error", "last_error")
+
+
+def comparisons(results):
+    """results.json's "comparisons": one entry per row, pair of columns and measure."""
+    found = []
+    for row in results["rows"]:
+        cells = {cell["column"]: cell for cell in results["cells"] if cell["row"] == row}
+        for column, versus in compared_pairs([c for c in results["columns"] if c in cells]):
+            for measure in measures(results["kind"]):
+                values = [{seed: result[measure] for seed, result in cells[name]["seeds"].items()
+                           if result["state"] == "finished" and result.get(measure) is not None}
+                          for name in (column, versus)]
+                if all(values):
+                    found.append({"row": row, "column": column, "versus": versus,
+                                  "measure": measure, **difference(*values)})
+    return found
+
+
 def cell_state(seeds, reason):
     if reason:
         return reason
@@ -70,9 +202,52 @@ def cell_state(seeds, reason):
     return f"{finished}/{len(seeds)} seeds finished ({'; '.join(partial)})"
 
 
-def collect(experiment, workdir, budget, selected=None):
-    """results.json's content for `experiment` as it stands in `workdir`."""
+def load_prior(path, experiment, budget):
+    """An earlier report's results.json of the same experiment and budget, to take seeds from.
+
+    Returns {"source": "<path> (generated <date>)", "cells": {(row, column): cell}}; a clear
+    error when the file is missing or its experiment, epochs, train_examples or smoke differ.
+    """
+    prior = atomic_files.read_json(path)
+    if not isinstance(prior, dict) or "cells" not in prior:
+        raise ConfigError(f"--prior_results={path}: no results.json of an earlier report there.")
+    if prior.get("experiment") != experiment.name:
+        raise ConfigError(f"--prior_results={path} is a report of {prior.get('experiment')!r}, "
+                          f"not of {experiment.name!r}: its seeds are other cells.")
+    here = {"epochs": budget.epochs, "train_examples": budget.train_examples,
+            "smoke": budget.smoke}
+    there = prior.get("budget") or {}
+    differ = [f"{key}={there.get(key)!r} there, {value!r} here"
+              for key, value in here.items() if there.get(key) != value]
+    if differ:
+        raise ConfigError(f"--prior_results={path} was trained at another budget ("
+                          f"{'; '.join(differ)}): its seeds cannot stand beside these.")
+    return {"source": f"{path} (generated {prior.get('generated', 'at an unknown date')})",
+            "cells": {(cell["row"], cell["column"]): cell for cell in prior["cells"]}}
+
+
+def with_prior_seeds(seeds, earlier, run, source):
+    """`seeds` with each seed the workdir has not finished taken from `earlier` (the same cell
+    in an earlier results.json, if it trained the same `run`) where it finished there, marked
+    with its source."""
+    if not earlier or earlier.get("run") != run:
+        return seeds
+    for seed, result in seeds.items():
+        taken = earlier.get("seeds", {}).get(seed)
+        if result["state"] != "finished" and taken and taken["state"] == "finished":
+            # A seed the earlier report itself took from another keeps that source.
+            seeds[seed] = {**taken, "source": taken.get("source", source)}
+    return seeds
+
+
+def collect(experiment, workdir, budget, selected=None, prior=None):
+    """results.json's content for `experiment` as it stands in `workdir`.
+
+    `prior`: the path of an earlier report's results.json (same experiment and budget); a seed
+    the workdir has not finished is taken from it where it finished there.
+    """
     selected = set(selected if selected is not None else experiment.cells)
+    prior = load_prior(prior, experiment, budget) if prior else None
     cells = []
     for cell in experiment.cells:
         reason = manifest.unavailable(cell.run)
@@ -80,6 +255,9 @@ def collect(experiment, workdir, budget, selected=None):
             str(seed): seed_result(runner.run_dir(workdir, cell.run, seed), cell.metric,
                                    budget.epochs)
             for seed in range(budget.seeds)}
+        if prior and not reason:
+            seeds = with_prior_seeds(seeds, prior["cells"].get((cell.row, cell.column)),
+                                     cell.run.id, prior["source"])
         finished = [seed for seed in seeds.values() if seed["state"] == "finished"]
         if not reason and cell not in selected and not finished:
             reason = EXCLUDED
@@ -104,7 +282,7 @@ def collect(experiment, workdir, budget, selected=None):
         entry["median_epoch_seconds"] = summary([s["median_epoch_seconds"] for s in finished
                                                  if s.get("median_epoch_seconds") is not None])
         cells.append(entry)
-    return {
+    results = {
         "experiment": experiment.name, "title": experiment.title, "kind": experiment.kind,
         "paper": manifest.PAPER, "rows": list(experiment.rows),
         # The rows with a cell --only kept: the tables and figures show these.
@@ -120,7 +298,12 @@ def collect(experiment, workdir, budget, selected=None):
         "machine": machine(),
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cells": cells,
+        # The seeds taken from earlier reports, by source (see each seed's "source").
+        "seed_sources": sorted({seed["source"] for cell in cells
+                                for seed in cell["seeds"].values() if "source" in seed}),
     }
+    results["comparisons"] = comparisons(results)
+    return results
 
 
 def machine():
@@ -210,6 +393,56 @@ def short_state(cell):
     return "in progress" if started else "—"
 
 
+MEASURES = {"best_error": "best epoch", "last_error": "last epoch",
+            "last_diversity": "last epoch"}
+
+
+def comparison_lines(results, row, digits):
+    """The row's computed differences, a markdown sub-bullet per pair of columns."""
+    pairs = {}
+    for entry in results.get("comparisons", []):
+        if entry["row"] == row:
+            pairs.setdefault((entry["column"], entry["versus"]), []).append(entry)
+    return [comparison_text(column, versus, entries, digits)
+            for (column, versus), entries in pairs.items()]
+
+
+def comparison_text(column, versus, entries, digits):
+    """One pair's differences under each measure: the interval where the seeds measure one."""
+    first = entries[0]  # the measures of one pair share their seeds, so their test
+    if first["test"] is None:
+        values = ", ".join(f"{MEASURES[e['measure']]} {e['difference']:+.{digits}f}"
+                           for e in entries)
+        single = [name for name, n in zip((column, versus), first["n"]) if n == 1]
+        return (f"  - {column} − {versus}: {values}; one seed in {' and in '.join(single)}: the "
+                "seed-to-seed spread is not measured, so there is no interval.")
+    if first["test"] == "paired t":
+        how = (f"paired t over seeds {', '.join(first['seeds'][0])}, "
+               f"{counted(first['df'], 'degree')} of freedom")
+    else:
+        how = ("Welch's t, " + ("no spread in either cell" if first["df"] is None else
+                                f"{first['df']:.1f} degrees of freedom")
+               + f"; seeds {', '.join(first['seeds'][0])} against {', '.join(first['seeds'][1])}")
+    parts = []
+    for entry in entries:
+        low, high = entry["interval"]
+        parts.append(f"{MEASURES[entry['measure']]} {entry['difference']:+.{digits}f} (95% CI "
+                     f"{low:+.{digits}f} to {high:+.{digits}f}"
+                     + (", separated from 0)" if entry["separated"] else ")"))
+    return f"  - {column} − {versus} ({how}): {', '.join(parts)}."
+
+
+def comparison_method(results):
+    """The sentence that says how the report's differences are computed."""
+    what = ("last-epoch peer diversity minus the second's" if results["kind"] == "diversity"
+            else "top-1 error minus the second's, in points (negative: the first errs less)")
+    return (f"Each difference below is the first column's {what}: a mean over seeds with a 95% "
+            "confidence interval, Student's t over the per-seed differences where both cells "
+            "finished the same seeds, Welch's t (Welch–Satterthwaite degrees of freedom) "
+            "otherwise. A cell with one seed measures no seed-to-seed spread, so its differences "
+            "get no interval.")
+
+
 def diversity_findings(results):
     """Per row, our peers' last-epoch diversity ranked, against the paper's Figure 2 claim:
     OKDDip's diversity lies above ONE's and CL-ILR's and below Ind's (its upper bound)."""
@@ -228,41 +461,39 @@ def diversity_findings(results):
             holds = (all(found["OKDDip"] > found[column] for column in rivals)
                      and found.get("Ind", np.inf) >= found["OKDDip"])
             missing = [c for c in ("ONE", "CL-ILR", "Ind") if c not in found]
-            line += (f" The paper's claim (OKDDip above ONE and CL-ILR, below Ind) "
+            line += (f" By the means, the paper's claim (OKDDip above ONE and CL-ILR, below Ind) "
                      f"{'holds' if holds else 'does not hold'} here"
                      + (f" for the cells measured ({', '.join(missing)} not yet)" if missing
-                        else "") + ".")
-        if max(cell["last_diversity"]["n"] for cell in cells) == 1:
-            line += " One seed per cell."
-        lines.append(line)
+                        else "") + "; the differences:")
+        lines += [line, *comparison_lines(results, row, 3)]
     return lines
 
 
 def findings(results):
-    """Plain sentences: per row, our ranking of the columns beside the paper's."""
+    """Plain sentences: per row, our ranking of the columns beside the paper's, then each
+    difference with its computed interval (or the reason it has none)."""
     if results["kind"] == "diversity":
-        return diversity_findings(results)
-    lines = []
-    for row in results["rows"]:
-        cells = [cell for cell in results["cells"] if cell["row"] == row and cell.get("best")]
-        if len(cells) < 2:
-            continue
-        ours = sorted(cells, key=lambda cell: cell["best"]["mean"])
-        text = ", ".join(f"{cell['column']} {cell['best']['mean']:.2f}" for cell in ours)
-        line = f"- {row}, lowest error first (best epoch): {text}."
-        with_paper = [cell for cell in ours if cell["paper"]]
-        if len(with_paper) >= 2:
-            paper = sorted(with_paper, key=lambda cell: cell["paper"]["error"])
-            same = [cell["column"] for cell in paper] == [cell["column"] for cell in with_paper]
-            line += (" The paper orders these cells the same way." if same else
-                     " The paper's order: " + ", ".join(
-                         f"{cell['column']} {cell['paper']['error']:.2f}" for cell in paper) + ".")
-            spread = max(c["best"]["mean"] for c in ours) - min(c["best"]["mean"] for c in ours)
-            noise = max((c["best"]["std"] or 0.0) for c in ours)
-            if noise == 0.0:
-                line += (f" Our spread is {spread:.2f} points, from one seed per cell: "
-                         "differences this size are not separated from seed noise.")
-        lines.append(line)
+        lines = diversity_findings(results)
+    else:
+        lines = []
+        for row in results["rows"]:
+            cells = [cell for cell in results["cells"]
+                     if cell["row"] == row and cell.get("best")]
+            if len(cells) < 2:
+                continue
+            ours = sorted(cells, key=lambda cell: cell["best"]["mean"])
+            text = ", ".join(f"{cell['column']} {cell['best']['mean']:.2f}" for cell in ours)
+            line = f"- {row}, lowest error first (best epoch): {text}."
+            with_paper = [cell for cell in ours if cell["paper"]]
+            if len(with_paper) >= 2:
+                paper = sorted(with_paper, key=lambda cell: cell["paper"]["error"])
+                same = [c["column"] for c in paper] == [c["column"] for c in with_paper]
+                line += (" The paper orders these cells the same way." if same else
+                         " The paper's order: " + ", ".join(
+                             f"{c['column']} {c['paper']['error']:.2f}" for c in paper) + ".")
+            lines += [line, *comparison_lines(results, row, 2)]
+    if results.get("comparisons"):
+        lines = [comparison_method(results), "", *lines]
     return lines
 
 
@@ -332,6 +563,9 @@ def markdown(results, figures=(), figures_note=""):
                  "split, an optimistic number); the last epoch is the honest one."), ""]
     if results["note"]:
         lines += [results["note"], ""]
+    sources = seed_sources_text(results)
+    if sources:
+        lines += [sources, ""]
     found = findings(results)
     if found:
         lines += ["## What it shows", "", *found, ""]
@@ -355,9 +589,41 @@ def markdown(results, figures=(), figures_note=""):
     return "\n".join(lines)
 
 
+def seed_sources_text(results):
+    """Which seeds came from an earlier report rather than this workdir ("" when none did)."""
+    texts = []
+    for source in results.get("seed_sources", []):
+        by_seed = {}
+        for cell in results["cells"]:
+            for seed, result in cell["seeds"].items():
+                if result.get("source") == source:
+                    by_seed.setdefault(seed, []).append(f"{cell['row']} / {cell['column']}")
+        texts.append("; ".join(f"seed {seed} of {', '.join(cells)}"
+                               for seed, cells in sorted(by_seed.items(), key=lambda i: int(i[0])))
+                     + f" from `{source}`")
+    if not texts:
+        return ""
+    return ("**Seeds:** " + "; ".join(texts) + ". A results.json keeps each seed's best and last "
+            "numbers and epoch times but no per-epoch curves, so the figures leave those seeds "
+            "out. Every other finished seed is a run in this workdir.")
+
+
 def write(results, out_dir, figures=(), figures_note=""):
     """results.json and report.md into `out_dir`; returns the report's path."""
     atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
     path = os.path.join(out_dir, "report.md")
     atomic_files.write_text(path, markdown(results, figures, figures_note))
     return path
+
+
+def rewrite(out_dir):
+    """Recomputes results.json's comparisons and report.md from `out_dir`'s results.json alone
+    (for a report whose run folders are gone), keeping its machine, date, cells and figures."""
+    results = atomic_files.read_json(os.path.join(out_dir, "results.json"))
+    results["seed_sources"] = sorted({seed["source"] for cell in results["cells"]
+                                      for seed in cell["seeds"].values() if "source" in seed})
+    results["comparisons"] = comparisons(results)
+    report_path = os.path.join(out_dir, "report.md")
+    with open(report_path, encoding="utf-8") as f:
+        names = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", f.read())
+    return write(results, out_dir, names)
