@@ -32,7 +32,7 @@ import keras
 import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, checkpointing, data, distribution, train
+from okddip_tf import atomic_files, data, distribution, rundir, train
 from okddip_tf.config import validate_config
 from okddip_tf import methods
 from okddip_tf.errors import ConfigError, DependencyError, InputError
@@ -296,7 +296,7 @@ def check_same_search(workdir, config):
     saved = atomic_files.read_json(path)
     current = json.loads(json.dumps(config.to_dict(), default=float))
     if saved is not None and os.path.isdir(os.path.join(workdir, PROJECT)):
-        old, new = checkpointing.flatten(saved), checkpointing.flatten(current)
+        old, new = rundir.flatten(saved), rundir.flatten(current)
         keys = sorted((old.keys() | new.keys()) - set(RESUMABLE_CHANGES))
         differences = [f"{key}: {old.get(key, '<absent>')!r} there, "
                        f"{new.get(key, '<absent>')!r} now"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import atomic_files, callbacks, checkpointing, data, distribution, train
+from okddip_tf import atomic_files, callbacks, data, distribution, rundir, train
 from okddip_tf import config as base
 from okddip_tf.data import DatasetInfo
 
@@ -153,7 +153,7 @@ def test_the_checkpoint_holds_the_optimizer_state(runs, tfds_data_dir):
     info = DatasetInfo(**json.loads((runs.first / "dataset_info.json").read_text()))
     group = train.build_compiled_group(config, info, tf.distribute.get_strategy(), STEPS)
     assert int(group.optimizer.iterations) == 0
-    checkpointing.restore(group, str(runs.first))
+    rundir.restore(group, str(runs.first))
     for x, y in zip(loaded.weights + loaded.optimizer.variables,
                     group.weights + group.optimizer.variables):
         assert np.array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
@@ -280,7 +280,7 @@ def tiny_model():
 
 def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     directory = tmp_path / "checkpoints"
-    saver = checkpointing.GroupCheckpoint(str(directory))
+    saver = rundir.GroupCheckpoint(str(directory))
     model = tiny_model()
     saver.set_model(model)
     saver.on_epoch_end(0, {"loss": 1.0})
@@ -297,12 +297,12 @@ def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert {name: (directory / name).read_bytes() for name in os.listdir(directory)} == before
     state = json.loads(before["state.json"])
     assert state["epochs_done"] == 1
-    assert state["checkpoint_sha256"] == checkpointing.file_sha256(directory / "last.keras")
+    assert state["checkpoint_sha256"] == rundir.file_sha256(directory / "last.keras")
     keras.saving.load_model(directory / "last.keras")
 
 
 def test_an_epoch_with_a_non_finite_loss_is_not_saved(tmp_path):
-    saver = checkpointing.GroupCheckpoint(str(tmp_path))
+    saver = rundir.GroupCheckpoint(str(tmp_path))
     saver.set_model(tiny_model())
     with pytest.warns(UserWarning, match="Not saving epoch 0"):
         saver.on_epoch_end(0, {"loss": 1.0, "val_loss": float("nan")})
@@ -329,7 +329,7 @@ def write_run(workdir, checkpoint=b"new", recorded=b"old", epochs=2, history_epo
         (workdir / "old").write_bytes(recorded)
         atomic_files.write_json(workdir / "checkpoints" / "state.json", {
             "epochs_done": epochs,
-            "checkpoint_sha256": checkpointing.file_sha256(workdir / "old")})
+            "checkpoint_sha256": rundir.file_sha256(workdir / "old")})
     history = {"loss": list(range(history_epochs)), "val_loss": list(range(history_epochs))}
     atomic_files.write_json(workdir / "history.json", history)
 
@@ -341,7 +341,7 @@ def write_run(workdir, checkpoint=b"new", recorded=b"old", epochs=2, history_epo
 ])
 def test_progress_is_consistent_after_a_kill_anywhere(tmp_path, checkpoint, recorded, expected):
     write_run(tmp_path, checkpoint, recorded)
-    done, history = checkpointing.read_progress(str(tmp_path))
+    done, history = rundir.read_progress(str(tmp_path))
     assert done == expected
     assert history == {"loss": list(range(expected)), "val_loss": list(range(expected))}
 
@@ -349,10 +349,10 @@ def test_progress_is_consistent_after_a_kill_anywhere(tmp_path, checkpoint, reco
 def test_progress_errors(tmp_path):
     write_run(tmp_path / "no_checkpoint", checkpoint=None)
     with pytest.raises(FileNotFoundError, match="records 2 finished epochs, but .* missing"):
-        checkpointing.read_progress(str(tmp_path / "no_checkpoint"))
+        rundir.read_progress(str(tmp_path / "no_checkpoint"))
     write_run(tmp_path / "short", history_epochs=2)
     with pytest.raises(ValueError, match="fewer than the 3 epochs"):
-        checkpointing.read_progress(str(tmp_path / "short"))
+        rundir.read_progress(str(tmp_path / "short"))
 
 
 def test_config_differences_ignore_what_a_resumed_run_may_change():
@@ -360,17 +360,17 @@ def test_config_differences_ignore_what_a_resumed_run_may_change():
     config = base.get_base_config()
     config.train.epochs, config.train.verbose, config.data.data_dir = 400, 2, "/elsewhere"
     config.tuner.max_trials = 99  # only `okddip tune` reads the tuner section
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     del saved["tuner"]  # a run saved before the tuner section existed
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     del saved["data"]["path"]  # saved before data.path existed: unset, it changes nothing
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     config.data.path = "cifar100.npz"
-    assert checkpointing.config_differences(saved, config) == {
+    assert rundir.config_differences(saved, config) == {
         "data.path": (None, "cifar100.npz")}
     config.data.path = None
     config.optim.drop_epochs = (100, 200)
-    assert checkpointing.config_differences(saved, config) == {
+    assert rundir.config_differences(saved, config) == {
         "optim.drop_epochs": ([150, 225], [100, 200])}
 
 
