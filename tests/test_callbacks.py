@@ -10,8 +10,7 @@ import pytest
 import tensorflow as tf
 
 import okddip_tf
-from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard
-from okddip_tf.schedules import rampup_weight
+from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard, rampup_weight
 
 BATCH = 4
 
