@@ -18,7 +18,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from okddip_tf.attention import torch_linear_initializer
+from okddip_tf.initializers import torch_linear_initializer
 from okddip_tf.models import Backbone, register_backbone
 from okddip_tf.models.batchnorm import BatchNormalization
 
