@@ -31,7 +31,7 @@ import inspect
 import keras
 from keras import layers
 
-from okddip_tf.models import Backbone
+from okddip_tf.models.backbone import Backbone
 
 PREPROCESSING_LAYERS = (layers.Rescaling, layers.Normalization)
 WEIGHTLESS_PASS_THROUGH = (layers.Flatten, layers.Reshape, layers.Dropout, layers.Activation,
