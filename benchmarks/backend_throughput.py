@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from okddip_tf import machine
+from okddip_tf.reproduce import machine
 
 BACKENDS = ("tensorflow", "jax")
 VARIANTS = {

@@ -23,7 +23,8 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from okddip_tf import atomic_files, machine  # noqa: E402
+from okddip_tf import atomic_files  # noqa: E402
+from okddip_tf.reproduce import machine  # noqa: E402
 
 ERROR = "train.epochs must be >= 1"
 # Run inside the measured process: did the error come before TensorFlow was imported?

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from okddip_tf import machine  # noqa: E402
+from okddip_tf.reproduce import machine  # noqa: E402
 from okddip_tf.deploy import export, tflite  # noqa: E402
 from okddip_tf.models import get_backbone  # noqa: E402
 

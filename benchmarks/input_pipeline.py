@@ -32,7 +32,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from okddip_tf import data, machine  # pylint: disable=wrong-import-position
+from okddip_tf import data  # pylint: disable=wrong-import-position
+from okddip_tf.reproduce import machine  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position  (after okddip_tf: oneDNN default)
 
 

@@ -21,7 +21,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from okddip_tf import atomic_files, machine  # noqa: E402  (first: the oneDNN default)
+from okddip_tf import atomic_files  # noqa: E402  (first: the oneDNN default)
+from okddip_tf.reproduce import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

@@ -23,7 +23,8 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from okddip_tf import atomic_files, machine  # noqa: E402
+from okddip_tf import atomic_files  # noqa: E402
+from okddip_tf.reproduce import machine  # noqa: E402
 
 
 SLOWEST = 15  # the test phases listed by time, to choose what to mark slow

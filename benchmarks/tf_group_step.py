@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from okddip_tf import atomic_files
-from okddip_tf import machine as machine_info
+from okddip_tf.reproduce import machine as machine_info
 
 BATCH, CLASSES = 128, 100
 VARIANTS = {

@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from okddip_tf import atomic_files, machine  # noqa: E402
+from okddip_tf import atomic_files  # noqa: E402
+from okddip_tf.reproduce import machine  # noqa: E402
 
 flags.DEFINE_string("backbone", "resnet32", "Backbone.")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")

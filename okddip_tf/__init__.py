@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # public name -> the submodule defining it
 _EXPORTS = {
-    "PeerAttention": "attention",
+    "PeerAttention": "methods.attention",
     "DistillWeightRampup": "callbacks",
     "DiversityLogger": "callbacks",
     "NaNGuard": "callbacks",

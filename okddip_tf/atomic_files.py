@@ -58,6 +58,27 @@ def save_model(model, path):
             os.remove(tmp)
 
 
+def keep_copy(source, path):
+    """Makes `path` a copy of the file `source`, atomically: a hard link to it where the file
+    system allows (no bytes copied: a later atomic replace of `source` leaves `path` as it was),
+    else a copy; either is made beside `path`, synced, then renamed over it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".partial-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def remove_leftovers(directory):
     """Deletes the temporary files that writes killed mid-way left in `directory`; returns them.
 

@@ -5,7 +5,6 @@ from keras import ops
 
 from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
-from okddip_tf import label_checks
 from okddip_tf import optim  # noqa: F401  registers CoupledSGD, which saved groups compile with
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
@@ -41,7 +40,7 @@ class GroupModel(keras.Model):
     On TensorFlow the group runs its own steps, and `predict` returns the leader's logits. Other
     backends (JAX) train through Keras' default steps, with `compute_loss`/`compute_metrics`
     logging the same keys; there `predict` returns the output dict, label ranges are not asserted
-    (see `okddip_tf.label_checks`), and `group.leader.predict` gives the leader's logits.
+    (see `okddip_tf.metrics.check_labels`), and `group.leader.predict` gives the leader's logits.
 
     Example:
     ```python
@@ -206,7 +205,7 @@ class GroupModel(keras.Model):
             raise ValueError("GroupModel does not support sample weights; pass (images, labels).")
         labels = group_metrics.check_labels(y, self.num_classes)
         terms = self.compute_group_loss(labels, y_pred)
-        logged = terms if IS_TENSORFLOW else label_checks.log_terms(terms, labels, self.num_classes)
+        logged = group_metrics.log_terms(terms, labels, self.num_classes)
         self.trackers.update_losses(logged, self.distill_weight)
         return scale_for_replicas(terms["loss"])
 

@@ -165,19 +165,6 @@ def leave_one_out_kd(student_logits, temperature):
         for i in range(num))
 
 
-def independent_loss(labels, outputs):
-    """The paper's "Ind": every student trained with its own cross-entropy, no distillation."""
-    peer_ce = sum_peer_cross_entropy(labels, outputs["peer_logits"])
-    leader_ce = cross_entropy(labels, outputs["leader_logits"])
-    return {"loss": peer_ce + leader_ce, "peer_ce": peer_ce, "leader_ce": leader_ce}
-
-
-def baseline_loss(labels, outputs):
-    """A single network trained with cross-entropy only."""
-    leader_ce = cross_entropy(labels, outputs["leader_logits"])
-    return {"loss": leader_ce, "leader_ce": leader_ce}
-
-
 def pairwise_diversity(peer_logits):
     """Per-example peer diversity, [B]: the mean over peer pairs j < k of ||p_j - p_k||_2.
 

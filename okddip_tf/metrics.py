@@ -92,26 +92,29 @@ def mean_hits(labels, logits):
 
 
 def check_labels(labels, num_classes):
-    """Integer class ids of shape [batch], asserted to lie in [0, num_classes).
+    """Integer class ids of shape [batch] (a trailing axis of 1 is squeezed), as int32.
 
-    The range assertion needs TensorFlow; other backends get the shape check and the cast only
-    (see `okddip_tf.label_checks.check_labels`).
+    On TensorFlow the group runs its own steps, and the labels are asserted to lie in
+    [0, num_classes): an out-of-range label stops the step with an error. Inside a jitted JAX
+    step (Keras' default steps) a host-side check cannot raise, and an out-of-range label would be
+    silently dropped from the cross-entropy (its one-hot row is zeros); there the shape is checked
+    while tracing and `log_terms` turns the *logged* loss of such a batch into NaN instead.
     """
-    if keras.backend.backend() != "tensorflow":
-        from okddip_tf import label_checks
-
-        return label_checks.check_labels(labels)
-    import tensorflow as tf
-
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 2 and labels.shape[-1] == 1:
-        labels = tf.squeeze(labels, axis=-1)
-    if labels.shape.rank != 1:
+    if labels is None:
+        raise ValueError("Training and evaluation need (images, labels) batches; got images only.")
+    labels = ops.convert_to_tensor(labels)
+    if ops.ndim(labels) == 2 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, axis=-1)
+    if ops.ndim(labels) != 1:
         raise ValueError(
             f"Labels must be integer class ids of shape [batch], got shape {labels.shape}. "
             "For one-hot labels pass argmax(labels, axis=-1)."
         )
-    labels = tf.cast(labels, tf.int32)
+    labels = ops.cast(labels, "int32")
+    if keras.backend.backend() != "tensorflow":
+        return labels
+    import tensorflow as tf
+
     message = (
         f"Labels must lie in [0, {num_classes}). Check the dataset's labels against "
         "num_classes (--config.model.num_classes is read from the dataset by `okddip train`)."
@@ -121,3 +124,19 @@ def check_labels(labels, num_classes):
         tf.debugging.assert_less(labels, num_classes, message=message),
     ]):
         return tf.identity(labels)
+
+
+def nan_unless_in_range(value, labels, num_classes):
+    """`value` if every label lies in [0, num_classes), else NaN (for logging only)."""
+    valid = ops.logical_and(ops.min(labels) >= 0, ops.max(labels) < num_classes)
+    return ops.where(valid, value, ops.cast(float("nan"), value.dtype))
+
+
+def log_terms(terms, labels, num_classes):
+    """The loss terms to log. On TensorFlow `check_labels` asserted the range: `terms` as they
+    are. On other backends the total is NaN for a batch with an out-of-range label, so the
+    progress bar shows it and `okddip_tf.NaNGuard` stops training; the gradient is left alone,
+    so the weights stay finite."""
+    if keras.backend.backend() == "tensorflow":
+        return terms
+    return {**terms, "loss": nan_unless_in_range(terms["loss"], labels, num_classes)}

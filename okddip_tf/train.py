@@ -4,7 +4,7 @@
   config.json          the resolved config
   dataset_info.json    classes, class names, image shape and pixel statistics
   checkpoints/last.keras   the whole group (optimizer included) after the last finished epoch
-  checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.checkpointing)
+  checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.rundir)
   tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
   history.json         every logged value, per epoch
   timing.json          the wall seconds of each epoch
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, builders, checkpointing, distribution, event_log, teachers
+from okddip_tf import atomic_files, builders, distribution, event_log, rundir, teachers
 from okddip_tf.config import validate_config
 from okddip_tf.errors import InputError
 
@@ -51,7 +51,7 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
     """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints.
 
     The NaN guard comes before the history and checkpoint writers, so a non-finite epoch is
-    never saved; the history is written before the checkpoint (see okddip_tf.checkpointing).
+    never saved; the history is written before the checkpoint (see okddip_tf.rundir).
     """
     tensorboard_dir = os.path.join(workdir, "tensorboard")
     result = []
@@ -65,10 +65,10 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
         result.append(group_callbacks.DiversityLogger(probe, tensorboard_dir))
     result += [
         *event_log.tensorboard_callbacks(tensorboard_dir),
-        checkpointing.HistoryWriter(os.path.join(workdir, "history.json"), history),
-        checkpointing.EpochTimer(os.path.join(workdir, checkpointing.TIMING),
-                                 len((history or {}).get("loss", []))),
-        checkpointing.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
+        rundir.HistoryWriter(os.path.join(workdir, "history.json"), history),
+        rundir.EpochTimer(os.path.join(workdir, rundir.TIMING),
+                           len((history or {}).get("loss", []))),
+        rundir.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
     ]
     return result
 
@@ -128,7 +128,7 @@ def finished_run(config, workdir, epochs_done, history, out_dir=None):
     metrics = summarize(history, builders.build_method(config))
     atomic_files.write_json(os.path.join(out_dir or workdir, "metrics.json"), metrics)
     print(format_summary(metrics))
-    path = os.path.join(workdir, "checkpoints", checkpointing.LAST_CHECKPOINT)
+    path = os.path.join(workdir, "checkpoints", rundir.LAST_CHECKPOINT)
     return keras.saving.load_model(path), history, metrics
 
 
@@ -142,8 +142,8 @@ def fit(group, config, workdir, datasets, initial_epoch, history):
                   callbacks=callbacks, verbose=config.train.verbose,
                   shuffle=False)  # the training dataset shuffles itself, per epoch
     except FloatingPointError as err:
-        raise FloatingPointError(f"{err} {checkpointing.describe_last(workdir)}") from err
-    writer = next(c for c in callbacks if isinstance(c, checkpointing.HistoryWriter))
+        raise FloatingPointError(f"{err} {rundir.describe_last(workdir)}") from err
+    writer = next(c for c in callbacks if isinstance(c, rundir.HistoryWriter))
     return writer.history
 
 
@@ -160,7 +160,7 @@ def train_and_evaluate(config, workdir):
     """
     validate_config(config)
     strategy = builders.build_strategy(config)  # before any write, and before any op runs
-    initial_epoch, history = checkpointing.prepare_run(workdir, config,
+    initial_epoch, history = rundir.prepare_run(workdir, config,
                                                        chief=distribution.is_chief(strategy))
     distribution.check_same_on_workers(strategy, initial_epoch,
                                        "the epochs finished in the workdir")
@@ -182,10 +182,10 @@ def run_training(config, workdir, out_dir, strategy, initial_epoch, history):
     # The run's one method instance; a teacher it needs is located or trained first.
     method = builders.build_method(config, teachers.prepare(config, workdir, train_and_evaluate))
     group = builders.build_compiled_group(config, info, strategy, steps_per_epoch, method)
-    checkpointing.check_disk_space(out_dir, group)
+    rundir.check_disk_space(out_dir, group)
     if initial_epoch:
         with strategy.scope():
-            checkpointing.restore(group, workdir)
+            rundir.restore(group, workdir)
         print(f"Resuming {workdir} after its {initial_epoch} finished epoch(s).")
     history = fit(group, config, out_dir, (train_ds, eval_ds, steps_per_epoch), initial_epoch,
                   history)

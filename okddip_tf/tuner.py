@@ -33,7 +33,7 @@ import keras
 import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, builders, checkpointing, distribution, methods, teachers, train
+from okddip_tf import atomic_files, builders, distribution, methods, rundir, teachers, train
 from okddip_tf.config import validate_config
 from okddip_tf.errors import ConfigError, DependencyError, InputError
 from okddip_tf.metrics import GroupTrackers
@@ -297,7 +297,7 @@ def check_same_search(workdir, config):
     saved = atomic_files.read_json(path)
     current = json.loads(json.dumps(config.to_dict(), default=float))
     if saved is not None and os.path.isdir(os.path.join(workdir, PROJECT)):
-        old, new = checkpointing.flatten(saved), checkpointing.flatten(current)
+        old, new = rundir.flatten(saved), rundir.flatten(current)
         keys = sorted((old.keys() | new.keys()) - set(RESUMABLE_CHANGES))
         differences = [f"{key}: {old.get(key, '<absent>')!r} there, "
                        f"{new.get(key, '<absent>')!r} now"

@@ -13,6 +13,7 @@ import pytest
 
 from okddip_tf import GroupModel, builders
 from okddip_tf.config import get_base_config
+from okddip_tf.initializers import torch_linear_initializer
 from okddip_tf.models import BACKBONES, get_backbone, resolve_backbone
 from okddip_tf.optim import CoupledSGD
 
@@ -213,3 +214,15 @@ def test_one_training_step(backbone, shape, sharing):
                        image_shape=shape)
     _, changed = one_step(group, shape)
     assert all(changed), "every trainable weight (trunk, heads, attention) gets an update"
+
+
+def test_torch_linear_initializer_draws_uniform_within_one_over_sqrt_fan_in():
+    fan_in = 64
+    limit = 1.0 / np.sqrt(fan_in)
+    first = np.asarray(torch_linear_initializer(fan_in)((200, 100)))
+    second = np.asarray(torch_linear_initializer(fan_in)((200, 100)))
+    assert np.abs(first).max() <= limit
+    # U(-l, l) has mean 0 and standard deviation l / sqrt(3); 20000 draws pin both closely.
+    assert abs(first.mean()) < 0.02 * limit
+    assert first.std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert not np.array_equal(first, second)  # a new instance per weight: new values

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 import okddip_tf
-from okddip_tf.attention import PeerAttention
+from okddip_tf.methods.attention import PeerAttention
 from okddip_tf.models import get_backbone
 
 

@@ -10,8 +10,7 @@ import pytest
 import tensorflow as tf
 
 import okddip_tf
-from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard
-from okddip_tf.schedules import rampup_weight
+from okddip_tf.callbacks import DistillWeightRampup, DiversityLogger, NaNGuard, rampup_weight
 
 BATCH = 4
 
@@ -226,21 +225,21 @@ def test_diversity_logger_skips_groups_with_one_peer(tmp_path):
 
 
 def test_epoch_timer_keeps_the_checkpointed_epochs_times_on_resume(tmp_path, monkeypatch):
-    from okddip_tf import checkpointing
+    from okddip_tf import rundir
 
     clock = iter([10.0, 12.5, 20.0, 21.0, 30.0, 34.0])
-    monkeypatch.setattr(checkpointing.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(rundir.time, "perf_counter", lambda: next(clock))
     path = str(tmp_path / "timing.json")
-    timer = checkpointing.EpochTimer(path)
+    timer = rundir.EpochTimer(path)
     for epoch in (0, 1):
         timer.on_epoch_begin(epoch)
         timer.on_epoch_end(epoch)
     assert json.load(open(path)) == {"epoch_seconds": [2.5, 1.0]}
     # Killed after epoch 1 was timed but before its checkpoint: the resumed run redoes it.
-    resumed = checkpointing.EpochTimer(path, initial_epoch=1)
+    resumed = rundir.EpochTimer(path, initial_epoch=1)
     resumed.on_epoch_begin(1)
     resumed.on_epoch_end(1)
     assert json.load(open(path)) == {"epoch_seconds": [2.5, 4.0]}
     # A run checkpointed before timing.json existed: its epochs' times are unknown.
-    later = checkpointing.EpochTimer(str(tmp_path / "none.json"), initial_epoch=2)
+    later = rundir.EpochTimer(str(tmp_path / "none.json"), initial_epoch=2)
     assert later.seconds == [None, None]

@@ -217,16 +217,16 @@ def test_prepared_dataset_loads_without_any_connection(tfds_data_dir, monkeypatc
 def test_runs_and_searches_resume_whatever_data_download_says(tmp_path):
     """Whether data may be downloaded changes no result: a run or a search started before the
     key existed, or with the other value, resumes."""
-    from okddip_tf import atomic_files, checkpointing, tuner  # pylint: disable=import-outside-toplevel
+    from okddip_tf import atomic_files, rundir, tuner  # pylint: disable=import-outside-toplevel
 
     config = base_config.get_base_config()
     saved = json.loads(json.dumps(config.to_dict()))  # as a workdir's config.json holds it
     del saved["data"]["download"]
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     config.data.download = False
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     config.data.batch_size = 64  # a change that does matter is still refused
-    assert list(checkpointing.config_differences(saved, config)) == ["data.batch_size"]
+    assert list(rundir.config_differences(saved, config)) == ["data.batch_size"]
     atomic_files.write_json(tmp_path / tuner.SEARCH_CONFIG, saved)
     (tmp_path / tuner.PROJECT).mkdir()
     config.data.batch_size = saved["data"]["batch_size"]

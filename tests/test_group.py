@@ -314,6 +314,22 @@ def test_one_hot_labels_rejected(compiled_tiny):
         compiled_tiny.fit(make_images(8), one_hot, batch_size=8, verbose=0)
 
 
+def test_check_labels_squeezes_casts_and_asserts_the_range():
+    from okddip_tf import metrics  # pylint: disable=import-outside-toplevel
+
+    labels = metrics.check_labels(np.array([[3], [0], [9]], dtype="int64"), NUM_CLASSES)
+    assert labels.dtype == tf.int32 and labels.numpy().tolist() == [3, 0, 9]
+    with pytest.raises(ValueError, match=r"images only"):
+        metrics.check_labels(None, NUM_CLASSES)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Labels must lie in \[0, 10\)"):
+        metrics.check_labels(np.array([1, 10]), NUM_CLASSES)
+    # The NaN the default steps (JAX) log instead of raising, checked here on TensorFlow's ops.
+    loss = tf.constant(2.5)
+    assert float(metrics.nan_unless_in_range(loss, tf.constant([0, 9]), NUM_CLASSES)) == 2.5
+    for bad in ([0, 10], [-1, 3]):
+        assert np.isnan(float(metrics.nan_unless_in_range(loss, tf.constant(bad), NUM_CLASSES)))
+
+
 def test_sample_weights_rejected(compiled_tiny):
     with pytest.raises(ValueError, match=r"does not support sample weights"):
         compiled_tiny.fit(make_images(8), make_labels(8), sample_weight=np.ones(8, "float32"),

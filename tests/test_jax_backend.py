@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from okddip_tf import CoupledSGD, GroupModel
-from okddip_tf.schedules import rampup_weight
+from okddip_tf.callbacks import rampup_weight
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600

@@ -259,8 +259,10 @@ def test_targets_are_distributions(target_space):
 
 def test_independent_loss_matches_numpy():
     labels, peer_logits, leader_logits, attention = random_case(21, 4)
-    got = to_numpy(losses.independent_loss(labels, outputs_dict(peer_logits, leader_logits,
-                                                                 attention)))
+    # The distillation weight and temperature must not change a loss without distillation.
+    got = to_numpy(okddip_tf.methods.Independent().loss(
+        labels, outputs_dict(peer_logits, leader_logits, attention), temperature=3.0,
+        distill_weight=0.7))
     peer_ce = sum(np_ce(labels, peer_logits[:, a]) for a in range(3))
     leader_ce = np_ce(labels, leader_logits)
     assert set(got) == {"loss", "peer_ce", "leader_ce"}
@@ -273,7 +275,9 @@ def test_baseline_loss_matches_numpy():
     rng = np.random.default_rng(22)
     leader_logits = rng.normal(size=(BATCH, NUM_CLASSES))
     labels = rng.integers(0, NUM_CLASSES, size=BATCH)
-    got = to_numpy(losses.baseline_loss(labels, {"leader_logits": leader_logits}))
+    got = to_numpy(okddip_tf.methods.Baseline().loss(
+        labels, {"leader_logits": leader_logits}, temperature=3.0,
+        distill_weight=0.7))
     assert set(got) == {"loss", "leader_ce"}
     np.testing.assert_allclose(got["loss"], np_ce(labels, leader_logits), rtol=1e-9)
     np.testing.assert_allclose(got["leader_ce"], got["loss"], rtol=0)

@@ -1,4 +1,4 @@
-"""okddip_tf.machine: what every benchmark JSON records about where and from what it ran."""
+"""okddip_tf.reproduce.machine: what a benchmark JSON records about where and from what it ran."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from okddip_tf import machine
+from okddip_tf.reproduce import machine
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def test_cpu_kind_names_one_of_the_kinds_the_results_compare():
 @pytest.mark.parametrize("onednn", ["0", "1"])
 def test_describe_records_the_loaded_frameworks_and_onednn(onednn):
     """In a fresh process: TensorFlow fixes its kernels on first use, and this suite's are set."""
-    script = ("import json, sys, okddip_tf, tensorflow; from okddip_tf import machine; "
+    script = ("import json, sys, okddip_tf, tensorflow; from okddip_tf.reproduce import machine; "
               "print(json.dumps({'found': machine.describe(), 'tf': tensorflow.__version__, "
               "'jax': 'jax' in sys.modules}))")
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="3")

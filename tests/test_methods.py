@@ -416,7 +416,7 @@ def test_a_run_from_before_the_methods_package_resumes(tmp_path):
     import json  # pylint: disable=import-outside-toplevel
     import shutil  # pylint: disable=import-outside-toplevel
 
-    from okddip_tf import checkpointing  # pylint: disable=import-outside-toplevel
+    from okddip_tf import rundir  # pylint: disable=import-outside-toplevel
 
     workdir = tmp_path / "legacy"
     shutil.copytree(LEGACY, workdir)
@@ -424,9 +424,9 @@ def test_a_run_from_before_the_methods_package_resumes(tmp_path):
     assert "attention_dim" in saved["model"] and "okddip" not in saved  # the old layout
     config = base_config.paper_config("cifar100", "okddip", "smoke")
     config.train.epochs = 2
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     config.okddip.attention = "mean"
-    assert "okddip.attention" in checkpointing.config_differences(saved, config)
+    assert "okddip.attention" in rundir.config_differences(saved, config)
 
 
 @pytest.mark.parametrize("num_students", [2, 3, 4, 5])

@@ -2,6 +2,8 @@
 workdir checks, and the per-epoch training data that makes exact resumption possible."""
 
 import errno
+import hashlib
+import io
 import json
 import os
 import pathlib
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections import namedtuple
 
 import keras
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf import atomic_files, builders, callbacks, checkpointing, data, distribution, train
+from okddip_tf import atomic_files, builders, callbacks, data, distribution, rundir, train
 from okddip_tf import config as base
 from okddip_tf.data import DatasetInfo
 
@@ -142,6 +145,34 @@ def test_a_killed_run_resumes_to_the_weights_and_history_of_an_uninterrupted_one
     assert metrics == json.loads((runs.first / "metrics.json").read_text())
 
 
+def test_a_damaged_checkpoint_is_reported_and_the_run_goes_on_from_the_previous_one(
+        runs, tfds_data_dir, tmp_path):
+    """`okddip train` on a workdir whose last.keras was truncated after the run: the error names
+    the file and both hashes and keeps the run; following its advice (previous.keras) resumes
+    to the uninterrupted run's weights and history."""
+    workdir = tmp_path / "damaged"
+    shutil.copytree(runs.first, workdir)
+    last, previous = (workdir / "checkpoints" / name for name in ("last.keras", "previous.keras"))
+    state = json.loads((workdir / "checkpoints" / "state.json").read_text())
+    assert state["previous"] == {"checkpoint": "previous.keras", "epochs_done": EPOCHS - 1,
+                                 "checkpoint_sha256": rundir.file_sha256(previous)}
+    intact = last.read_bytes()
+    last.write_bytes(intact[:len(intact) // 2])
+    process = okddip_train(workdir, tfds_data_dir)
+    process.wait(timeout=600)
+    stderr = output(process)[1]
+    assert process.returncode == 1, stderr[-3000:]
+    for part in (f"The checkpoint {last} cannot be read: it is truncated",
+                 f"Its SHA-256 is {rundir.file_sha256(last)}", state["checkpoint_sha256"],
+                 f"`cp {previous} {last}`", f"trains epoch {EPOCHS} on again"):
+        assert part in stderr, stderr[-3000:]
+    assert "fewer than" not in stderr
+    shutil.copyfile(previous, last)
+    stdout = finish(okddip_train(workdir, tfds_data_dir))
+    assert f"after its {EPOCHS - 1} finished epoch(s)" in stdout
+    assert_same_run(runs.first, workdir)
+
+
 def test_the_checkpoint_holds_the_optimizer_state(runs, tfds_data_dir):
     """load_model brings back the step count and momenta; resuming loads the same."""
     loaded = load(runs.first)
@@ -154,7 +185,7 @@ def test_the_checkpoint_holds_the_optimizer_state(runs, tfds_data_dir):
     group = builders.build_compiled_group(config, info, tf.distribute.get_strategy(), STEPS,
                                           builders.build_method(config))
     assert int(group.optimizer.iterations) == 0
-    checkpointing.restore(group, str(runs.first))
+    rundir.restore(group, str(runs.first))
     for x, y in zip(loaded.weights + loaded.optimizer.variables,
                     group.weights + group.optimizer.variables):
         assert np.array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
@@ -281,7 +312,7 @@ def tiny_model():
 
 def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     directory = tmp_path / "checkpoints"
-    saver = checkpointing.GroupCheckpoint(str(directory))
+    saver = rundir.GroupCheckpoint(str(directory))
     model = tiny_model()
     saver.set_model(model)
     saver.on_epoch_end(0, {"loss": 1.0})
@@ -295,15 +326,16 @@ def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(model, "save", crash)
     with pytest.raises(OSError, match="mid-save"):
         saver.on_epoch_end(1, {"loss": 0.5})
-    assert {name: (directory / name).read_bytes() for name in os.listdir(directory)} == before
+    after = {name: (directory / name).read_bytes() for name in os.listdir(directory)}
+    assert after == {**before, "previous.keras": before["last.keras"]}
     state = json.loads(before["state.json"])
     assert state["epochs_done"] == 1
-    assert state["checkpoint_sha256"] == checkpointing.file_sha256(directory / "last.keras")
+    assert state["checkpoint_sha256"] == rundir.file_sha256(directory / "last.keras")
     keras.saving.load_model(directory / "last.keras")
 
 
 def test_an_epoch_with_a_non_finite_loss_is_not_saved(tmp_path):
-    saver = checkpointing.GroupCheckpoint(str(tmp_path))
+    saver = rundir.GroupCheckpoint(str(tmp_path))
     saver.set_model(tiny_model())
     with pytest.warns(UserWarning, match="Not saving epoch 0"):
         saver.on_epoch_end(0, {"loss": 1.0, "val_loss": float("nan")})
@@ -322,15 +354,25 @@ def test_leftovers_of_killed_writes_are_removed(tmp_path):
 # --------------------------------------------------------------------------- progress files
 
 
+def fake_checkpoint(tag):
+    """The bytes of a zip laid out as a .keras file (same bytes for the same tag)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in ("metadata.json", "config.json", "model.weights.h5"):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, json.dumps({"tag": tag.decode()}))
+    return buffer.getvalue()
+
+
 def write_run(workdir, checkpoint=b"new", recorded=b"old", epochs=2, history_epochs=3):
     (workdir / "checkpoints").mkdir(parents=True)
     if checkpoint is not None:
-        (workdir / "checkpoints" / "last.keras").write_bytes(checkpoint)
+        (workdir / "checkpoints" / "last.keras").write_bytes(fake_checkpoint(checkpoint))
     if recorded is not None:
-        (workdir / "old").write_bytes(recorded)
+        (workdir / "old").write_bytes(fake_checkpoint(recorded))
         atomic_files.write_json(workdir / "checkpoints" / "state.json", {
             "epochs_done": epochs,
-            "checkpoint_sha256": checkpointing.file_sha256(workdir / "old")})
+            "checkpoint_sha256": rundir.file_sha256(workdir / "old")})
     history = {"loss": list(range(history_epochs)), "val_loss": list(range(history_epochs))}
     atomic_files.write_json(workdir / "history.json", history)
 
@@ -342,7 +384,7 @@ def write_run(workdir, checkpoint=b"new", recorded=b"old", epochs=2, history_epo
 ])
 def test_progress_is_consistent_after_a_kill_anywhere(tmp_path, checkpoint, recorded, expected):
     write_run(tmp_path, checkpoint, recorded)
-    done, history = checkpointing.read_progress(str(tmp_path))
+    done, history = rundir.read_progress(str(tmp_path))
     assert done == expected
     assert history == {"loss": list(range(expected)), "val_loss": list(range(expected))}
 
@@ -350,10 +392,96 @@ def test_progress_is_consistent_after_a_kill_anywhere(tmp_path, checkpoint, reco
 def test_progress_errors(tmp_path):
     write_run(tmp_path / "no_checkpoint", checkpoint=None)
     with pytest.raises(FileNotFoundError, match="records 2 finished epochs, but .* missing"):
-        checkpointing.read_progress(str(tmp_path / "no_checkpoint"))
+        rundir.read_progress(str(tmp_path / "no_checkpoint"))
     write_run(tmp_path / "short", history_epochs=2)
     with pytest.raises(ValueError, match="fewer than the 3 epochs"):
-        checkpointing.read_progress(str(tmp_path / "short"))
+        rundir.read_progress(str(tmp_path / "short"))
+
+
+def test_each_save_keeps_the_checkpoint_it_replaces_as_previous(tmp_path):
+    directory = tmp_path / "checkpoints"
+    saver = rundir.GroupCheckpoint(str(directory))
+    model = tiny_model()
+    saver.set_model(model)
+    saver.on_epoch_end(0, {"loss": 1.0})
+    first = (directory / "last.keras").read_bytes()
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+    saver.on_epoch_end(1, {"loss": 0.5})
+    assert (directory / "previous.keras").read_bytes() == first != (
+        directory / "last.keras").read_bytes()
+    state = json.loads((directory / "state.json").read_text())
+    assert state["epochs_done"] == 2
+    assert state["checkpoint_sha256"] == rundir.file_sha256(directory / "last.keras")
+    assert state["previous"] == {"checkpoint": "previous.keras", "epochs_done": 1,
+                                 "checkpoint_sha256": hashlib.sha256(first).hexdigest()}
+
+
+def damage(path, how):
+    intact = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(intact[:len(intact) // 2])
+    elif how == "not a zip":
+        path.write_bytes(b"not a checkpoint at all")
+    elif how == "not a Keras model":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "a zip, but no model")
+    else:  # a flipped byte inside the weights: the zip's CRC catches it
+        position = intact.index(b"HDF") + 100
+        path.write_bytes(intact[:position] + bytes([intact[position] ^ 0xFF])
+                         + intact[position + 1:])
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("truncated", "is truncated or not a zip archive"),
+    ("not a zip", "is truncated or not a zip archive"),
+    ("not a Keras model", "is a zip archive but not a Keras model (it lacks config.json and "
+                          "model.weights.h5)"),
+    ("bit flip", "is damaged: its member model.weights.h5 fails its CRC check"),
+])
+def test_a_damaged_checkpoint_is_reported_with_its_hashes_and_the_previous_one(tmp_path, how,
+                                                                                problem):
+    workdir, directory = tmp_path, tmp_path / "checkpoints"
+    saver, model = rundir.GroupCheckpoint(str(directory)), tiny_model()
+    saver.set_model(model)
+    for epoch in range(3):  # each epoch's checkpoint differs from the one before
+        model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+        saver.on_epoch_end(epoch, {"loss": 1.0})
+    atomic_files.write_json(workdir / "history.json", {"loss": [3.0, 2.0, 1.0]})
+    last, previous = directory / "last.keras", directory / "previous.keras"
+    recorded = json.loads((directory / "state.json").read_text())["checkpoint_sha256"]
+    damage(last, how)
+    with pytest.raises(ValueError) as error:
+        rundir.read_progress(str(workdir))
+    message = str(error.value)
+    assert f"The checkpoint {last} cannot be read: it {problem}" in message
+    assert f"Its SHA-256 is {rundir.file_sha256(last)}, but" in message
+    assert f"records {recorded} for it (after 3 epoch(s))" in message
+    assert f"`cp {previous} {last}`" in message and "trains epoch 3 on again" in message
+    assert "fewer than" not in message
+    # The advice works: the previous checkpoint resumes at its epoch, with its history.
+    shutil.copyfile(previous, last)
+    assert rundir.read_progress(str(workdir)) == (2, {"loss": [3.0, 2.0]})
+    keras.saving.load_model(last)
+    # ... and the next save records it as the previous checkpoint again.
+    saver = rundir.GroupCheckpoint(str(directory))
+    saver.set_model(tiny_model())
+    saver.on_epoch_end(2, {"loss": 1.0})
+    state = json.loads((directory / "state.json").read_text())
+    assert state["epochs_done"] == 3 and state["previous"]["epochs_done"] == 2
+    assert state["previous"]["checkpoint_sha256"] == rundir.file_sha256(previous)
+
+
+def test_a_damaged_checkpoint_without_a_kept_previous_one_says_so(tmp_path):
+    write_run(tmp_path, checkpoint=b"old", recorded=b"old")
+    last = tmp_path / "checkpoints" / "last.keras"
+    damage(last, "truncated")
+    with pytest.raises(ValueError, match=r"cannot be read: it is truncated.* There is no intact "
+                                         r"previous checkpoint to fall back to \(.*missing\)"):
+        rundir.read_progress(str(tmp_path))
+    # A copy kept just before a save that a kill interrupted is the recorded checkpoint itself.
+    shutil.copyfile(tmp_path / "old", tmp_path / "checkpoints" / "previous.keras")
+    with pytest.raises(ValueError, match=r"previous.keras is an intact copy of it: `cp "):
+        rundir.read_progress(str(tmp_path))
 
 
 def test_config_differences_ignore_what_a_resumed_run_may_change():
@@ -361,17 +489,17 @@ def test_config_differences_ignore_what_a_resumed_run_may_change():
     config = base.get_base_config()
     config.train.epochs, config.train.verbose, config.data.data_dir = 400, 2, "/elsewhere"
     config.tuner.max_trials = 99  # only `okddip tune` reads the tuner section
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     del saved["tuner"]  # a run saved before the tuner section existed
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     del saved["data"]["path"]  # saved before data.path existed: unset, it changes nothing
-    assert checkpointing.config_differences(saved, config) == {}
+    assert rundir.config_differences(saved, config) == {}
     config.data.path = "cifar100.npz"
-    assert checkpointing.config_differences(saved, config) == {
+    assert rundir.config_differences(saved, config) == {
         "data.path": (None, "cifar100.npz")}
     config.data.path = None
     config.optim.drop_epochs = (100, 200)
-    assert checkpointing.config_differences(saved, config) == {
+    assert rundir.config_differences(saved, config) == {
         "optim.drop_epochs": ([150, 225], [100, 200])}
 
 

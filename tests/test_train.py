@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 from okddip_tf import config as base
-from okddip_tf import schedules, train
+from okddip_tf import train
+from okddip_tf.callbacks import rampup_weight
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.py"))
@@ -98,7 +99,7 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
         assert len(values) == 2 and all(math.isfinite(v) for v in values), key
     # The ramp-up callback really drove the weight the compiled step used (L = 2 epochs).
     assert history["distill_weight"] == pytest.approx(
-        [schedules.rampup_weight(e, 2) for e in range(2)], rel=1e-6)
+        [rampup_weight(e, 2) for e in range(2)], rel=1e-6)
 
     for name in ("config.json", "dataset_info.json", "history.json", "metrics.json",
                  "checkpoints/last.keras"):

@@ -11,7 +11,8 @@ import keras
 import pytest
 
 from okddip_tf import config as base
-from okddip_tf import schedules, tuner
+from okddip_tf import tuner
+from okddip_tf.callbacks import rampup_weight
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_each_trial_model_gets_its_hyperparameters(searched):
         assert record["attention_dim"] == record["query_units"] == hp["attention_dim"]
         assert record["learning_rate"] == pytest.approx(hp["learning_rate"], rel=1e-6)
         # The ramp-up callback ran with the trial's length (one epoch: epoch 0's weight).
-        expected = schedules.rampup_weight(0, hp["rampup_length"])
+        expected = rampup_weight(0, hp["rampup_length"])
         assert record["distill_weight"] == pytest.approx(expected, rel=1e-5)
         assert record["history"]["distill_weight"][0] == pytest.approx(expected, rel=1e-5)
     best_values = searched.result.best_values

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from okddip_tf import atomic_files, progress, quiet
-from okddip_tf.checkpointing import LAST_CHECKPOINT
+from okddip_tf.rundir import LAST_CHECKPOINT
 from okddip_tf.deploy import calibration, parity, savedmodel, tflite
 from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
 from okddip_tf.group import GroupModel

@@ -27,7 +27,7 @@ from keras import ops
 
 from okddip_tf import losses
 from okddip_tf.errors import ConfigError
-from okddip_tf.attention import PeerAttention, RandomAttention
+from okddip_tf.methods.attention import PeerAttention, RandomAttention
 from okddip_tf.methods import base
 
 ATTENTIONS = ("learned", "random", "self", "mean", "identity")

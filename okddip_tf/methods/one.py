@@ -16,7 +16,7 @@ import keras
 from keras import layers, ops
 
 from okddip_tf import losses
-from okddip_tf.attention import torch_linear_initializer
+from okddip_tf.initializers import torch_linear_initializer
 from okddip_tf.methods import base
 
 

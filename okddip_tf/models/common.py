@@ -18,8 +18,9 @@ from typing import Callable
 import keras
 from keras import layers
 
-from okddip_tf.attention import torch_linear_initializer
-from okddip_tf.models import Backbone, register_backbone
+from okddip_tf.initializers import torch_linear_initializer
+from okddip_tf.models.backbone import Backbone
+from okddip_tf.models.registry import register_backbone
 from okddip_tf.models.batchnorm import BatchNormalization
 
 # batchnorm option -> (momentum, epsilon)

@@ -32,7 +32,7 @@ import keras
 from keras import layers
 
 from okddip_tf import compat
-from okddip_tf.models import Backbone
+from okddip_tf.models.backbone import Backbone
 
 PREPROCESSING_LAYERS = (layers.Rescaling, layers.Normalization)
 WEIGHTLESS_PASS_THROUGH = (layers.Flatten, layers.Reshape, layers.Dropout, layers.Activation,

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from okddip_tf import atomic_files
-from okddip_tf import machine as machine_info
+from okddip_tf.reproduce import machine as machine_info
 from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import manifest, runner
 from okddip_tf.reproduce.budget import counted

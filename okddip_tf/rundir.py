@@ -1,13 +1,18 @@
 """Runs that survive a kill: per-epoch checkpoints of the whole group, and resuming from them.
 
 After every epoch a run writes, in this order and each atomically (beside, then renamed):
-  history.json             every logged value, per epoch
-  checkpoints/last.keras   the group: weights, optimizer variables and iteration count
-  checkpoints/state.json   {"epochs_done": n, "checkpoint_sha256": <hash of that last.keras>}
+  history.json                 every logged value, per epoch
+  checkpoints/previous.keras   the checkpoint before the new one (a hard link where possible)
+  checkpoints/last.keras       the group: weights, optimizer variables and iteration count
+  checkpoints/state.json       {"epochs_done": n, "checkpoint_sha256": <hash of that last.keras>,
+                                "previous": {"epochs_done": n - 1, "checkpoint_sha256": ...}}
 A kill at any moment leaves a consistent run. `read_progress` takes state.json's n, plus one when
 last.keras is not the file state.json describes (saved for epoch n + 1 just before a kill), and
-cuts history.json to that many epochs. Ramp-up and learning rate follow from the epoch and the
-optimizer's iteration count, and the training data of epoch e depends only on (seed, e).
+cuts history.json to that many epochs. A last.keras that differs from its record and cannot be
+read (truncated, not a zip, not a Keras model) was damaged after it was written: that is reported
+with both hashes, and previous.keras lets the run go on from the epoch before. Ramp-up and
+learning rate follow from the epoch and the optimizer's iteration count, and the training data of
+epoch e depends only on (seed, e).
 """
 
 import hashlib
@@ -16,6 +21,8 @@ import os
 import tempfile
 import time
 import warnings
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -26,6 +33,7 @@ from okddip_tf.config import get_base_config
 from okddip_tf.errors import InputError, MissingInputError
 
 LAST_CHECKPOINT = "last.keras"
+PREVIOUS_CHECKPOINT = "previous.keras"
 STATE = "state.json"
 # Keys a resumed run may change: none changes what the finished epochs computed.
 RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data_dir",
@@ -48,13 +56,15 @@ def file_sha256(path):
 class GroupCheckpoint(keras.callbacks.Callback):
     """Saves the group to `<directory>/last.keras` after every epoch, then `state.json`.
 
-    Both writes are atomic: a crash mid-save leaves the previous checkpoint intact. An epoch
+    The checkpoint it replaces is kept as `previous.keras`, recorded in state.json with its own
+    hash. Every write is atomic: a crash mid-save leaves the previous checkpoint intact. An epoch
     whose logged losses are NaN or infinite is not saved (a NaNGuard before it stops the run).
     """
 
     def __init__(self, directory):
         super().__init__()
         self.directory = directory
+        self.saved = None  # (epochs, SHA-256) of the last.keras this callback wrote
 
     @property
     def path(self):
@@ -66,12 +76,23 @@ class GroupCheckpoint(keras.callbacks.Callback):
             warnings.warn(f"Not saving epoch {epoch}: its {sorted(bad)} are not finite. "
                           f"{self.path} keeps the last good epoch.")
             return
+        previous = self.keep_previous()
         atomic_files.save_model(self.model, self.path)
-        atomic_files.write_json(os.path.join(self.directory, STATE), {
-            "epochs_done": epoch + 1,
-            "checkpoint": LAST_CHECKPOINT,
-            "checkpoint_sha256": file_sha256(self.path),
-        })
+        self.saved = (epoch + 1, file_sha256(self.path))
+        state = {"epochs_done": epoch + 1, "checkpoint": LAST_CHECKPOINT,
+                 "checkpoint_sha256": self.saved[1]}
+        if previous:
+            state["previous"] = previous
+        atomic_files.write_json(os.path.join(self.directory, STATE), state)
+
+    def keep_previous(self):
+        """Keeps the current last.keras as previous.keras; returns its record (None: none)."""
+        if not os.path.exists(self.path):
+            return None
+        epochs, sha = self.saved or checkpoint_epochs(self.directory)
+        atomic_files.keep_copy(self.path, os.path.join(self.directory, PREVIOUS_CHECKPOINT))
+        return {"checkpoint": PREVIOUS_CHECKPOINT, "epochs_done": epochs,
+                "checkpoint_sha256": sha}
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -187,17 +208,84 @@ def set_aside(workdir):
     return target
 
 
-def read_progress(workdir):
-    """(epochs done, their history) of the run in `workdir`, consistent after a kill anywhere."""
-    directory = os.path.join(workdir, "checkpoints")
+def checkpoint_problem(path):
+    """Why the file at `path` cannot be a .keras checkpoint, or None when it reads as one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in ("config.json", "model.weights.h5")
+                       if name not in archive.namelist()]
+            if missing:
+                return f"is a zip archive but not a Keras model (it lacks {' and '.join(missing)})"
+            damaged = archive.testzip()
+            if damaged is not None:
+                return f"is damaged: its member {damaged} fails its CRC check"
+            json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, zlib.error, EOFError):
+        return "is truncated or not a zip archive (a .keras checkpoint is one)"
+    except ValueError:
+        return "is a zip archive but not a Keras model (its config.json is not JSON)"
+    return None
+
+
+def fallback_advice(directory, state):
+    """How to go on from previous.keras, checked against the hash state.json records for it."""
+    previous = state.get("previous") or {}
+    path = os.path.join(directory, PREVIOUS_CHECKPOINT)
+    last = os.path.join(directory, LAST_CHECKPOINT)
+    sha = file_sha256(path) if os.path.exists(path) else None
+    if sha is not None and sha == state.get("checkpoint_sha256"):
+        # Kept just before a save that a kill interrupted: it is the recorded last.keras itself.
+        return (f" {path} is an intact copy of it: `cp {path} {last}` and run the same command "
+                "again to resume where the run stopped.")
+    if sha is None or sha != previous.get("checkpoint_sha256"):
+        return (f" There is no intact previous checkpoint to fall back to ({path} is "
+                f"{'missing' if sha is None else 'not the file state.json records'}).")
+    return (f" Or resume from the previous checkpoint, after {previous['epochs_done']} epoch(s), "
+            f"whose SHA-256 matches its record: `cp {path} {last}` and run the same command "
+            f"again (it trains epoch {previous['epochs_done'] + 1} on again).")
+
+
+def checkpoint_epochs(directory):
+    """(epochs finished, SHA-256) of `<directory>/last.keras`; (0, None) when a run has none.
+
+    state.json records the last checkpoint it saw written and the previous one. A last.keras
+    that is neither, and reads as a checkpoint, was saved for the next epoch just before a kill
+    (history.json was written before it). One that cannot be read was damaged after it was
+    written: an InputError names it, with its hash against the recorded one.
+    """
     state = atomic_files.read_json(os.path.join(directory, STATE), {"epochs_done": 0})
     done, path = state["epochs_done"], os.path.join(directory, LAST_CHECKPOINT)
-    if os.path.exists(path) and file_sha256(path) != state.get("checkpoint_sha256"):
-        done += 1  # saved for the next epoch by a run killed before it updated state.json
-    elif done and not os.path.exists(path):
-        raise MissingInputError(f"{directory}/{STATE} records {done} finished epochs, but "
-                                f"{path} is missing. Start over with a new --workdir or "
-                                "--config.train.resume=False.")
+    if not os.path.exists(path):
+        if done:
+            raise MissingInputError(
+                f"{directory}/{STATE} records {done} finished epochs, but {path} is missing. "
+                "Restore it from a copy, or start over with a new --workdir or "
+                "--config.train.resume=False." + fallback_advice(directory, state))
+        return 0, None
+    sha = file_sha256(path)
+    if sha == state.get("checkpoint_sha256"):
+        return done, sha
+    previous = state.get("previous") or {}
+    if sha == previous.get("checkpoint_sha256"):
+        return previous["epochs_done"], sha  # previous.keras copied over last.keras
+    problem = checkpoint_problem(path)
+    if problem:
+        recorded = state.get("checkpoint_sha256")
+        raise InputError(
+            f"The checkpoint {path} cannot be read: it {problem}. Its SHA-256 is {sha}, but "
+            + (f"{directory}/{STATE} records {recorded} for it (after {done} epoch(s)), so it "
+               "was damaged after the run wrote it; history.json and the rest of the run are "
+               "intact. Restore the file from a copy (its SHA-256 must be that recorded one) "
+               "and run the same command again to resume." if recorded else
+               f"{directory}/{STATE} records no checkpoint: no epoch finished saving, so "
+               "starting over (--config.train.resume=False) loses nothing.")
+            + fallback_advice(directory, state))
+    return done + 1, sha
+
+
+def read_progress(workdir):
+    """(epochs done, their history) of the run in `workdir`, consistent after a kill anywhere."""
+    done, _ = checkpoint_epochs(os.path.join(workdir, "checkpoints"))
     history = atomic_files.read_json(os.path.join(workdir, "history.json"), {})
     if done and (not history or min(len(values) for values in history.values()) < done):
         raise InputError(f"{workdir}/history.json holds fewer than the {done} epochs of its "
@@ -242,9 +330,9 @@ def check_disk_space(workdir, group):
     size = checkpoint_bytes(group)
     os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)  # a new worker's temp dir
     atomic_files.check_free_space(
-        os.path.join(workdir, "checkpoints"), 2 * size + LOG_MARGIN_BYTES,
+        os.path.join(workdir, "checkpoints"), 3 * size + LOG_MARGIN_BYTES,
         f"checkpointing this {size / 2**20:.1f} MiB group (each new checkpoint is written "
-        "beside the last, plus logs)")
+        "beside the last and the previous one, plus logs)")
 
 
 def restore(group, workdir):

@@ -1,0 +1,44 @@
+"""What a backbone is: how to build one student's trunk and head (the `Backbone` type).
+
+The registry of named backbones is `okddip_tf.models.registry`; a user's own Keras model becomes a
+`Backbone` through `okddip_tf.models.keras_backbone.from_keras`.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """How to build one student network in two parts.
+
+    Attributes:
+      name: the registry name (for a user's model, its model name).
+      build_trunk: `(name, sync_batchnorm) -> keras.Model` mapping normalised images
+        [B, H, W, 3] to the trunk's feature map [B, h, w, trunk_channels].
+      build_head: `(name, num_classes, sync_batchnorm) -> keras.Model` mapping the trunk's feature
+        map to `[features, logits]`: the pooled features [B, feature_dim] used by the attention and
+        the logits [B, num_classes]. Branch-based groups share one trunk and give each student its
+        own head; network-based groups give each student its own trunk as well.
+      trunk_channels: channels of the trunk's output.
+      feature_dim: size of the pooled features.
+      options: the (key, value) pairs a registered backbone was configured with.
+      raw_pixels: the network normalises its input itself (e.g. a `keras.applications` model
+        with built-in preprocessing): the group then feeds it raw [0, 255] pixels.
+      config: how to rebuild it, when it is not "registered name + options" (see `from_keras`).
+    """
+
+    name: str
+    build_trunk: Callable = dataclasses.field(compare=False)
+    build_head: Callable = dataclasses.field(compare=False)
+    trunk_channels: int
+    feature_dim: int
+    options: tuple = ()
+    raw_pixels: bool = False
+    config: Optional[dict] = dataclasses.field(default=None, compare=False, repr=False)
+
+    def get_config(self):
+        """A JSON-able dict that `backbone_from_config` turns back into this backbone."""
+        if self.config is not None:
+            return dict(self.config)
+        return {"name": self.name, "options": dict(self.options)}

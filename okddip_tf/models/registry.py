@@ -1,0 +1,92 @@
+"""Backbone registry: registered backbones are looked up by name, optionally with options.
+
+`get_backbone("resnet32", split_stage=2, batchnorm="keras")` configures a registered network;
+`resolve_backbone` also takes a "module:factory" string (the user's own functional Keras
+classifier, see `okddip_tf.models.keras_backbone.from_keras`), a `Backbone.get_config()` dict, or
+a `Backbone`. The backbone modules register themselves here when `okddip_tf.models` imports them.
+"""
+
+from okddip_tf.errors import ConfigError
+from okddip_tf.models import keras_backbone
+from okddip_tf.models.backbone import Backbone
+
+BACKBONES = {}  # name -> the backbone with its default options
+_CONFIGURABLE = {}  # name -> (**options) -> Backbone
+# The options every registered network accepts (None keeps the network's default).
+COMMON_OPTIONS = ("split_stage", "batchnorm")
+
+
+def register_backbone(backbone, configure=None):
+    """Adds a backbone; a duplicate name is an error.
+
+    Args:
+      backbone: the backbone with its default options.
+      configure: optional `(**options) -> Backbone` for `get_backbone(name, **options)`.
+    """
+    if backbone.name in BACKBONES:
+        raise KeyError(f"Backbone {backbone.name!r} is already registered.")
+    BACKBONES[backbone.name] = backbone
+    if configure is not None:
+        _CONFIGURABLE[backbone.name] = configure
+    return backbone
+
+
+def get_backbone(name, **options):
+    """Looks up a backbone by name; the error lists the known ones.
+
+    Options whose value is None keep the backbone's default; `split_stage` (where the branches
+    start) and `batchnorm` ("pytorch" or "keras") are accepted by every registered network.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(
+            f"Unknown backbone {name!r}. Known backbones: {sorted(BACKBONES)}. "
+            "Set it with backbone=... or --config.model.backbone=..., or pass your own model "
+            "as --config.model.backbone=package.module:factory (see okddip_tf.models.from_keras)."
+        )
+    options = {key: value for key, value in options.items() if value is not None}
+    if not options:
+        return BACKBONES[name]
+    if name not in _CONFIGURABLE:
+        raise ValueError(f"Backbone {name!r} takes no options, got {sorted(options)}.")
+    return _CONFIGURABLE[name](**options)
+
+
+def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None):
+    """A `Backbone` from a name, a "module:factory" string, a config dict or a `Backbone`.
+
+    Args:
+      backbone: a registered name; "package.module:factory" (an importable function returning a
+        functional Keras classifier, see `from_keras`); a dict from `Backbone.get_config`; or a
+        `Backbone`, returned unchanged.
+      split_stage, batchnorm: options of a registered backbone (None: its default).
+      split_at: the layer name a user's model is split at (only with "module:factory").
+    """
+    if isinstance(backbone, Backbone):
+        if split_stage is not None or batchnorm is not None or split_at is not None:
+            raise ValueError("Options (split_stage, batchnorm, split_at) apply to backbone "
+                             "names; this Backbone object is already configured.")
+        return backbone
+    if isinstance(backbone, dict):
+        return backbone_from_config(backbone)
+    if not isinstance(backbone, str):
+        raise TypeError(f"backbone must be a name, a 'module:factory' string, a Backbone or a "
+                        f"config dict, got {type(backbone).__name__}.")
+    if ":" in backbone:
+        if split_stage is not None or batchnorm is not None:
+            raise ValueError("split_stage and batchnorm apply to registered backbones; a user's "
+                             "model keeps its own layers (use split_at to choose the split).")
+        return keras_backbone.from_keras(backbone, split_at=split_at)
+    if split_at is not None:
+        raise ValueError(f"split_at names a layer of your own model; for the registered "
+                         f"backbone {backbone!r} use split_stage (an integer stage index).")
+    return get_backbone(backbone, split_stage=split_stage, batchnorm=batchnorm)
+
+
+def backbone_from_config(config):
+    """Rebuilds a backbone from `Backbone.get_config()`."""
+    if "keras_model" in config:
+        return keras_backbone.from_config(config)
+    if "name" not in config:
+        raise ValueError("Not a backbone config (no 'name' or 'keras_model' key): "
+                         f"{sorted(config)}.")
+    return get_backbone(config["name"], **config.get("options", {}))
