@@ -329,9 +329,9 @@ def not_a_flag_of(name, command_name):
     if owners:
         flag = owned(COMMANDS[owners[0]], name)
         where = " and ".join(f"`okddip {owner}`" for owner in owners)
-        hint = (flag.in_config.format(command=command_name)
-                if flag.in_config and command.has_config else more)
-        return errors.UsageError(f"--{name} is a flag of {where}; {hint}")
+        hint = (f"; {flag.in_config.format(command=command_name)}."
+                if flag.in_config and command.has_config else f". {more}")
+        return errors.UsageError(f"--{name} is a flag of {where}{hint}")
     close = difflib.get_close_matches(name, [flag.name for flag in command.flags + SHARED], n=1)
     return errors.UsageError(f"unknown flag --{name}" + (
         f"; did you mean --{close[0]}?" if close else f". {more}"))
@@ -408,6 +408,16 @@ def config_key_error(error, argv):
                               " Every key and its default: okddip_tf/config.py.")
 
 
+def bad_value(command, message):
+    """absl's message on a flag's bad value, as what the flag takes."""
+    match = re.match(r"flag --(\w+)=(.*?): ", message)
+    flag = COMMANDS[command].flag(match.group(1)) if match else None
+    takes = {"integer": "a whole number", "bool": "true or false"}.get(getattr(flag, "kind", ""))
+    if not takes:
+        return message
+    return f"--{flag.name}={match.group(2)}: {flag.usage} takes {takes}."
+
+
 def parse_flags(command, argv, verbose):
     """The command's parsed FlagValues; every error in argv is a usage error (no traceback)."""
     values = flag_values(command)
@@ -417,7 +427,10 @@ def parse_flags(command, argv, verbose):
         raise errors.UsageError(str(error)) from None
     others, config_args = check_arguments(command, argv)
     try:
-        values([argv[0], *others])
+        try:
+            values([argv[0], *others])
+        except flags.IllegalFlagValueError as error:
+            raise errors.UsageError(bad_value(command, str(error))) from None
         if config_args:
             if not wants(argv, "tf_logs", quiet.ENV_SHOW):
                 # Loading a config file imports the methods, and with them Keras and TensorFlow.

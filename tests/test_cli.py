@@ -144,9 +144,9 @@ sys.exit(status)
     (("tune", SMOKE, "--workdir=W", "--seeds=2"), "okddip tune: --seeds is a flag of `okddip "
      "reproduce`; tune runs the config's one seed: --config.train.seed=K."),
     (("tune", SMOKE, "--workdir=W", "--checkpoint=x.keras"), "okddip tune: --checkpoint is a "
-     "flag of `okddip export`; Run `okddip tune --help` for its flags."),
+     "flag of `okddip export`. Run `okddip tune --help` for its flags."),
     (("export", "--workdir=W", "--epochs=3"), "okddip export: --epochs is a flag of `okddip "
-     "reproduce`; Run `okddip export --help` for its flags."),
+     "reproduce`. Run `okddip export --help` for its flags."),
     (("train", "--foo=1"), "okddip train: unknown flag --foo. Run `okddip train --help` for its "
      "flags."),
     (("export", "--workdir=W", "--formts=int8"), "okddip export: unknown flag --formts; did you "
@@ -161,9 +161,13 @@ sys.exit(status)
      "`okddip train --help` for its flags."),
     (("train", SMOKE, "--workdir=W", "stray"), "okddip train: unexpected argument 'stray'; "
      "train takes flags only. Run `okddip train --help` for them."),
-    (("train", SMOKE, "--workdir=W", "--verbose=maybe"), "okddip train: flag --verbose=maybe: "),
+    (("train", SMOKE, "--workdir=W", "--verbose=maybe"), "okddip train: --verbose=maybe: "
+     "--verbose takes true or false. Run `okddip train --help` for its flags."),
     (("reproduce", "--experiment=table2", "--workdir=W", "--parallel=two"),
-     "okddip reproduce: flag --parallel=two: "),
+     "okddip reproduce: --parallel=two: --parallel=N takes a whole number. Run `okddip "
+     "reproduce --help` for its flags."),
+    (("export", "--workdir=W", "--int8_calibration=max"), "okddip export: flag "
+     "--int8_calibration=max: value should be one of <percentile|minmax>"),
 ])
 def test_usage_errors_answer_in_one_line_before_tensorflow(args, message, tmp_path):
     """A command takes only its own flags; every usage error is one line on stderr, exit
