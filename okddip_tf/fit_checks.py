@@ -1,0 +1,120 @@
+"""What `GroupModel.fit` and `evaluate` check around Keras' loops (issue 25).
+
+* A NaN guard: unless the callbacks hold a `NaNGuard`, `fit` puts one first that stops at the
+  first step whose loss is not finite and puts back the last weights whose loss was finite.
+* The ramp-up: a distilling group fitted from step 0 at full distillation weight without a
+  `DistillWeightRampup` gets one warning (per group) saying how to add it.
+* Label values: in-memory labels (NumPy arrays, lists, tensors) are checked against
+  [0, num_classes) before training; for a tf.data dataset, the graph assertion that fails at the
+  first batch holding a bad label is turned into an `InputError` naming the bad values.
+"""
+
+import contextlib
+import warnings
+
+import keras
+import numpy as np
+
+from okddip_tf import callbacks as group_callbacks
+from okddip_tf.errors import InputError
+
+LABEL_ASSERTION = "Labels must lie in"
+
+
+def fit_callbacks(group, callbacks):
+    """The callbacks `fit` runs: the user's, with a last-good-keeping NaNGuard first unless they
+    hold a NaNGuard; warns once per group when the ramp-up is missing (see module docstring)."""
+    if isinstance(callbacks, keras.callbacks.CallbackList):  # the user's own list: left alone
+        return callbacks
+    callbacks = list(callbacks or [])
+    warn_without_rampup(group, callbacks)
+    if not any(isinstance(c, group_callbacks.NaNGuard) for c in callbacks):
+        callbacks.insert(0, group_callbacks.NaNGuard(keep_last_good=True))
+    return callbacks
+
+
+def warn_without_rampup(group, callbacks):
+    weight = getattr(group, "distill_weight", None)
+    if weight is None or getattr(group, "_warned_no_rampup", False):
+        return
+    if any(isinstance(c, group_callbacks.DistillWeightRampup) for c in callbacks):
+        return
+    optimizer = getattr(group, "optimizer", None)
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+    value = float(keras.ops.convert_to_numpy(weight))
+    if step != 0 or value < 1.0:
+        return  # a fit that continues, or a weight the user set
+    object.__setattr__(group, "_warned_no_rampup", True)
+    warnings.warn(
+        f"GroupModel.fit: the {group.method_name!r} method distils at full weight "
+        f"(distill_weight = {value:g}) from the first step: no okddip_tf.DistillWeightRampup is "
+        "among the callbacks. The paper ramps the weight up, w(e) = exp(-5 (1 - e/80)^2), and "
+        "without it a group can diverge in its first steps. Pass "
+        "callbacks=[okddip_tf.DistillWeightRampup(length=80)], or assign "
+        "group.distill_weight yourself to keep a constant weight.",
+        UserWarning, stacklevel=4)  # the caller of GroupModel.fit
+
+
+def check_label_values(labels, num_classes):
+    """Raises InputError if in-memory integer labels hold values outside [0, num_classes).
+
+    Datasets, generators and anything else that is not array-like pass unchecked (their batches
+    are asserted in the training step, see `clear_label_errors`).
+    """
+    if labels is None or not (isinstance(labels, (np.ndarray, list, tuple))
+                              or keras.ops.is_tensor(labels)):
+        return
+    try:
+        values = np.asarray(keras.ops.convert_to_numpy(labels)
+                            if keras.ops.is_tensor(labels) else labels)
+    except (TypeError, ValueError):
+        return
+    if values.ndim == 2 and values.shape[-1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        return  # the step's shape check says what is wrong
+    outside = (values < 0) | (values >= num_classes)
+    if not outside.any():
+        return
+    bad = np.unique(values[outside])
+    shown = ", ".join(f"{v:g}" for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    raise InputError(
+        f"Labels must lie in [0, {num_classes}) (num_classes={num_classes}): "
+        f"{int(outside.sum())} of {len(values)} labels do not, with values {shown} (the first "
+        f"at index {int(np.argmax(outside))}). Check the labels against num_classes.")
+
+
+def check_fit_labels(group, y, validation_data):
+    check_label_values(y, group.num_classes)
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
+        check_label_values(validation_data[1], group.num_classes)
+
+
+def label_error_text(message):
+    """The label assertion's own text out of a graph-execution error, or None if it is another."""
+    if LABEL_ASSERTION not in message or "assertion failed: [" not in message:
+        return None
+    failed = message.split("assertion failed: [", 1)[1].split("\n", 1)[0]
+    parts = failed.rstrip().rstrip("]").split("] [")
+    text = parts[0].replace("\\'", "'")
+    if len(parts) >= 3:
+        text += f" {parts[1]} {' '.join(parts[2:]).replace(' ', ', ')} (values as the step " \
+                "received them, after any squeeze and cast to int32)."
+    return text
+
+
+@contextlib.contextmanager
+def clear_label_errors():
+    """Turns the training or test step's failed label assertion into an InputError."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        text = label_error_text(str(error))
+        if text is None:
+            raise
+        raise InputError(text) from None
