@@ -1,4 +1,5 @@
-"""Callbacks: the distillation weight's ramp-up, diversity/attention logging, a NaN guard."""
+"""Callbacks: the distillation weight's ramp-up, diversity/attention logging, a NaN guard
+(defined in okddip_tf.fit_checks)."""
 
 import math
 
@@ -6,6 +7,8 @@ import keras
 import numpy as np
 
 from okddip_tf import losses
+# Re-exported: they live below the group model, whose fit adds a NaNGuard.
+from okddip_tf.fit_checks import NaNGuard, non_finite_losses  # noqa: F401
 from okddip_tf.schedules import rampup_weight
 
 
@@ -34,6 +37,8 @@ class DistillWeightRampup(keras.callbacks.Callback):
       per_step: update every training step instead of every epoch.
     """
 
+    sets_distill_weight = True  # GroupModel.fit then does not warn about a missing ramp-up
+
     def __init__(self, length=80, max_weight=1.0, per_step=False):
         super().__init__()
         self.length, self.max_weight, self.per_step = length, max_weight, per_step
@@ -58,105 +63,6 @@ class DistillWeightRampup(keras.callbacks.Callback):
 
     def set_weight(self, epoch):
         distill_weight_of(self.model).assign(rampup_weight(epoch, self.length, self.max_weight))
-
-
-def loss_names(model):
-    """The logged loss terms: `loss` and the method's terms (a GroupModel), else `*loss` keys."""
-    method = getattr(model, "method", None)
-    return ("loss",) + tuple(getattr(method, "terms", ()))
-
-
-def non_finite_losses(logs, names=None):
-    """{name: value} of the losses in `logs` that are NaN or infinite: the keys in `names` (and
-    their `val_` versions), or without `names` the keys ending in "loss"."""
-    def is_loss(key):
-        if names is None:
-            return key.endswith("loss")
-        return key in names or (key.startswith("val_") and key[4:] in names)
-
-    return {key: float(value) for key, value in (logs or {}).items()
-            if is_loss(key) and not math.isfinite(float(value))}
-
-
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training with a clear error as soon as a loss is NaN or infinite.
-
-    It checks the training loss after every step, and the epoch's losses (validation included:
-    the last step's update can break the weights) at the end of every epoch. The error names the
-    epoch, the step and each loss term that is not finite. Put it before the checkpointing
-    callbacks: it then raises before they could save a broken model. `GroupModel.fit` adds one
-    (with `keep_last_good=True`) unless its callbacks hold one.
-
-    Args:
-      keep_last_good: copy the weights before every step and, when a loss is not finite, put
-        back the last ones whose training loss was finite (one `get_weights()` per step; the
-        optimizer's state is not put back).
-    """
-
-    epoch = 0
-
-    def __init__(self, keep_last_good=False):
-        super().__init__()
-        self.keep_last_good = keep_last_good
-        self.before_step = self.last_good = None
-
-    def on_train_begin(self, logs=None):
-        self.before_step = self.last_good = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.keep_last_good:
-            self.before_step = self.model.get_weights()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None:
-            return
-        if math.isfinite(float(loss)):
-            self.last_good = self.before_step
-            return
-        terms = non_finite_losses(logs, loss_names(self.model))
-        raise FloatingPointError(self.explain(
-            f"The training loss became {float(loss)} at epoch {self.epoch}, step {batch} "
-            f"(not finite: {describe(terms)})"))
-
-    def on_epoch_end(self, epoch, logs=None):
-        bad = non_finite_losses(logs)
-        if bad:
-            raise FloatingPointError(self.explain(f"At the end of epoch {epoch}, {describe(bad)}"))
-
-    def explain(self, what):
-        optimizer = getattr(self.model, "optimizer", None)
-        where = ""
-        if optimizer is not None:
-            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            updates = int(keras.ops.convert_to_numpy(optimizer.iterations))
-            where = f" (after {updates} optimizer updates; learning rate {learning_rate:g})"
-        return (
-            f"{what}{where}. Likely causes: a learning rate too high for the batch size, images "
-            "that are not raw [0, 255] pixels (or hold NaN), or float16 overflow (use "
-            "mixed_bfloat16 or float32). What usually helps a group: the distillation weight's "
-            "ramp-up (callbacks=[okddip_tf.DistillWeightRampup(length=80)]), a lower learning "
-            "rate, and for your own model in a branch group, whose shared trunk gets the sum of "
-            "the m branches' gradients, scaling the trunk's gradient by 1/m as CL-ILR does "
-            f"(okddip_tf.methods.cl_ilr.rescale_gradient). {self.restore()}"
-        )
-
-    def restore(self):
-        """Puts back the last good weights (keep_last_good); says what the model now holds."""
-        if not self.keep_last_good:
-            return "Saved checkpoints from earlier epochs are kept."
-        if self.last_good is None:
-            return "No step of this fit had a finite loss: the weights are left as they are."
-        self.model.set_weights(self.last_good)
-        return ("The model holds the last weights whose training loss was finite (the "
-                "optimizer's state is not restored: compile again before training on).")
-
-
-def describe(values):
-    return ", ".join(f"{key} = {value}" for key, value in sorted(values.items()))
 
 
 class DiversityLogger(keras.callbacks.Callback):

@@ -5,13 +5,13 @@ from keras import ops
 
 from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
-from okddip_tf import fit_checks
 from okddip_tf import label_checks
 from okddip_tf import optim  # noqa: F401  registers CoupledSGD, which saved groups compile with
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
 from okddip_tf.normalization import check_image_shape
+from okddip_tf import fit_checks  # the NaN guard, ramp-up warning and label checks of fit
 
 SHARINGS = ("branch", "network")
 IS_TENSORFLOW = keras.backend.backend() == "tensorflow"
