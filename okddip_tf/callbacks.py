@@ -7,8 +7,6 @@ import keras
 import numpy as np
 
 from okddip_tf import losses
-# Re-exported: they live below the group model, whose fit adds a NaNGuard.
-from okddip_tf.fit_checks import NaNGuard, non_finite_losses  # noqa: F401
 from okddip_tf.schedules import rampup_weight
 
 
@@ -63,6 +61,10 @@ class DistillWeightRampup(keras.callbacks.Callback):
 
     def set_weight(self, epoch):
         distill_weight_of(self.model).assign(rampup_weight(epoch, self.length, self.max_weight))
+
+
+# The NaN guard lives below the group model, whose fit adds one; re-exported here.
+from okddip_tf.fit_checks import NaNGuard, non_finite_losses  # noqa: E402,F401
 
 
 class DiversityLogger(keras.callbacks.Callback):
