@@ -51,13 +51,13 @@ def warn_without_rampup(group, callbacks):
         f"(distill_weight = {value:g}) from the first step: no okddip_tf.DistillWeightRampup is "
         "among the callbacks. The paper ramps the weight up, w(e) = exp(-5 (1 - e/80)^2), and "
         "without it a group can diverge in its first steps. Pass "
-        "callbacks=[okddip_tf.DistillWeightRampup(length=80)], or assign "
-        "group.distill_weight yourself to keep a constant weight.",
+        "callbacks=[okddip_tf.DistillWeightRampup(length=80)]; to distil at full weight from "
+        "the start on purpose, ignore this warning (given once per group).",
         UserWarning, stacklevel=4)  # the caller of GroupModel.fit
 
 
 def loss_names(model):
-    """The logged loss terms: `loss` and the method's terms (a GroupModel), else `*loss` keys."""
+    """The logged loss terms: `loss` and, for a GroupModel, its method's terms."""
     method = getattr(model, "method", None)
     return ("loss",) + tuple(getattr(method, "terms", ()))
 
