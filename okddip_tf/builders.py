@@ -11,7 +11,6 @@ import keras
 
 from okddip_tf import distribution, methods, models
 from okddip_tf.data import npz
-from okddip_tf.errors import ConfigError
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
 
@@ -49,20 +48,16 @@ def build_strategy(config):
 
 def build_backbone(config, info):
     """The backbone of `config.model`: a registered name (with its options) or the user's own
-    model ("package.module:factory")."""
+    model ("package.module:factory", called with the dataset's classes and input shape)."""
     model = config.model
     options = {"split_stage": model.split_stage, "split_at": model.split_at,
                "batchnorm": None if model.batchnorm == "pytorch" else model.batchnorm}
-    if ":" in model.backbone:
-        if options["split_stage"] is not None or options["batchnorm"]:
-            raise ConfigError("model.split_stage and model.batchnorm apply to registered "
-                              "backbones; your own model keeps its layers (use model.split_at).")
-        return models.from_keras(
-            model.backbone, split_at=options["split_at"],
-            factory_kwargs={"num_classes": info.num_classes, "input_shape": info.image_shape})
-    if any(value is not None for value in options.values()):
-        return models.resolve_backbone(model.backbone, **options)
-    return model.backbone  # a name stays a plain name in the saved group
+    own = ":" in model.backbone
+    if not own and all(value is None for value in options.values()):
+        return model.backbone  # a name stays a plain name in the saved group
+    factory_kwargs = ({"num_classes": info.num_classes, "input_shape": info.image_shape}
+                      if own else None)
+    return models.resolve_backbone(model.backbone, **options, factory_kwargs=factory_kwargs)
 
 
 def build_group(config, info, method):

@@ -51,7 +51,8 @@ def get_backbone(name, **options):
     return _CONFIGURABLE[name](**options)
 
 
-def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None):
+def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None,
+                     factory_kwargs=None):
     """A `Backbone` from a name, a "module:factory" string, a config dict or a `Backbone`.
 
     Args:
@@ -60,6 +61,8 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
         `Backbone`, returned unchanged.
       split_stage, batchnorm: options of a registered backbone (None: its default).
       split_at: the layer name a user's model is split at (only with "module:factory").
+      factory_kwargs: the keyword arguments a "module:factory" function takes, if it takes them
+        (`okddip train` passes num_classes and input_shape; see `from_keras`).
     """
     if isinstance(backbone, Backbone):
         if split_stage is not None or batchnorm is not None or split_at is not None:
@@ -73,9 +76,10 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
                         f"config dict, got {type(backbone).__name__}.")
     if ":" in backbone:
         if split_stage is not None or batchnorm is not None:
-            raise ValueError("split_stage and batchnorm apply to registered backbones; a user's "
-                             "model keeps its own layers (use split_at to choose the split).")
-        return keras_backbone.from_keras(backbone, split_at=split_at)
+            raise ConfigError("split_stage and batchnorm apply to registered backbones; a user's "
+                              "model keeps its own layers (use split_at to choose the split).")
+        return keras_backbone.from_keras(backbone, split_at=split_at,
+                                         factory_kwargs=factory_kwargs)
     if split_at is not None:
         raise ValueError(f"split_at names a layer of your own model; for the registered "
                          f"backbone {backbone!r} use split_stage (an integer stage index).")
