@@ -74,7 +74,10 @@ def get_base_config():
     config.train = config_dict.ConfigDict()
     config.train.epochs = 300
     config.train.seed = 0
-    config.train.verbose = 1  # Keras progress bars: 1 bar, 2 one line per epoch
+    # The progress (loss, the method's accuracy, time left; every value goes to history.json and
+    # TensorBoard): 1 a line redrawn each step on a terminal, one line per epoch (and one a
+    # minute in long epochs) into a file or pipe; 2 one line per epoch; 0 none.
+    config.train.verbose = 1
     config.train.probe_images = 512  # test images the diversity/attention logger runs on
     # default (one device) | mirrored | multi_worker_mirrored | tpu | auto (mirrored on >1 GPU)
     config.train.strategy = "default"

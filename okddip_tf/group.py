@@ -6,6 +6,7 @@ from keras import ops
 from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
 from okddip_tf import optim  # noqa: F401  registers CoupledSGD, which saved groups compile with
+from okddip_tf import progress
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
@@ -182,6 +183,16 @@ class GroupModel(keras.Model):
     def metrics(self):
         # Exactly our trackers: Keras' built-in "loss" tracker would otherwise be logged as 0.
         return self.trackers.all()
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        """Keras' `fit`. Left at verbose="auto", the progress is `progress.ProgressLine`: the
+        loss, the method's reported accuracy and the time left, not Keras' bar of every logged
+        value (see `metrics`). An explicit `verbose`, or a progress bar among `callbacks`, gets
+        Keras' behaviour."""
+        if verbose == "auto":
+            callbacks = progress.with_progress_line(callbacks)
+        return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
     def compute_group_loss(self, labels, outputs):
         """The method's loss terms for one batch (a dict with the total under `loss`)."""

@@ -19,12 +19,13 @@ A workdir with a finished run is reported, not retrained; one with a different c
 import dataclasses
 import os
 import re
+import textwrap
 
 import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, builders, distribution, event_log, rundir, teachers
+from okddip_tf import atomic_files, builders, distribution, event_log, progress, rundir, teachers
 from okddip_tf.config import validate_config
 from okddip_tf.errors import InputError
 
@@ -48,13 +49,15 @@ def take_images(dataset, count):
 
 
 def build_callbacks(config, group, workdir, eval_ds, history=None):
-    """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints.
+    """Progress, ramp-up (distilling methods), NaN guard, diversity logs, TensorBoard, checkpoints.
 
-    The NaN guard comes before the history and checkpoint writers, so a non-finite epoch is
-    never saved; the history is written before the checkpoint (see okddip_tf.rundir).
+    The progress line (the loss, the method's accuracy, the time left: progress.ProgressLine)
+    comes first, so an epoch's line is printed before other callbacks write about that epoch. The
+    NaN guard comes before the history and checkpoint writers, so a non-finite epoch is never
+    saved; the history is written before the checkpoint (see okddip_tf.rundir).
     """
     tensorboard_dir = os.path.join(workdir, "tensorboard")
-    result = []
+    result = [progress.ProgressLine()]
     if group.distill_weight is not None:
         result.append(group_callbacks.DistillWeightRampup(**config.rampup))
     result.append(group_callbacks.NaNGuard())
@@ -110,9 +113,11 @@ def format_summary(metrics):
     rows = [f"{'test split':<26}{'final (epoch %d)' % final['epoch']:>18}"
             f"{'best (epoch %d)*' % best['epoch']:>18}"]
     rows += [f"{key:<26}{final[key]:>18.4f}{best[key]:>18.4f}" for key in keys]
-    rows.append(f"method_accuracy is {reporting['method_accuracy']} for "
-                f"{reporting['method']!r} (the paper's protocol); the ensemble it reports is "
-                f"{reporting['ensemble'] or 'none'}; `okddip export` deploys {reporting['deployed']}.")
+    rows += textwrap.wrap(
+        f"method_accuracy is {reporting['method_accuracy']} for {reporting['method']!r} (the "
+        f"paper's protocol); the ensemble it reports is {reporting['ensemble'] or 'none'}; "
+        f"`okddip export` deploys {reporting['deployed']}.", progress.WIDTH,
+        break_long_words=False, break_on_hyphens=False)
     rows.append("* selected on the test split, like the paper's code: an optimistic number.")
     return "\n".join(rows)
 

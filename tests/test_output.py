@@ -1,0 +1,108 @@
+"""What a run shows and records: progress lines, epoch numbers, TensorBoard tags (issue 25)."""
+
+import io
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import okddip_tf
+from okddip_tf import progress, train
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+LOGGED = {"loss", "peer_ce", "leader_ce", "peer_kd", "leader_kd", "distill_weight",
+          "leader_accuracy", "peer_accuracy", "ensemble_accuracy", "ensemble_prob_accuracy",
+          "diversity", "student_accuracy", "student_ensemble_accuracy", "student_diversity",
+          "peer_0_accuracy", "peer_1_accuracy", "peer_2_accuracy"}
+STEPS = 8  # the smoke run: 256 training images in batches of 32
+
+
+@pytest.fixture(scope="module")
+def piped_run(tfds_data_dir, tmp_path_factory):
+    """`okddip train` on the smoke config with the default progress, its stdout a pipe."""
+    workdir = tmp_path_factory.mktemp("piped")
+    result = subprocess.run(
+        [sys.executable, "-m", "okddip_tf.cli", "train",
+         "--config=configs/cifar100_resnet32_okddip.py:smoke", f"--workdir={workdir}",
+         f"--config.data.data_dir={tfds_data_dir}", "--config.train.verbose=1"],
+        cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result.stdout
+
+
+def test_piped_output_is_short_lines_one_per_epoch(piped_run):
+    workdir, stdout = piped_run
+    assert "\r" not in stdout and "\b" not in stdout and "\x1b" not in stdout
+    lines = stdout.splitlines()
+    too_long = [line for line in lines if len(line) > progress.WIDTH]
+    assert not too_long, too_long
+    epoch_lines = [line for line in lines if line.startswith("Epoch ")]
+    assert [line.split(" - ")[0] for line in epoch_lines] == ["Epoch 1/2", "Epoch 2/2"]
+    # The loss and OKDDip's reported accuracy (the leader's), each with its validation value.
+    for line in epoch_lines:
+        assert re.search(r" - loss: \d+\.\d{4} \(val \d+\.\d{4}\) - leader_accuracy: "
+                         r"\d\.\d{4} \(val \d\.\d{4}\)$", line), line
+    assert not [line for line in lines if re.search(rf"\b\d+/{STEPS}\b", line)]  # no step lines
+    assert "peer_kd" not in stdout and "student_diversity:" not in stdout
+    history = json.loads((workdir / "history.json").read_text())
+    assert set(history) == LOGGED | {f"val_{key}" for key in LOGGED}
+    assert all(len(values) == 2 for values in history.values())
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture(scope="module")
+def group():
+    keras.utils.set_random_seed(0)
+    model = okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=4,
+                                 image_shape=(32, 32, 3))
+    model.compile(optimizer=okddip_tf.CoupledSGD(0.01))
+    return model
+
+
+def small_data(num=24):
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, size=(num, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, size=num).astype(np.int32))
+
+
+@pytest.mark.parametrize("columns", [200, 60])
+def test_on_a_terminal_one_line_is_redrawn_within_its_width(group, monkeypatch, columns):
+    monkeypatch.setattr(progress.shutil, "get_terminal_size",
+                        lambda fallback=None: os.terminal_size((columns, 24)))
+    monkeypatch.setattr(progress.time, "monotonic", iter(np.arange(0, 1000, 0.5)).__next__)
+    images, labels = small_data()
+    screen = Terminal()
+    group.fit(images, labels, batch_size=4, epochs=2, validation_data=(images[:8], labels[:8]),
+              verbose=1, callbacks=[progress.ProgressLine(stream=screen)])
+    text = screen.getvalue()
+    drawn = re.split(r"[\r\n]", text)
+    assert max(len(line) for line in drawn) <= min(progress.WIDTH, columns - 1)
+    assert sum("Epoch 1/2 " in line and "/6 [" in line for line in drawn) >= 5  # redrawn a step
+    # What stays on the screen: each epoch's line (wrapped on a narrow terminal).
+    kept = [line.rsplit("\r", 1)[-1] for line in text.split("\n")[:-1]]
+    assert text.endswith("\n")
+    assert [line.split(" - ")[0] for line in kept if not line.startswith("    ")] == [
+        "Epoch 1/2", "Epoch 2/2"]
+    assert len(kept) == (2 if columns > progress.WIDTH else 4)
+
+
+def test_group_fit_shows_the_short_progress_unless_verbose_is_given(group, capsys):
+    images, labels = small_data(8)
+    group.fit(images, labels, batch_size=4, epochs=1)
+    out = capsys.readouterr().out
+    assert "leader_accuracy" in out and "peer_kd" not in out
+    assert max(len(line) for line in re.split(r"[\r\n]", out)) <= progress.WIDTH
+    group.fit(images, labels, batch_size=4, epochs=1, verbose=2)  # Keras' own, as asked
+    assert "peer_kd" in capsys.readouterr().out
