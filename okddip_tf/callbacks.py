@@ -88,7 +88,8 @@ class NaNGuard(keras.callbacks.Callback):
     """Stops training with a clear error as soon as a loss is NaN or infinite.
 
     It checks the training loss after every step, and the epoch's losses (validation included:
-    the last step's update can break the weights) at the end of every epoch. Put it before the
+    the last step's update can break the weights) at the end of every epoch. Its message numbers
+    epochs and steps from 1, as Keras' progress does. Put it before the
     checkpointing callbacks: it then raises before they could save a broken model.
     """
 
@@ -100,14 +101,14 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(self.explain(
-                f"The training loss became {float(loss)} at epoch {self.epoch}, step {batch}"))
+            raise FloatingPointError(self.explain(f"The training loss became {float(loss)} at "
+                                                  f"epoch {self.epoch + 1}, step {batch + 1}"))
 
     def on_epoch_end(self, epoch, logs=None):
         bad = non_finite_losses(logs)
         if bad:
             values = ", ".join(f"{key} = {value}" for key, value in sorted(bad.items()))
-            raise FloatingPointError(self.explain(f"At the end of epoch {epoch}, {values}"))
+            raise FloatingPointError(self.explain(f"At the end of epoch {epoch + 1}, {values}"))
 
     def explain(self, what):
         optimizer = getattr(self.model, "optimizer", None)

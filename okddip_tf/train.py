@@ -8,7 +8,8 @@
   tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
   history.json         every logged value, per epoch
   timing.json          the wall seconds of each epoch
-  metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test)
+  metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test),
+                       epochs numbered from 1 as Keras prints them (read_metrics reads old files)
 
 Running the same command again continues a killed run from its last checkpoint; with
 `train.deterministic=True` it ends with the weights and history of a run never interrupted.
@@ -28,6 +29,10 @@ from okddip_tf import callbacks as group_callbacks
 from okddip_tf import atomic_files, builders, distribution, event_log, progress, rundir, teachers
 from okddip_tf.config import validate_config
 from okddip_tf.errors import InputError
+
+# How metrics.json numbers epochs: as Keras prints them ("Epoch 3/3" is the third). Files without
+# this mark numbered them from 0 (read_metrics converts them).
+EPOCH_NUMBERING = "1-based"
 
 # What metrics.json reports besides the method's number, read from the test split after each
 # epoch: every student's accuracy, the ensembles and the diversities the group logs.
@@ -81,6 +86,7 @@ def summarize(history, method):
 
     `method_accuracy` is the number the paper's tables report for `method` (OKDDip: the leader;
     DML, CL-ILR, ONE, Ind: the mean over students; KD: the student); `reporting` names the keys.
+    Epochs are numbered as Keras prints them, from 1 (`epoch_numbering`; see read_metrics).
     """
     keys = [key for key in REPORTED if f"val_{key}" in history]
     keys += sorted((key[4:] for key in history if re.fullmatch(r"val_peer_\d+_accuracy", key)),
@@ -89,12 +95,13 @@ def summarize(history, method):
     epochs = len(history["loss"])
     best = int(np.argmax(history[reported]))
 
-    def entry(epoch):
-        return {"epoch": epoch, "method_accuracy": history[reported][epoch],
-                **{key: history[f"val_{key}"][epoch] for key in keys}}
+    def entry(index):
+        return {"epoch": index + 1, "method_accuracy": history[reported][index],
+                **{key: history[f"val_{key}"][index] for key in keys}}
 
     return {
         "epochs": epochs,
+        "epoch_numbering": EPOCH_NUMBERING,
         "reporting": {"method": method.name, "method_accuracy": method.reported,
                       "ensemble": method.ensemble, "deployed": method.deployed},
         "final_epoch": entry(epochs - 1),
@@ -103,6 +110,20 @@ def summarize(history, method):
             "note": f"Chosen by test-set {method.reported}, as the paper's code does; optimistic.",
         },
     }
+
+
+def read_metrics(path):
+    """A workdir's metrics.json, its epochs numbered from 1 whichever version wrote it.
+
+    Files written before `epoch_numbering` was recorded numbered epochs from 0.
+    """
+    metrics = atomic_files.read_json(path)
+    if metrics.get("epoch_numbering") != EPOCH_NUMBERING:
+        for key in ("final_epoch", "best_epoch_selected_on_test_split"):
+            if isinstance(metrics.get(key), dict) and "epoch" in metrics[key]:
+                metrics[key] = {**metrics[key], "epoch": metrics[key]["epoch"] + 1}
+        metrics["epoch_numbering"] = EPOCH_NUMBERING
+    return metrics
 
 
 def format_summary(metrics):

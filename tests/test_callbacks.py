@@ -128,7 +128,7 @@ def test_nan_guard_names_epoch_and_step(bad):
     guard = NaNGuard()
     guard.on_epoch_begin(3)
     guard.on_train_batch_end(6, {"loss": 1.5})
-    with pytest.raises(FloatingPointError, match=r"epoch 3, step 7"):
+    with pytest.raises(FloatingPointError, match=r"epoch 4, step 8"):  # as Keras numbers them
         guard.on_train_batch_end(7, {"loss": bad})
 
 
@@ -147,7 +147,7 @@ def test_nan_guard_stops_a_real_fit():
     x = np.ones((8, 3), dtype=np.float32)
     x[4:] = np.nan  # the second batch
     y = np.zeros((8, 1), dtype=np.float32)
-    with pytest.raises(FloatingPointError, match="epoch 0, step 1"):
+    with pytest.raises(FloatingPointError, match="epoch 1, step 2"):
         model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[NaNGuard()])
 
 

@@ -121,7 +121,7 @@ def test_jax_training_resumes_and_reports(jax_run):
     assert len(history["loss"]) == 3 and np.all(np.isfinite(history["loss"]))
     assert len(history["val_leader_accuracy"]) == 3
     metrics = json.loads((workdir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["final_epoch"]["epoch"] == 2
+    assert metrics["epochs"] == 3 and metrics["final_epoch"]["epoch"] == 3
     state = json.loads((workdir / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 3
     config = json.loads((workdir / "config.json").read_text())

@@ -57,6 +57,30 @@ def test_piped_output_is_short_lines_one_per_epoch(piped_run):
     assert all(len(values) == 2 for values in history.values())
 
 
+def test_summary_and_metrics_number_epochs_from_1(piped_run):
+    workdir, stdout = piped_run
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    history = json.loads((workdir / "history.json").read_text())
+    best = int(np.argmax(history["val_leader_accuracy"])) + 1
+    assert metrics["epoch_numbering"] == "1-based"
+    assert metrics["epochs"] == 2 and metrics["final_epoch"]["epoch"] == 2
+    assert metrics["best_epoch_selected_on_test_split"]["epoch"] == best
+    assert metrics["final_epoch"]["leader_accuracy"] == history["val_leader_accuracy"][1]
+    assert "final (epoch 2)" in stdout and f"best (epoch {best})*" in stdout
+    assert train.read_metrics(workdir / "metrics.json") == metrics  # read as written
+
+
+def test_read_metrics_converts_files_written_with_epochs_from_0():
+    fixture = REPO_ROOT / "tests" / "fixtures" / "cifar100_resnet20_baseline" / "metrics.json"
+    written = json.loads(fixture.read_text())
+    assert "epoch_numbering" not in written and written["final_epoch"]["epoch"] == 29
+    metrics = train.read_metrics(fixture)
+    assert metrics["epochs"] == 30 and metrics["epoch_numbering"] == "1-based"
+    assert metrics["final_epoch"]["epoch"] == 30
+    assert metrics["best_epoch_selected_on_test_split"]["epoch"] == 30
+    assert metrics["final_epoch"]["leader_accuracy"] == written["final_epoch"]["leader_accuracy"]
+
+
 class Terminal(io.StringIO):
     def isatty(self):
         return True
@@ -106,3 +130,13 @@ def test_group_fit_shows_the_short_progress_unless_verbose_is_given(group, capsy
     assert max(len(line) for line in re.split(r"[\r\n]", out)) <= progress.WIDTH
     group.fit(images, labels, batch_size=4, epochs=1, verbose=2)  # Keras' own, as asked
     assert "peer_kd" in capsys.readouterr().out
+
+
+def test_summary_lines_fit_a_terminal_line():
+    history = {"loss": [2.0, 1.0], "val_student_accuracy": [0.1, 0.2],
+               "val_student_ensemble_accuracy": [0.15, 0.25]}
+    method = okddip_tf.methods.create_method("dml", None)
+    text = train.format_summary(train.summarize(history, method))
+    assert "final (epoch 2)" in text and "best (epoch 2)*" in text
+    assert max(len(line) for line in text.splitlines()) <= progress.WIDTH
+    assert "`okddip export` deploys the last student" in " ".join(text.split())
