@@ -5,7 +5,8 @@
   dataset_info.json    classes, class names, image shape and pixel statistics
   checkpoints/last.keras   the whole group (optimizer included) after the last finished epoch
   checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.rundir)
-  tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
+  tensorboard/         train/ and validation/: each logged value once per split (event_log);
+                       okddip/: diversity and the attention, per peer pair
   history.json         every logged value, per epoch
   timing.json          the wall seconds of each epoch
   metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test),

@@ -204,7 +204,7 @@ def test_tensorboard_scalars_without_tensorflow_are_readable_and_absence_never_f
         values = [(event.step, value.tag, value.simple_value)
                   for event in tf.compat.v1.train.summary_iterator(str(path))
                   for value in event.summary.value]
-        assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
+        assert values == [(1, "epoch_loss", expected[0]), (2, "epoch_loss", expected[1])]
     monkeypatch.setattr(event_log, "tensorflow_available", lambda: False)
     monkeypatch.setattr(event_log, "tensorboard_writer_available", lambda: False)
     assert event_log.tensorboard_callbacks(str(tmp_path)) == []

@@ -70,6 +70,37 @@ def test_summary_and_metrics_number_epochs_from_1(piped_run):
     assert train.read_metrics(workdir / "metrics.json") == metrics  # read as written
 
 
+def read_scalars(directory):
+    """[(tag, step, kind)] of every summary value in the event files under `directory`."""
+    values = []
+    for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                kind = value.metadata.plugin_data.plugin_name or value.WhichOneof("value")
+                values.append((value.tag, event.step, kind))
+    return values
+
+
+def test_tensorboard_logs_each_metric_once_per_split(piped_run):
+    workdir, _ = piped_run
+    logs = workdir / "tensorboard"
+    train_tags = read_scalars(logs / "train")
+    validation_tags = read_scalars(logs / "validation")
+    assert sorted(train_tags) == sorted(
+        (f"epoch_{key}", step, "simple_value")
+        for key in LOGGED | {"learning_rate"} for step in (1, 2))
+    # Every validation metric once an epoch (no evaluation_*_vs_iterations copy), and the
+    # distillation weight and the learning rate under train/ only.
+    assert sorted(validation_tags) == sorted(
+        (f"epoch_{key}", step, "simple_value")
+        for key in LOGGED - {"distill_weight"} for step in (1, 2))
+    okddip = read_scalars(logs / "okddip")
+    pairs = {f"attention/peer_{a}_to_peer_{b}" for a in range(3) for b in range(3)}
+    assert pairs <= {tag for tag, _, _ in okddip}
+    assert {kind for _, _, kind in okddip} == {"scalars"}  # no image
+    assert {step for _, step, _ in okddip} == {1, 2}
+
+
 def test_read_metrics_converts_files_written_with_epochs_from_0():
     fixture = REPO_ROOT / "tests" / "fixtures" / "cifar100_resnet20_baseline" / "metrics.json"
     written = json.loads(fixture.read_text())
