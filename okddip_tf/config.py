@@ -63,7 +63,8 @@ def get_base_config():
     config.optim.nesterov = True
     config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
     config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD)
-    config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
+    # lr x0.1 from the first step after this many epochs (150: from Keras' "Epoch 151/300" on)
+    config.optim.drop_epochs = (150, 225)
     config.optim.drop_factor = 0.1
 
     config.rampup = config_dict.ConfigDict()
