@@ -119,11 +119,12 @@ class Terminal(io.StringIO):
 
 @pytest.fixture(scope="module")
 def group():
+    """Three DML students: the progress shows their mean accuracy, the number DML reports."""
     keras.utils.set_random_seed(0)
-    model = okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=4,
-                                 image_shape=(32, 32, 3))
-    model.compile(optimizer=okddip_tf.CoupledSGD(0.01))
-    return model
+    students = okddip_tf.GroupModel(backbone="tiny", num_classes=10, num_students=3, method="dml",
+                                    sharing="network", image_shape=(32, 32, 3))
+    students.compile(optimizer=okddip_tf.CoupledSGD(0.01))
+    return students
 
 
 def small_data(num=24):
@@ -157,10 +158,11 @@ def test_group_fit_shows_the_short_progress_unless_verbose_is_given(group, capsy
     images, labels = small_data(8)
     group.fit(images, labels, batch_size=4, epochs=1)
     out = capsys.readouterr().out
-    assert "leader_accuracy" in out and "peer_kd" not in out
+    assert "student_accuracy: " in out and "leader_accuracy" not in out
+    assert "student_kd" not in out
     assert max(len(line) for line in re.split(r"[\r\n]", out)) <= progress.WIDTH
     group.fit(images, labels, batch_size=4, epochs=1, verbose=2)  # Keras' own, as asked
-    assert "peer_kd" in capsys.readouterr().out
+    assert "student_kd" in capsys.readouterr().out
 
 
 def test_summary_lines_fit_a_terminal_line():
