@@ -31,7 +31,9 @@ WIDTH = 100  # the longest line written, and the most a terminal line gets
 
 def is_terminal(stream):
     """Whether `stream` redraws a line on "\\r" (a terminal or a notebook), not a file or pipe."""
-    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    if getattr(stream, "isatty", lambda: False)():
+        return True
+    return "ipykernel" in sys.modules and stream in (sys.stdout, sys.stderr)
 
 
 def format_value(value):

@@ -173,3 +173,16 @@ def test_summary_lines_fit_a_terminal_line():
     assert "final (epoch 2)" in text and "best (epoch 2)*" in text
     assert max(len(line) for line in text.splitlines()) <= progress.WIDTH
     assert "`okddip export` deploys the last student" in " ".join(text.split())
+
+
+def test_a_search_shows_the_same_short_progress(tfds_data_dir, tmp_path, capsys):
+    from okddip_tf import config as base
+    from okddip_tf import tuner
+
+    config = base.apply_smoke(base.get_base_config())
+    config.data.data_dir, config.tuner.max_trials, config.train.verbose = tfds_data_dir, 1, 2
+    tuner.search(config, str(tmp_path))
+    out = capsys.readouterr().out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("Epoch 1/1 - ")]
+    assert len(epoch_lines) == 1 and " - leader_accuracy: " in epoch_lines[0]
+    assert "peer_kd" not in out  # Keras' bar of every logged value is not printed
