@@ -88,8 +88,10 @@ from okddip_tf.fit_checks import NaNGuard, non_finite_losses  # noqa: E402,F401
 class DiversityLogger(keras.callbacks.Callback):
     """Logs peer diversity and the peer attention to TensorBoard after every epoch.
 
-    On a fixed batch of probe images it writes the mean pairwise diversity and each pair's, the
-    attention's mean self-weight and row entropy, and the mean attention matrix as an image.
+    On a fixed batch of probe images it writes the mean pairwise diversity and each pair's, and
+    the attention's mean self-weight, row entropy and mean weight of every peer on every peer
+    (`attention/peer_a_to_peer_b`: peer a's weight on peer b). Steps are the epochs numbered from
+    1, as Keras prints them.
 
     Args:
       images: probe images [N, H, W, 3] (raw pixels), e.g. the first 512 test images.
@@ -120,7 +122,7 @@ class DiversityLogger(keras.callbacks.Callback):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(f"{self.log_dir}/okddip")
         peer_logits, attention = self.probe()
-        with self.writer.as_default(step=epoch):
+        with self.writer.as_default(step=epoch + 1):
             self.write_diversity(tf, peer_logits)
             if attention is not None:
                 self.write_attention(tf, attention.mean(axis=0))
@@ -142,6 +144,6 @@ class DiversityLogger(keras.callbacks.Callback):
         tf.summary.scalar("attention/self_weight", float(np.mean(np.diag(mean_attention))))
         entropy = -np.sum(mean_attention * np.log(mean_attention + 1e-12), axis=-1).mean()
         tf.summary.scalar("attention/row_entropy", float(entropy))
-        # Each cell becomes a 16x16 block; white = weight 1.
-        image = np.kron(mean_attention, np.ones((16, 16)))[None, :, :, None]
-        tf.summary.image("attention/mean_matrix", image.astype("float32"), step=None)
+        for a, row in enumerate(mean_attention):
+            for b, weight in enumerate(row):
+                tf.summary.scalar(f"attention/peer_{a}_to_peer_{b}", float(weight))

@@ -79,7 +79,8 @@ class NaNGuard(keras.callbacks.Callback):
 
     It checks the training loss after every step, and the epoch's losses (validation included:
     the last step's update can break the weights) at the end of every epoch. The error names the
-    epoch, the step and each loss term that is not finite. Put it before the checkpointing
+    epoch and the step (from 1, as Keras' progress numbers them) and each loss term that is not
+    finite. Put it before the checkpointing
     callbacks: it then raises before they could save a broken model. `GroupModel.fit` adds one
     (with `keep_last_good=True`) unless its callbacks hold one. Import it from `okddip_tf` or
     `okddip_tf.callbacks`.
@@ -116,13 +117,13 @@ class NaNGuard(keras.callbacks.Callback):
             return
         terms = non_finite_losses(logs, loss_names(self.model))
         raise FloatingPointError(self.explain(
-            f"The training loss became {float(loss)} at epoch {self.epoch}, step {batch} "
+            f"The training loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1} "
             f"(not finite: {describe(terms)})"))
 
     def on_epoch_end(self, epoch, logs=None):
         bad = non_finite_losses(logs)
         if bad:
-            raise FloatingPointError(self.explain(f"At the end of epoch {epoch}, {describe(bad)}"))
+            raise FloatingPointError(self.explain(f"At the end of epoch {epoch + 1}, {describe(bad)}"))
 
     def explain(self, what):
         optimizer = getattr(self.model, "optimizer", None)

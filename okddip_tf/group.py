@@ -6,6 +6,7 @@ from keras import ops
 from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
 from okddip_tf import optim  # noqa: F401  registers CoupledSGD, which saved groups compile with
+from okddip_tf import progress
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
@@ -191,10 +192,15 @@ class GroupModel(keras.Model):
             **kwargs):
         """`keras.Model.fit` that stops on a non-finite loss and on labels outside [0, C).
 
-        See the class docstring and `okddip_tf.fit_checks`.
+        See the class docstring and `okddip_tf.fit_checks`. Left at verbose="auto", the progress
+        is `progress.ProgressLine`: the loss, the method's reported accuracy and the time left,
+        not Keras' bar of every logged value (see `metrics`); an explicit `verbose`, or a
+        progress bar among `callbacks`, gets Keras' behaviour.
         """
         fit_checks.check_fit_labels(self, y, kwargs.get("validation_data"))
         callbacks = fit_checks.fit_callbacks(self, callbacks)
+        if verbose == "auto":
+            callbacks = progress.with_progress_line(callbacks)
         with fit_checks.clear_label_errors():
             return super().fit(x=x, y=y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                                callbacks=callbacks, **kwargs)
