@@ -213,7 +213,10 @@ def test_custom_train_step_matches_keras_default_step():
         assert logs_default[name] == pytest.approx(logs_ours[name], rel=1e-5, abs=1e-7), name
 
 
-@pytest.mark.slow  # two ResNet-20 steps; bfloat16 is checked in the default set
+# Slow: like test_precision's mixed_bfloat16 test (in the default set), it builds a tiny group of
+# 4 twice and traces and runs one step under each policy, which takes most of its time; the
+# default set keeps that one of the two.
+@pytest.mark.slow
 def test_mixed_float16_update_matches_float32():
     images, labels = make_images(16, seed=2), make_labels(16, seed=2)
     reference = tiny_group(seed=4)
