@@ -471,8 +471,13 @@ def test_dml_is_network_based_by_default_and_reports_the_mean_network():
 def test_okddip_learns_on_real_cifar100(tfds_data_dir, tmp_path):
     """Training learns: 3 epochs of a 3-student tiny group on 10,000 real CIFAR-100 images.
 
-    Measured: the leader reaches about 5-7% on 1,000 test images (chance is 1%); the test asks
-    for 3.5x chance, more than 3 binomial standard deviations below what it reaches.
+    The leader, the mean student and the ensemble must each reach 3.5% on 1,000 test images
+    (3.5x chance). `benchmarks/learning_check.py` runs this training for seeds 0-9
+    (benchmarks/results/learning_check.json): the leader reaches 5.3% to 8.6%, 7.2% on average,
+    4.5 binomial standard deviations (sqrt(p(1 - p) / 1000), 0.8 points at 7.2%) above 3.5%. The
+    margin is thinner for the worst case: the lowest of the three accuracies over the ten seeds,
+    4.8% (seed 8's ensemble), is 1.9 standard deviations above it. This test runs seed 0, where
+    all three reach 7.5% to 7.8%.
     """
     from okddip_tf import train  # pylint: disable=import-outside-toplevel
 
