@@ -68,7 +68,8 @@ def run_seed(seed):
 
 
 def sds_below(accuracy):
-    """How many binomial standard deviations (at `accuracy`, on TEST_IMAGES) THRESHOLD lies below."""
+    """How many binomial standard deviations (at `accuracy`, over TEST_IMAGES) THRESHOLD is
+    below `accuracy`."""
     return (accuracy - THRESHOLD) / math.sqrt(accuracy * (1 - accuracy) / TEST_IMAGES)
 
 
