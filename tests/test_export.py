@@ -515,10 +515,10 @@ def test_export_of_a_trained_okddip_group(trained_workdir):
     assert report["source"]["method"] == "okddip" and report["source"]["num_students"] == 4
     assert report["evaluation"]["count"] == 2000
     assert report["artefacts"]["saved_model"]["accuracy"] == report["evaluation"]["keras_accuracy"]
-    # A briefly trained leader has small logit margins (median ~0.2 against an int8 output step
-    # of ~0.07), so ties in the int8 logits cost agreement: 93.7% measured here with percentile
-    # ranges, 92.3% with TFLite's min/max (float16 99.65%, dynamic int8 99.2%). The 98% target
-    # is checked on a trained ResNet-20 leader, below.
+    # A briefly trained leader has small logit margins against the int8 output step, so ties in
+    # the int8 logits cost agreement: asked here, 85%. The project's 98% target for full-integer
+    # int8 agreement is asserted nowhere: the trained ResNet-20 leader below reaches 96.7% and is
+    # held to 96% overall and 99.5% on the images with a clear margin.
     check_trained_parity(report, int8_agreement=0.85)
     assert report["artefacts"]["dynamic_int8"]["top1_agreement"] >= 0.97
     names = savedmodel.predict(report["directory"], np.zeros((1,) + SHAPE, np.uint8),
@@ -596,7 +596,9 @@ def test_export_of_a_longer_trained_resnet20_on_the_whole_test_split(tfds_data_d
 TRAINED_RUN = REPO_ROOT / "tests" / "fixtures" / "cifar100_resnet20_baseline"
 
 
-@pytest.mark.slow  # the whole test split through every format: about 1.5 min
+# Slow: the export of every format, the int8 file's percentile calibration above all (75.8 s in
+# benchmarks/results/int8_calibration_resnet20_30_epochs.json), then 10,000 images through each.
+@pytest.mark.slow
 def test_parity_of_a_trained_resnet20_leader_on_the_whole_test_split(tfds_data_dir, tmp_path):
     """The parity targets of the export on a ResNet-20 leader trained 30 epochs on CIFAR-100
     (58.6% test accuracy; tests/fixtures/README.md says how it was made)."""
@@ -608,9 +610,11 @@ def test_parity_of_a_trained_resnet20_leader_on_the_whole_test_split(tfds_data_d
     assert abs(evaluation["keras_accuracy"] - recorded["final_epoch"]["leader_accuracy"]) < 1e-3
     assert report["artefacts"]["int8"]["calibration"] == {
         "images": 1000, "method": "percentile", "percentile": 99.999}
-    # 98% is the issue's target; this leader reaches 96.7% (TFLite's own min/max ranges: 95.7%).
-    # What is left are near-ties: 15% of the test images have their two largest logits within
-    # two int8 output steps (2 x 0.145) and may round to a tie; on the rest, 99.9% agree.
+    # 98% is the issue's target, not asserted: this leader reaches 96.7% (TFLite's own min/max
+    # ranges: 95.7%; benchmarks/results/export_parity_resnet20_30_epochs.json and
+    # int8_calibration_resnet20_30_epochs.json), so the test asks 96%. What is left are
+    # near-ties: 15% of the test images have their two largest logits within two int8 output
+    # steps (2 x 0.145) and may round to a tie; on the rest, 99.9% agree (asked: 99.5%).
     check_trained_parity(report, int8_agreement=0.96)
     clear = report["artefacts"]["int8"]["clear_margin"]
     assert clear["share_of_images"] > 0.8 and clear["top1_agreement"] >= 0.995

@@ -175,9 +175,10 @@ def test_parameter_counts_match_pytorch():
 def test_resnet110_bottleneck_size():
     net = GroupModel(backbone="resnet110_bottleneck", num_classes=100, num_students=1,
                      method="baseline")
-    count = num_trainable(net.leader)
-    assert abs(count - 1.17e6) <= 0.01 * 1.17e6, count
-    assert count == num_trainable(net)
+    # The 10-class count in test_architectures.PAPER_COUNTS, 1,147,738, plus 90 more classes of
+    # the 256-wide classifier (90 x 257).
+    assert num_trainable(net.leader) == 1_170_868
+    assert num_trainable(net) == 1_170_868
 
 
 # --------------------------------------------------------------------------- 3. training steps
@@ -213,7 +214,10 @@ def test_custom_train_step_matches_keras_default_step():
         assert logs_default[name] == pytest.approx(logs_ours[name], rel=1e-5, abs=1e-7), name
 
 
-@pytest.mark.slow  # two ResNet-20 steps; bfloat16 is checked in the default set
+# Slow: like test_precision's mixed_bfloat16 test (in the default set), it builds a tiny group of
+# 4 twice and traces and runs one step under each policy, which takes most of its time; the
+# default set keeps that one of the two.
+@pytest.mark.slow
 def test_mixed_float16_update_matches_float32():
     images, labels = make_images(16, seed=2), make_labels(16, seed=2)
     reference = tiny_group(seed=4)

@@ -361,9 +361,17 @@ def test_every_method_trains_a_step_saves_and_loads(name, tmp_path):
     group = okddip_tf.GroupModel(backbone="tiny", num_classes=100, num_students=size,
                                  method=name, method_options=options, image_shape=(32, 32, 3))
     group.compile(optimizer=okddip_tf.CoupledSGD(learning_rate=0.1))
+    before = [np.array(v.numpy()) for v in group.trainable_weights]
+    assert before
     history = group.fit(images(8, seed=14), np.arange(8) % 100, epochs=1, batch_size=4,
                         verbose=0)
     assert all(np.isfinite(values[-1]) for values in history.history.values())
+    # The steps trained something: a loss that reaches no weight (or an optimizer given none)
+    # would still log finite values and save. CoupledSGD's L2 decay alone (lr 0.1, l2 5e-4,
+    # momentum 0.9, 2 steps) moves a weight by under 3e-4 of itself, far below 1e-2.
+    change = max(float(np.max(np.abs(np.asarray(v.numpy()) - old)))
+                 for v, old in zip(group.trainable_weights, before, strict=True))
+    assert change > 1e-2, change
     terms = set(group.method.terms) | {"loss"}
     assert terms <= set(history.history)
     assert group.method.reported in history.history
@@ -463,8 +471,13 @@ def test_dml_is_network_based_by_default_and_reports_the_mean_network():
 def test_okddip_learns_on_real_cifar100(tfds_data_dir, tmp_path):
     """Training learns: 3 epochs of a 3-student tiny group on 10,000 real CIFAR-100 images.
 
-    Measured: the leader reaches about 5-7% on 1,000 test images (chance is 1%); the test asks
-    for 3.5x chance, more than 3 binomial standard deviations below what it reaches.
+    The leader, the mean student and the ensemble must each reach 3.5% on 1,000 test images
+    (3.5x chance). `benchmarks/learning_check.py` runs this training for seeds 0-9
+    (benchmarks/results/learning_check.json): the leader reaches 5.3% to 8.6%, 7.2% on average,
+    4.5 binomial standard deviations (sqrt(p(1 - p) / 1000), 0.8 points at 7.2%) above 3.5%. The
+    margin is thinner for the worst case: the lowest of the three accuracies over the ten seeds,
+    4.8% (seed 8's ensemble), is 1.9 standard deviations above it. This test runs seed 0, where
+    all three reach 7.5% to 7.8%.
     """
     from okddip_tf import train  # pylint: disable=import-outside-toplevel
 

@@ -1,8 +1,9 @@
 """Mixed precision: `train.precision` float32 | mixed_float16 | mixed_bfloat16.
 
-test_group.py compares one mixed_float16 step with float32; here: the same for mixed_bfloat16,
-float32 logits and losses under both mixed policies, the optimizer each policy gets, an unknown
-precision, and `okddip train --config.train.precision=mixed_bfloat16` end to end.
+test_group.py compares one mixed_float16 step with float32 (a slow test: `pytest --runslow`);
+here, all in the default suite: the same for mixed_bfloat16, float32 logits and losses under
+both mixed policies, the optimizer each policy gets, an unknown precision, and
+`okddip train --config.train.precision=mixed_bfloat16` end to end.
 """
 
 import json

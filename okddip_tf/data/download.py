@@ -2,9 +2,9 @@
 
 By default a dataset missing from the data dir is downloaded and prepared once through tfds (its
 own cache, checksums and progress bars), as `tfds.load` would. Before that, each host of the
-dataset's download URLs gets one HTTP HEAD request bounded by a few seconds: tfds retries an
-unreachable download for minutes (about 200 s for CIFAR-100), so a machine without a route to
-the data fails at once instead, saying where it looked and how to bring the data over.
+dataset's download URLs gets one HTTP HEAD request bounded by a few seconds (PROBE_TIMEOUT):
+tfds retries an unreachable download for minutes, so a machine without a route to the data fails
+at once instead, saying where it looked and how to bring the data over.
 `data.download=False` or the environment variable OKDDIP_OFFLINE=1 turn downloads off; a
 prepared dataset is read without any network connection.
 """

@@ -11,9 +11,11 @@ model with every intermediate tensor kept, track each tensor's tails, narrow the
 to the percentiles, then quantise with the new ranges.
 
 Even the 100th percentile narrows some ranges: on TF 2.21 the calibrator records, for a
-convolution output feeding a residual ADD, a maximum above any value that tensor takes (a
-ResNet-20 block: 7.07 recorded, 6.09 the true maximum of the Keras layer's output on the same
-images), so those tensors were quantised with needlessly coarse steps.
+convolution output feeding a residual ADD, a maximum above any value that tensor takes (found in
+a ResNet-20 block by comparing with the Keras layer's output on the same images), so those
+tensors were quantised with needlessly coarse steps. That the 100th percentile and TFLite's own
+min/max give different int8 files is in benchmarks/results/int8_calibration_*.json
+(`benchmarks/int8_calibration.py`); the recorded and true maxima themselves are not.
 """
 
 import math

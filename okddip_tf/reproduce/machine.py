@@ -12,8 +12,8 @@ from okddip_tf import compat
 def cpu_kind():
     """The CPU's model name and kind: "AVX-512 + BF16", "AVX-512", "AVX2" (from /proc/cpuinfo).
 
-    The CPU machines a measurement may run on differ about 2x on convolutions between AVX-512
-    and AVX2 kinds, so every timing records this.
+    The CPU machines a measurement may run on are of either kind, and TensorFlow picks
+    different convolution kernels for each, so every timing records this.
     """
     flags, model = set(), platform.processor() or platform.machine()
     try:
