@@ -6,7 +6,8 @@ before it, a head is that stage, the ones after it and the top. Branch-based gro
 trunk; the paper's split is each network's default.
 
 Fidelity to the authors' PyTorch code: BatchNorm momentum 0.9 / epsilon 1e-5 (PyTorch's 0.1 /
-1e-5; `batchnorm="keras"` gives Keras' 0.99 / 1e-3), Kaiming-normal fan-out conv init, PyTorch's
+1e-5) with PyTorch's moving variance of the unbiased batch variance (`batchnorm="keras"` gives
+Keras' 0.99 / 1e-3 and biased variance), Kaiming-normal fan-out conv init, PyTorch's
 uniform Linear init, and convolutions padded symmetrically ("same" in TF pads stride-2
 convolutions asymmetrically).
 """
@@ -60,8 +61,10 @@ def batch_norm(name, norm):
         norm = NormSettings(bool(norm))
     momentum, epsilon = BATCHNORM_STYLES[norm.style]
     kwargs = {"synchronized": True} if norm.synchronized else {}
-    # TensorFlow's fused kernel in training (okddip_tf.models.batchnorm), Keras' maths otherwise.
-    return BatchNormalization(momentum=momentum, epsilon=epsilon, name=name, **kwargs)
+    # TensorFlow's fused kernel in training (okddip_tf.models.batchnorm); the PyTorch style also
+    # takes PyTorch's moving-variance update (the unbiased batch variance), Keras' the biased one.
+    return BatchNormalization(momentum=momentum, epsilon=epsilon, name=name,
+                              unbiased_moving_variance=norm.style == "pytorch", **kwargs)
 
 
 def conv(filters, kernel_size, stride, name, use_bias=False, padding=None):
