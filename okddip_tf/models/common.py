@@ -14,7 +14,7 @@ convolutions asymmetrically).
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 from keras import layers
@@ -115,6 +115,7 @@ class StagedNetwork:
       stages: `((fn, out_channels), ...)`, each fn `(x, norm) -> x`.
       top: `(x, num_classes, norm) -> (features, logits)`.
       default_split: the paper's split: the 1-based index of the first per-student stage.
+      linear_init_std: see `Backbone.linear_init_std` (None: PyTorch's default linear init).
     """
 
     stem: Callable
@@ -122,6 +123,7 @@ class StagedNetwork:
     stages: tuple
     top: Callable = pooled_classifier
     default_split: int = 0
+    linear_init_std: Optional[float] = None
 
 
 def staged_backbone(name, network, split_stage=None, batchnorm="pytorch", options=()):
@@ -157,7 +159,7 @@ def staged_backbone(name, network, split_stage=None, batchnorm="pytorch", option
 
     return Backbone(name=name, build_trunk=build_trunk, build_head=build_head,
                     trunk_channels=trunk_channels, feature_dim=network.stages[-1][1],
-                    options=tuple(sorted(options)))
+                    options=tuple(sorted(options)), linear_init_std=network.linear_init_std)
 
 
 def register_staged(name, make_network, **extra_defaults):
