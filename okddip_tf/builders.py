@@ -9,6 +9,7 @@ import inspect
 
 import keras
 
+from okddip_tf import config as config_module
 from okddip_tf import distribution, methods, models
 from okddip_tf.data import npz
 from okddip_tf.errors import ConfigError
@@ -49,10 +50,20 @@ def build_strategy(config):
 
 def build_backbone(config, info):
     """The backbone of `config.model`: a registered name (with its options) or the user's own
-    model ("package.module:factory")."""
+    model ("package.module:factory").
+
+    `model.dropout` goes to a backbone with a dropout option (vgg16), None resolved to the
+    authors' value for the group (`config.authors_dropout`); set on another backbone it is an
+    error, not silently unused.
+    """
     model = config.model
     options = {"split_stage": model.split_stage, "split_at": model.split_at,
                "batchnorm": None if model.batchnorm == "pytorch" else model.batchnorm}
+    if ":" not in model.backbone and "dropout" in models.backbone_options(model.backbone):
+        options["dropout"] = config_module.model_dropout(model)
+    elif model.get("dropout") is not None:
+        raise ConfigError(f"model.dropout={model.dropout} applies to backbones with dropout "
+                          f"(vgg16), not {model.backbone!r}: leave it unset (None).")
     if ":" in model.backbone:
         if options["split_stage"] is not None or options["batchnorm"]:
             raise ConfigError("model.split_stage and model.batchnorm apply to registered "

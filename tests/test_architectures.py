@@ -277,3 +277,45 @@ def test_vgg16_method_linears_follow_the_authors_init(sharing, method):
             assert np.abs(values).max() <= 1 / np.sqrt(512)
             assert values.std() == pytest.approx(1 / np.sqrt(3 * 512), rel=0.1)
     assert not np.array_equal(np.asarray(attention.query.kernel), np.asarray(attention.key.kernel))
+
+
+def vgg_dropout_rates(config):
+    info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3)))
+    backbone = builders.build_backbone(config, info)
+    head = resolve_backbone(backbone).build_head("head", 10, False)
+    return {layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)}
+
+
+@pytest.mark.parametrize("method,sharing,students,rate", [
+    ("baseline", "branch", 1, 0.0),  # train.py:49,275: --dropout default 0
+    ("kd", "branch", 1, 0.0),  # train_kd.py:52,299
+    ("dml", "network", 4, 0.0),  # train_DML.py:46,374; DML.py:20
+    ("okddip", "network", 4, 0.0),  # train_GL.py:48,422; MultiNet.py:22
+    ("okddip", "branch", 4, 0.5),  # vgg_GL.py:20,46,49
+    ("one", "branch", 4, 0.5),  # vgg_one.py:63,66 nn.Dropout()
+    ("independent", "branch", 4, 0.5),
+])
+def test_vgg16_dropout_defaults_to_the_authors_value_for_the_group(method, sharing, students,
+                                                                     rate):
+    config = get_base_config()
+    config.model.backbone, config.model.method = "vgg16", method
+    config.model.sharing, config.model.num_students = sharing, students
+    assert config.model.dropout is None  # auto
+    assert vgg_dropout_rates(config) == {rate}
+    config.model.dropout = 0.25  # an explicit value wins
+    assert vgg_dropout_rates(config) == {0.25}
+
+
+def test_model_dropout_is_refused_where_it_does_nothing():
+    from okddip_tf.config import validate_config
+    from okddip_tf.errors import ConfigError
+
+    config = get_base_config()
+    config.model.dropout = 0.5  # resnet32 has no dropout
+    info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3)))
+    with pytest.raises(ConfigError, match="model.dropout=0.5 applies to backbones with dropout"):
+        builders.build_backbone(config, info)
+    assert builders.build_backbone(get_base_config(), info) == "resnet32"  # unset: untouched
+    config.model.backbone, config.model.dropout = "vgg16", 1.0
+    with pytest.raises(ConfigError, match=r"model.dropout must be in \[0, 1\)"):
+        validate_config(config)

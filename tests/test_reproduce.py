@@ -141,8 +141,31 @@ def test_every_run_maps_to_a_config_the_method_accepts():
                                                                           run.sharing)
 
 
+def test_vgg16_cells_train_with_the_authors_dropout():
+    """0.5 in the authors' branch-based models (vgg_GL.py:20, vgg_one.py:63,66), 0.0 for the
+    baseline and the network-based groups (--dropout default 0: train.py:49, train_DML.py:46,
+    train_GL.py:48); set in the cell's command, not left to a default."""
+    from okddip_tf import config as config_module
+
+    vgg_runs = [run for run in all_runs() if run.backbone == "vgg16"]
+    assert len(vgg_runs) == 2 * 7 + 1  # Tables 1 and 2, and Table 4's leaderless OKDDip
+    for run in vgg_runs:
+        want = 0.5 if run.sharing == "branch" and not run.single else 0.0
+        assert dict(run.options)["model.dropout"] == want, run.id
+        assert config_module.model_dropout(run_config(run).model) == want, run.id
+        assert f"--config.model.dropout={want}" in runner.train_command(
+            run, Budget(epochs=2, seeds=1), 0, "/w")
+    by_column = {c.column: c.run for c in manifest.EXPERIMENTS["table2"].cells
+                 if c.row == "VGG-16"}
+    assert dict(by_column["Baseline"].options)["model.dropout"] == 0.0
+    assert dict(by_column["DML"].options)["model.dropout"] == 0.0
+    assert dict(by_column["OKDDip (network)"].options)["model.dropout"] == 0.0
+    assert dict(by_column["OKDDip (branch)"].options)["model.dropout"] == 0.5
+    assert dict(by_column["ONE"].options)["model.dropout"] == 0.5
+
+
 @pytest.mark.parametrize("run_id", [
-    "cifar100_vgg16_one_branch", "cifar100_densenet40_12_cl_ilr_branch",
+    "cifar100_vgg16_one_branch_dropout-0.5", "cifar100_densenet40_12_cl_ilr_branch",
     "cifar100_wrn20_8_bottleneck_okddip_network", "cifar100_resnet32_okddip_branch_m8",
     "cifar100_resnet32_okddip_branch_two_level-False"])
 def test_cells_build_their_group(run_id):

@@ -181,7 +181,8 @@ def register_staged(name, make_network, **extra_defaults):
         return staged_backbone(name, network, split_stage, batchnorm or "pytorch",
                                options=given.items())
 
-    register_backbone(staged_backbone(name, make_network(**extra_defaults)), configure)
+    register_backbone(staged_backbone(name, make_network(**extra_defaults)), configure,
+                      extra_options=tuple(extra_defaults))
 
 
 def stage_fn(fn, **kwargs):

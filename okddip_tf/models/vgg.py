@@ -14,8 +14,9 @@ Dropout (the two 0.5-or-0.0 layers of the classifier): the authors' branch-based
 and Ind), their single network and network-based groups take `--dropout`, default 0.0
 (`models/model_cifar/vgg.py:20,44,47`; `train.py:49,275` Baseline; `train_kd.py:52,299` KD;
 `MultiNet.py:12,22` network-based OKDDip; `DML.py:10,20`, `train_DML.py:46,374` DML).
-`vgg16(dropout)` takes it; `authors_dropout` gives the authors' value for a group, which the
-config's `model.dropout=None` (auto) selects (okddip_tf.builders).
+`vgg16(dropout)` takes it (registered default 0.5, the branch value); the config's
+`model.dropout=None` (auto) selects the authors' value for the group
+(okddip_tf.config.authors_dropout, applied by okddip_tf.builders.build_backbone).
 
 Initialisation, as the authors' VGG modules: convolutions Kaiming-normal fan-out (ReLU gain) with
 zero biases, and every linear layer N(0, 0.01) (`nn.init.normal_(m.weight, 0, 0.01)`) with zero
@@ -34,13 +35,6 @@ from okddip_tf.models.common import StagedNetwork, batch_norm, conv, register_st
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 LINEAR_INIT_STD = 0.01  # vgg.py:59, vgg_GL.py:66, vgg_one.py:84: nn.init.normal_(w, 0, 0.01)
 BRANCH_DROPOUT = 0.5  # vgg_GL.py:20 (dropout=0.5), vgg_one.py:63,66 (nn.Dropout(), p=0.5)
-NETWORK_DROPOUT = 0.0  # --dropout's default: train.py:49, train_GL.py:48, train_DML.py:46
-
-
-def authors_dropout(sharing, num_students):
-    """The authors' VGG dropout for a group: 0.5 in a branch group of more than one student,
-    0.0 for one network (Baseline, KD) and for network-based groups (DML, OKDDip)."""
-    return BRANCH_DROPOUT if sharing == "branch" and num_students > 1 else NETWORK_DROPOUT
 
 
 def vgg_linear(units, name):

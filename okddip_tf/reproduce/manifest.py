@@ -15,6 +15,7 @@ import dataclasses
 from typing import Optional
 
 from okddip_tf import methods
+from okddip_tf.config import authors_dropout
 from okddip_tf.errors import ConfigError
 
 PAPER = "Chen et al., AAAI 2020"
@@ -120,12 +121,26 @@ class Experiment:
         return ordered
 
 
+def paper_run(dataset, backbone, method, sharing="branch", num_students=4, options=()):
+    """A `Run` with the authors' architecture settings its backbone has an option for.
+
+    VGG-16: dropout 0.5 in the authors' branch-based models and 0.0 for one network and for
+    network-based groups (`okddip_tf.config.authors_dropout`), set explicitly so the run's
+    command and folder name say it.
+    """
+    if backbone == "vgg16":
+        spec = methods.SPECS.get(method)
+        students = 1 if spec is not None and spec.max_students == 1 else num_students
+        options = (("model.dropout", authors_dropout(sharing, students)),) + tuple(options)
+    return Run(dataset, backbone, method, sharing, num_students, tuple(options))
+
+
 def comparison_table(name, dataset, numbers):
     """Table 1 or 2: every architecture x the 7 comparison columns."""
     cells = []
     for row, values in numbers.items():
         for (column, method, sharing), value in zip(COMPARISON, values):
-            run = Run(dataset, ARCHITECTURES[row], method, sharing)
+            run = paper_run(dataset, ARCHITECTURES[row], method, sharing)
             note = ("The authors share one third dense block between the branches; okddip_tf "
                     "gives each branch its own." if row.startswith("DenseNet") and
                     sharing == "branch" and method != "baseline" else "")
@@ -173,7 +188,7 @@ def ensemble_table():
                ("OKDDip", "okddip", (("okddip.two_level", False),)),
                ("Ind", "independent", ()))
     cells = tuple(
-        Cell(row, column, Run("cifar100", ARCHITECTURES[row], method, options=options),
+        Cell(row, column, paper_run("cifar100", ARCHITECTURES[row], method, options=options),
              (value, None), metric="ensemble")
         for row, values in numbers.items() for (column, method, options), value in
         zip(columns, values))
@@ -231,7 +246,7 @@ def diversity_figure():
     """Figure 2: peer diversity per epoch of the branch-based methods, CIFAR-100."""
     columns = (("OKDDip", "okddip"), ("ONE", "one"), ("CL-ILR", "cl_ilr"), ("Ind", "independent"))
     rows = ("ResNet-32", "ResNet-110")
-    cells = tuple(Cell(row, column, Run("cifar100", ARCHITECTURES[row], method),
+    cells = tuple(Cell(row, column, paper_run("cifar100", ARCHITECTURES[row], method),
                        metric="diversity")
                   for row in rows for column, method in columns)
     return Experiment(
