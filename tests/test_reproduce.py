@@ -141,6 +141,18 @@ def test_every_run_maps_to_a_config_the_method_accepts():
                                                                           run.sharing)
 
 
+def test_table6_students_load_the_teachers_best_epoch():
+    """The authors' KD loads best.pth (train_kd.py:305-314): kd.teacher_checkpoint=best."""
+    for row in ("CIFAR-10", "CIFAR-100"):
+        for column in ("KD", "OKDDip+KD"):
+            run = cell("table6", row, column).run
+            assert dict(run.options)["kd.teacher_checkpoint"] == "best"
+            assert run_config(run).kd.teacher_checkpoint == "best"
+            argv = runner.train_command(run, Budget(epochs=2, seeds=1), 0, "/w")
+            assert "--config.kd.teacher_checkpoint=best" in argv
+        assert not cell("table6", row, "Teacher").run.options
+
+
 def test_vgg16_cells_train_with_the_authors_dropout():
     """0.5 in the authors' branch-based models (vgg_GL.py:20, vgg_one.py:63,66), 0.0 for the
     baseline and the network-based groups (--dropout default 0: train.py:49, train_DML.py:46,
