@@ -36,7 +36,7 @@ def all_runs():
 def run_config(run, budget=Budget(epochs=15, seeds=1), seed=0):
     """The config `okddip train` gets for a run: the config file, then the overrides."""
     config = load_config_file(f"configs/paper.py:{run.config_arg}")
-    overrides = {**dict(run.options), **budget.overrides(seed)}
+    overrides = {**dict(run.options), **budget.overrides(seed, run.schedule)}
     with config.unlocked():
         for key, value in overrides.items():
             section, name = key.split(".")
@@ -95,6 +95,15 @@ def test_paper_numbers_match_the_reference_spec():
         ten, hundred = re.search(rf"  - {label}: ([\d.]+) / ([\d.]+)", text).groups()
         assert cell("table6", "CIFAR-10", column).paper[0] == float(ten)
         assert cell("table6", "CIFAR-100", column).paper[0] == float(hundred)
+    # "Table 3, ImageNet ResNet-34: Baseline 26.76, DML 26.03, ..., OKDDip 25.42
+    # (network-based) / 25.60 (branch-based)."
+    line = re.search(r"Table 3.*", text).group(0)
+    for word, column in (("Baseline", "Baseline"), ("DML", "DML"), ("CL-ILR", "CL-ILR"),
+                         ("ONE", "ONE"), ("OKDDip", "OKDDip (network)")):
+        value = float(re.search(rf"{re.escape(word)} (\d+\.\d+)", line).group(1))
+        assert cell("table3", "ResNet-34", column).paper == (value, None)
+    branch = float(re.search(r"/ (\d+\.\d+) \(branch-based\)", line).group(1))
+    assert cell("table3", "ResNet-34", "OKDDip (branch)").paper == (branch, None)
 
 
 def test_figure3_marks_table2s_four_student_points():
@@ -130,7 +139,8 @@ def test_every_run_maps_to_a_config_the_method_accepts():
     from okddip_tf import preflight
 
     for run in all_runs():
-        assert manifest.unavailable(run) == ""
+        reason = manifest.unavailable(run)
+        assert reason == "" or (run.dataset == "imagenet2012" and "not prepared" in reason)
         config = run_config(run)
         preflight.check_config(config)
         preflight.check_model(config)
@@ -139,6 +149,55 @@ def test_every_run_maps_to_a_config_the_method_accepts():
         if not run.single:
             assert (config.model.num_students, config.model.sharing) == (run.num_students,
                                                                           run.sharing)
+
+
+def test_table3_runs_the_papers_imagenet_recipe():
+    """ResNet-34 on imagenet2012: the paper's ImageNet settings (batch 256, wd 1e-4, drops at
+    30 and 60 of 90), its six columns with their sharing, the schedule scaled to the budget."""
+    table3 = manifest.EXPERIMENTS["table3"]
+    runs = {c.column: c.run for c in table3.cells}
+    assert [(column, run.method, run.sharing) for column, run in runs.items()] == [
+        ("Baseline", "baseline", "branch"), ("DML", "dml", "network"),
+        ("CL-ILR", "cl_ilr", "branch"), ("ONE", "one", "branch"),
+        ("OKDDip (network)", "okddip", "network"), ("OKDDip (branch)", "okddip", "branch")]
+    for run in runs.values():
+        assert (run.dataset, run.backbone, run.schedule) == (
+            "imagenet2012", "resnet34_imagenet", "imagenet")
+        config = run_config(run, Budget(epochs=90, seeds=1))
+        assert (config.data.name, config.data.pipeline, config.data.batch_size) == (
+            "imagenet2012", "imagenet", 256)
+        assert config.optim.l2 == 1e-4 and tuple(config.optim.drop_epochs) == (30, 60)
+        assert config.train.epochs == 90 and config.rampup.length == 24
+    assert Budget(epochs=45).overrides(0, "imagenet") == {
+        "train.epochs": 45, "optim.drop_epochs": (15, 30), "rampup.length": 12, "train.seed": 0}
+    assert Budget(epochs=45).overrides(0) == Budget(epochs=45).overrides(0, "cifar")
+
+
+def test_table3_without_imagenet_is_listed_with_what_to_prepare(tmp_path, monkeypatch):
+    """On a machine without imagenet2012 prepared, `okddip reproduce --experiment=table3`
+    trains nothing: every cell is 'not available' with the tfds command that prepares it."""
+    import okddip_tf.reproduce as reproducing
+
+    data_dir = tmp_path / "tfds"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
+    lines = []
+    results, tasks = reproducing.reproduce("table3", str(tmp_path / "grid"),
+                                           Budget(epochs=2, seeds=1), echo=lines.append)
+    assert len(tasks) == 6 and {task.state for task in tasks} == {"skipped"}
+    for task in tasks:
+        assert f"dataset 'imagenet2012' is not prepared in {data_dir}" in task.reason
+        assert "ILSVRC2012_img_train.tar" in task.reason
+        assert f"tfds build imagenet2012 --manual_dir=<that folder> --data_dir={data_dir}" in (
+            task.reason)
+    assert sum("not available: dataset 'imagenet2012' is not prepared" in line
+               for line in lines) == 6
+    assert not (tmp_path / "grid" / tasks[0].run.id).exists()  # nothing trained
+    report_text = (tmp_path / "grid" / "report.md").read_text()
+    assert "not available" in report_text and "26.76" in report_text
+    # Prepared (tfds' layout: <data_dir>/imagenet2012/<version>/dataset_info.json): runnable.
+    (data_dir / "imagenet2012" / "5.1.0").mkdir(parents=True)
+    (data_dir / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
+    assert manifest.unavailable(tasks[0].run) == ""
 
 
 def test_table6_students_load_the_teachers_best_epoch():

@@ -7,11 +7,15 @@ the paper's value. Cells of one experiment that need the same training share one
 reads the ensembles of Table 2's runs).
 
 The paper's numbers are top-1 error rates in %, mean ± std of 3 runs, from Chen et al., "Online
-Knowledge Distillation with Diverse Peers", AAAI 2020: Tables 1, 2, 4, 5 and 6 (Table 4 gives no
-std). Figures 2 and 3 print no numbers; Figure 3's 4-student points are Table 2's.
+Knowledge Distillation with Diverse Peers", AAAI 2020: Tables 1, 2, 3, 4, 5 and 6 (Tables 3 and
+4 give no std). Figures 2 and 3 print no numbers; Figure 3's 4-student points are Table 2's.
+Table 3's ImageNet-2012 cells need `imagenet2012` prepared for tfds (a manual download);
+without it they are listed as not available, with what to prepare.
 """
 
 import dataclasses
+import glob
+import os
 from typing import Optional
 
 from okddip_tf import methods
@@ -19,6 +23,7 @@ from okddip_tf.config import authors_dropout
 from okddip_tf.errors import ConfigError
 
 PAPER = "Chen et al., AAAI 2020"
+IMAGENET = "imagenet2012"
 # The architectures of Tables 1 and 2: the paper's name and okddip_tf's backbone.
 ARCHITECTURES = {
     "DenseNet-40-12": "densenet40_12",
@@ -73,6 +78,11 @@ class Run:
                 parts.append(f"m{self.num_students}")
         parts += [f"{key.split('.')[-1]}-{value}" for key, value in self.options]
         return "_".join(parts)
+
+    @property
+    def schedule(self):
+        """The paper's schedule the budget scales for this run (okddip_tf.reproduce.budget)."""
+        return "imagenet" if self.dataset == IMAGENET else "cifar"
 
     @property
     def config_arg(self):
@@ -180,6 +190,27 @@ TABLE2 = comparison_table("table2", "cifar100", {
 })
 
 
+def imagenet_table():
+    """Table 3: ResNet-34 on ImageNet-2012, 4 students (OKDDip both network- and branch-based).
+
+    The paper prints no std for it. Branch groups share all but the last two stages (decision
+    17); the recipe is the paper's ImageNet one (okddip_tf.config.imagenet_recipe).
+    """
+    columns = (("Baseline", "baseline", "branch", 26.76), ("DML", "dml", "network", 26.03),
+               ("CL-ILR", "cl_ilr", "branch", 26.06), ("ONE", "one", "branch", 25.92),
+               ("OKDDip (network)", "okddip", "network", 25.42),
+               ("OKDDip (branch)", "okddip", "branch", 25.60))
+    cells = tuple(Cell("ResNet-34", column, paper_run(IMAGENET, "resnet34_imagenet", method,
+                                                      sharing), (value, None))
+                  for column, method, sharing, value in columns)
+    return Experiment(
+        "table3", "Top-1 error (%) of ResNet-34 on ImageNet-2012, 4 students", "table",
+        ("ResNet-34",), tuple(column for column, _, _, _ in columns), cells,
+        "ImageNet recipe: batch 256, weight decay 1e-4, lr /10 at 30 and 60 of 90 epochs (pass "
+        "--epochs=90 for the paper's schedule; other budgets scale it). Branch-based students "
+        "own the last two stages. Needs imagenet2012 prepared for tfds.")
+
+
 def ensemble_table():
     """Table 4: the branch-based peers' ensemble on CIFAR-100 (OKDDip without a leader)."""
     numbers = {"VGG-16": (25.56, 25.54, 24.95, 25.62), "ResNet-32": (27.01, 24.90, 23.45, 23.74),
@@ -282,8 +313,8 @@ def group_size_figure():
 
 
 EXPERIMENTS = {experiment.name: experiment for experiment in (
-    TABLE1, TABLE2, ensemble_table(), ablation_table(), teacher_table(), diversity_figure(),
-    group_size_figure())}
+    TABLE1, TABLE2, imagenet_table(), ensemble_table(), ablation_table(), teacher_table(),
+    diversity_figure(), group_size_figure())}
 
 
 def get_experiment(name):
@@ -310,8 +341,32 @@ def select(experiment, only=None):
                  if any(word in cell_terms(cell) for word in words))
 
 
+def tfds_prepared(name, data_dir=None):
+    """Whether tfds has `name` prepared in `data_dir` (None: $TFDS_DATA_DIR, then tfds' default
+    ~/tensorflow_datasets): a `<data_dir>/<name>/<version>/dataset_info.json` exists."""
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+        os.path.join("~", "tensorflow_datasets"))
+    return bool(glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json"))), data_dir
+
+
+def missing_data(dataset):
+    """What to prepare before `dataset` can train ("" when it can): only ImageNet-2012, which
+    tfds cannot download (CIFAR is downloaded on first use)."""
+    if dataset != IMAGENET:
+        return ""
+    prepared, data_dir = tfds_prepared(dataset)
+    if prepared:
+        return ""
+    return (f"dataset {dataset!r} is not prepared in {data_dir}: download "
+            "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org (after "
+            "registering) into a folder, run `tfds build imagenet2012 --manual_dir=<that folder> "
+            f"--data_dir={data_dir}` (about 150 GB), and set TFDS_DATA_DIR to that data_dir if "
+            "it is not the default")
+
+
 def unavailable(run):
-    """Why this installation cannot train `run` ("" when it can): a missing method or backbone."""
+    """Why this installation cannot train `run` ("" when it can): a missing method, backbone or
+    dataset (see `missing_data`)."""
     from okddip_tf import models  # pylint: disable=import-outside-toplevel  (Keras: on use)
 
     for needed in filter(None, (run, run.teacher)):
@@ -319,4 +374,7 @@ def unavailable(run):
             return f"method {needed.method!r} is not implemented"
         if needed.backbone not in models.BACKBONES:
             return f"backbone {needed.backbone!r} is not implemented"
+        missing = missing_data(needed.dataset)
+        if missing:
+            return missing
     return ""
