@@ -43,7 +43,7 @@ flags.DEFINE_integer("calibration_images", 1000, "export: training images calibr
 flags.DEFINE_enum("int8_calibration", "percentile", ["percentile", "minmax"],
                   "export: int8 activation ranges: 99.999th percentiles, or TFLite's min/max.")
 flags.DEFINE_string("experiment", None, "reproduce: the paper's table or figure (table1, table2, "
-                    "table3, table4, table5, table6, figure2, figure3).")
+                    "table4, table5, table6, figure2, figure3).")
 flags.DEFINE_integer("epochs", 300, "reproduce: training epochs per cell; the paper's schedule "
                      "is scaled to them.")
 flags.DEFINE_integer("seeds", 3, "reproduce: runs per cell (train.seed 0, 1, ...).")
@@ -122,7 +122,7 @@ COMMANDS = {
         "Each cell trains as an `okddip train` workdir under DIR; running the same command "
         "again resumes unfinished cells and skips finished ones. DIR gets report.md, "
         "results.json and figures/. Experiments: table1, table2 (CIFAR-10/100 comparison), "
-        "table3 (ImageNet ResNet-34; needs imagenet2012 prepared), table4 (ensembles), table5 (ablations), table6 (with a teacher), figure2 (diversity), "
+        "table4 (ensembles), table5 (ablations), table6 (with a teacher), figure2 (diversity), "
         "figure3 (group size)."),
 }
 COMMON_FLAGS = ("verbose", "tf_logs")
