@@ -34,9 +34,9 @@ import zlib
 import keras
 import numpy as np
 
-from okddip_tf import atomic_files, methods
+from okddip_tf import atomic_files, methods, models
 from okddip_tf.callbacks import non_finite_losses
-from okddip_tf.config import get_base_config
+from okddip_tf.config import authors_dropout, get_base_config
 from okddip_tf.errors import InputError, MissingInputError
 
 LAST_CHECKPOINT = "last.keras"
@@ -205,8 +205,22 @@ def upgrade_saved(saved):
     existed ran as its default says.
     """
     saved = {MOVED_KEYS.get(key, key): value for key, value in saved.items()}
+    if "model.dropout" not in saved and has_dropout(saved.get("model.backbone")):
+        saved["model.dropout"] = 0.5  # before the key, vgg16 always trained with 0.5
     defaults = flatten(json.loads(json.dumps(get_base_config().to_dict(), default=float)))
     return {**defaults, **saved}
+
+
+def has_dropout(backbone):
+    return isinstance(backbone, str) and "dropout" in models.backbone_options(backbone)
+
+
+def resolve_dropout(flat):
+    """A flat config with model.dropout=None (auto) replaced by the value it trains with."""
+    if flat.get("model.dropout") is None and has_dropout(flat.get("model.backbone")):
+        return {**flat, "model.dropout": authors_dropout(flat.get("model.sharing"),
+                                                        flat.get("model.num_students"))}
+    return flat
 
 
 def config_differences(saved, config):
@@ -215,8 +229,8 @@ def config_differences(saved, config):
     Only the sections a run reads count: not `tuner` (`okddip tune` reads it), nor the option
     sections of methods other than the run's.
     """
-    current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
-    saved = upgrade_saved(flatten(saved))
+    current = resolve_dropout(flatten(json.loads(json.dumps(config.to_dict(), default=float))))
+    saved = resolve_dropout(upgrade_saved(flatten(saved)))
     unread = set(methods.config_sections()) - set(methods.get_spec(config.model.method).sections)
     unread.add("tuner")
     keys = {key for key in saved.keys() | current.keys()

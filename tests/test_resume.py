@@ -625,3 +625,24 @@ def test_a_workdir_from_before_best_keras_reads_as_before(tmp_path):
     saver.on_epoch_end(0, {"loss": 1.0, "val_leader_accuracy": 0.5})
     assert not (tmp_path / "fresh" / "best.keras").exists()
     assert "best" not in json.loads((tmp_path / "fresh" / "state.json").read_text())
+
+
+def test_a_vgg_run_saved_before_model_dropout_resumes_only_with_its_dropout():
+    """Before model.dropout, vgg16 trained with 0.5 in every group. A branch run (whose
+    authors' value is 0.5) resumes; a network run (authors' 0.0) is refused rather than
+    switching its dropout mid-run, and resumes with --config.model.dropout=0.5."""
+    for sharing, differences in (("branch", {}),
+                                 ("network", {"model.dropout": (0.5, 0.0)})):
+        config = base.get_base_config()
+        config.model.backbone, config.model.sharing = "vgg16", sharing
+        saved = json.loads(json.dumps(config.to_dict()))
+        del saved["model"]["dropout"]
+        assert rundir.config_differences(saved, config) == differences, sharing
+        config.model.dropout = 0.5
+        assert rundir.config_differences(saved, config) == {}
+    # A run that set it compares by the value it trains with: None (auto) is 0.0 here.
+    config = base.get_base_config()
+    config.model.backbone, config.model.sharing = "vgg16", "network"
+    saved = json.loads(json.dumps(config.to_dict()))
+    config.model.dropout = 0.0
+    assert rundir.config_differences(saved, config) == {}
