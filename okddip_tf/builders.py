@@ -48,15 +48,13 @@ def build_strategy(config):
     return strategy
 
 
-def build_backbone(config, info):
-    """The backbone of `config.model`: a registered name (with its options) or the user's own
-    model ("package.module:factory").
+def backbone_options(model):
+    """The backbone options of a config's model section, {name: value or None}.
 
     `model.dropout` goes to a backbone with a dropout option (vgg16), None resolved to the
     authors' value for the group (`config.authors_dropout`); set on another backbone it is an
     error, not silently unused.
     """
-    model = config.model
     options = {"split_stage": model.split_stage, "split_at": model.split_at,
                "batchnorm": None if model.batchnorm == "pytorch" else model.batchnorm}
     if ":" not in model.backbone and "dropout" in models.backbone_options(model.backbone):
@@ -64,6 +62,14 @@ def build_backbone(config, info):
     elif model.get("dropout") is not None:
         raise ConfigError(f"model.dropout={model.dropout} applies to backbones with dropout "
                           f"(vgg16), not {model.backbone!r}: leave it unset (None).")
+    return options
+
+
+def build_backbone(config, info):
+    """The backbone of `config.model`: a registered name (with its options, `backbone_options`)
+    or the user's own model ("package.module:factory")."""
+    model = config.model
+    options = backbone_options(model)
     if ":" in model.backbone:
         if options["split_stage"] is not None or options["batchnorm"]:
             raise ConfigError("model.split_stage and model.batchnorm apply to registered "

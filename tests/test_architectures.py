@@ -307,6 +307,7 @@ def test_vgg16_dropout_defaults_to_the_authors_value_for_the_group(method, shari
 
 
 def test_model_dropout_is_refused_where_it_does_nothing():
+    from okddip_tf import preflight
     from okddip_tf.config import validate_config
     from okddip_tf.errors import ConfigError
 
@@ -315,6 +316,8 @@ def test_model_dropout_is_refused_where_it_does_nothing():
     info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3)))
     with pytest.raises(ConfigError, match="model.dropout=0.5 applies to backbones with dropout"):
         builders.build_backbone(config, info)
+    with pytest.raises(ConfigError, match="model.dropout=0.5 applies"):  # before any data loads
+        preflight.check_model(config)
     assert builders.build_backbone(get_base_config(), info) == "resnet32"  # unset: untouched
     config.model.backbone, config.model.dropout = "vgg16", 1.0
     with pytest.raises(ConfigError, match=r"model.dropout must be in \[0, 1\)"):
