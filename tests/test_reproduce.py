@@ -292,7 +292,8 @@ def test_only_selects_cells_by_any_of_their_words():
     table2 = manifest.EXPERIMENTS["table2"]
     row = manifest.select(table2, "resnet32")
     assert {c.row for c in row} == {"ResNet-32"} and len(row) == 7
-    two = manifest.select(table2, "cifar100_resnet32_baseline, cifar100_vgg16_dml_network")
+    two = manifest.select(table2,
+                          "cifar100_resnet32_baseline, cifar100_vgg16_dml_network_dropout-0.0")
     assert [(c.row, c.column) for c in two] == [("ResNet-32", "Baseline"), ("VGG-16", "DML")]
     assert {c.column for c in manifest.select(table2, "ONE")} == {"ONE"}
     assert manifest.select(table2, "nothing") == ()
@@ -422,8 +423,8 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
     tasks = table6_tasks(workdir, budget)
     ids = [task.run.id for task in tasks]
     teacher = ids.index("cifar100_resnet110_bottleneck_baseline")
-    assert teacher < ids.index("cifar100_resnet32_kd")
-    assert teacher < ids.index("cifar100_resnet32_okddip_kd_branch")
+    assert teacher < ids.index("cifar100_resnet32_kd_teacher_checkpoint-best")
+    assert teacher < ids.index("cifar100_resnet32_okddip_kd_branch_teacher_checkpoint-best")
     finished = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "baseline"), 0)
     write_run(finished, [0.1, 0.2, 0.3])
     partial = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "okddip"), 0)
@@ -441,7 +442,7 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
                for line in lines)
     # The KD runs are told where their teacher is; nothing asks them to train another.
     kd_log = open(os.path.join(runner.run_dir(workdir, tasks[ids.index(
-        "cifar100_resnet32_kd")].run, 0), "train.log")).read()
+        "cifar100_resnet32_kd_teacher_checkpoint-best")].run, 0), "train.log")).read()
     argv = shlex.split(kd_log.splitlines()[0])
     teacher_dir = os.path.abspath(runner.run_dir(workdir, tasks[teacher].run, 0))
     assert f"--config.kd.teacher={teacher_dir}" in argv and "--config.kd.teacher_config=" in argv
@@ -465,8 +466,9 @@ def test_a_failed_teacher_stops_its_students_and_the_rest_go_on(tmp_path, fake_t
     assert states["cifar100_resnet110_bottleneck_baseline"] == (
         "failed", "okddip train exited with 1: okddip train: the data is gone. Point "
                   "TFDS_DATA_DIR at it.")
-    assert states["cifar100_resnet32_kd"] == ("failed", "its teacher did not finish")
-    assert states["cifar100_resnet32_okddip_kd_branch"][0] == "failed"
+    assert states["cifar100_resnet32_kd_teacher_checkpoint-best"] == (
+        "failed", "its teacher did not finish")
+    assert states["cifar100_resnet32_okddip_kd_branch_teacher_checkpoint-best"][0] == "failed"
     assert states["cifar100_resnet32_baseline"][0] == "finished"
     assert states["cifar100_resnet32_okddip_branch"][0] == "finished"
     assert len(trained()) == 3
@@ -652,10 +654,12 @@ def test_reproduce_trains_a_real_cell_then_skips_it(tmp_path, tfds_data_dir, run
 @pytest.mark.slow
 def test_reproduce_trains_a_kd_cell_after_its_teacher(tmp_path, tfds_data_dir, run_cli):
     result = run_cli("reproduce", "--experiment=table6", f"--workdir={tmp_path}", "--epochs=1",
-                     "--seeds=1", "--smoke", "--only=cifar100_resnet32_kd")
+                     "--seeds=1", "--smoke",
+                     "--only=cifar100_resnet32_kd_teacher_checkpoint-best")
     assert result.returncode == 0, result.stdout + result.stderr
     order = re.findall(r"\] (\S+) seed 0: starting", result.stdout)
-    assert order == ["cifar100_resnet110_bottleneck_baseline", "cifar100_resnet32_kd"]
+    assert order == ["cifar100_resnet110_bottleneck_baseline",
+                     "cifar100_resnet32_kd_teacher_checkpoint-best"]
 
 
 @pytest.mark.parametrize("args, message", [
