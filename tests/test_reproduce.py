@@ -192,6 +192,10 @@ def test_table3_without_imagenet_is_listed_with_what_to_prepare(tmp_path, monkey
     assert sum("not available: dataset 'imagenet2012' is not prepared" in line
                for line in lines) == 6
     assert not (tmp_path / "grid" / tasks[0].run.id).exists()  # nothing trained
+    # The budget line and the report state the ImageNet schedule the cells would train with.
+    assert "2 epochs (the paper: 90)" in lines[0] and "(0-indexed; the paper: 30 and 60)" in (
+        lines[0])
+    assert results["budget"]["drop_epochs"] == [1, 1] and results["budget"]["rampup_length"] == 1
     report_text = (tmp_path / "grid" / "report.md").read_text()
     assert "not available" in report_text and "26.76" in report_text
     # Prepared (tfds' layout: <data_dir>/imagenet2012/<version>/dataset_info.json): runnable.

@@ -66,7 +66,8 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
     tasks = runner.plan(runs, budget, workdir)
     echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, "
          f"{budgets.counted(len(runs), 'run')} x {budgets.counted(budget.seeds, 'seed')} = "
-         f"{budgets.counted(len(tasks), 'training')} in {workdir}. Budget: {budget.describe()}.")
+         f"{budgets.counted(len(tasks), 'training')} in {workdir}. "
+         f"Budget: {budget.describe(experiment.schedule)}.")
     if not report_only:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()

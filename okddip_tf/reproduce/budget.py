@@ -84,30 +84,35 @@ class Budget:
     def rampup_length(self):
         return scale_epoch(PAPER_RAMPUP, self.epochs)
 
-    def overrides(self, seed, schedule="cifar"):
-        """The config keys the budget sets for one seed, {key: value}, scaling the paper's
-        `schedule` ("cifar" or "imagenet", SCHEDULES) to the budget's epochs."""
+    def scaled(self, schedule="cifar"):
+        """(learning-rate drop epochs, ramp-up epochs) of the paper's `schedule` ("cifar" or
+        "imagenet", SCHEDULES) scaled to the budget's epochs."""
         paper_epochs, drops, rampup = SCHEDULES[schedule]
-        result = {"train.epochs": self.epochs,
-                  "optim.drop_epochs": tuple(scale_epoch(e, self.epochs, paper_epochs)
-                                             for e in drops),
-                  "rampup.length": scale_epoch(rampup, self.epochs, paper_epochs),
-                  "train.seed": seed}
+        return (tuple(scale_epoch(e, self.epochs, paper_epochs) for e in drops),
+                scale_epoch(rampup, self.epochs, paper_epochs))
+
+    def overrides(self, seed, schedule="cifar"):
+        """The config keys the budget sets for one seed, {key: value}, with `schedule`'s
+        learning-rate drops and ramp-up (`scaled`)."""
+        drops, rampup = self.scaled(schedule)
+        result = {"train.epochs": self.epochs, "optim.drop_epochs": drops,
+                  "rampup.length": rampup, "train.seed": seed}
         if self.train_examples is not None:
             result["data.train_examples"] = self.train_examples
         return result
 
-    def describe(self):
-        """One line: the budget against the paper's recipe."""
-        first, second = self.drop_epochs
+    def describe(self, schedule="cifar"):
+        """One line: the budget against the paper's recipe (`schedule`: "cifar" or "imagenet")."""
+        paper_epochs, paper_drops, paper_rampup = SCHEDULES[schedule]
+        (first, second), rampup = self.scaled(schedule)
         data = (f"the first {self.train_examples:,} training images" if self.train_examples
                 else "256 training images (smoke)" if self.smoke else "the whole training split")
         seeds = counted(self.seeds, "seed") + (
             " (the paper: 3)" if self.seeds != PAPER_SEEDS else "")
-        text = (f"{self.epochs} epochs (the paper: {PAPER_EPOCHS}); learning rate x0.1 from "
-                f"epochs {first} and {second} (0-indexed; the paper: {PAPER_DROPS[0]} and "
-                f"{PAPER_DROPS[1]}); distillation ramp-up over {self.rampup_length} epochs (the "
-                f"paper: {PAPER_RAMPUP}); {data}; {seeds}")
+        text = (f"{self.epochs} epochs (the paper: {paper_epochs}); learning rate x0.1 from "
+                f"epochs {first} and {second} (0-indexed; the paper: {paper_drops[0]} and "
+                f"{paper_drops[1]}); distillation ramp-up over {rampup} epochs (the "
+                f"paper: {paper_rampup}); {data}; {seeds}")
         return text + ("; smoke: the tiny backbone, a check of the harness and not a measurement"
                        if self.smoke else "")
 

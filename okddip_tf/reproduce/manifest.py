@@ -121,6 +121,11 @@ class Experiment:
     note: str = ""
     row_label: str = "Network"  # what the rows are
 
+    @property
+    def schedule(self):
+        """The paper's schedule its runs follow: "imagenet" (Table 3) or "cifar"."""
+        return self.cells[0].run.schedule
+
     def runs(self):
         """The distinct runs of its cells, teachers first, in the order of the cells."""
         ordered = []
