@@ -67,19 +67,16 @@ def backbone_options(model):
 
 def build_backbone(config, info):
     """The backbone of `config.model`: a registered name (with its options, `backbone_options`)
-    or the user's own model ("package.module:factory")."""
+    or the user's own model ("package.module:factory", called with the dataset's classes and
+    input shape)."""
     model = config.model
     options = backbone_options(model)
-    if ":" in model.backbone:
-        if options["split_stage"] is not None or options["batchnorm"]:
-            raise ConfigError("model.split_stage and model.batchnorm apply to registered "
-                              "backbones; your own model keeps its layers (use model.split_at).")
-        return models.from_keras(
-            model.backbone, split_at=options["split_at"],
-            factory_kwargs={"num_classes": info.num_classes, "input_shape": info.image_shape})
-    if any(value is not None for value in options.values()):
-        return models.resolve_backbone(model.backbone, **options)
-    return model.backbone  # a name stays a plain name in the saved group
+    own = ":" in model.backbone
+    if not own and all(value is None for value in options.values()):
+        return model.backbone  # a name stays a plain name in the saved group
+    factory_kwargs = ({"num_classes": info.num_classes, "input_shape": info.image_shape}
+                      if own else None)
+    return models.resolve_backbone(model.backbone, **options, factory_kwargs=factory_kwargs)
 
 
 def build_group(config, info, method):

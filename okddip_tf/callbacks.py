@@ -1,4 +1,5 @@
-"""Callbacks: the distillation weight's ramp-up, diversity/attention logging, a NaN guard."""
+"""Callbacks: the distillation weight's ramp-up, diversity/attention logging, a NaN guard
+(defined in okddip_tf.fit_checks)."""
 
 import math
 
@@ -52,6 +53,8 @@ class DistillWeightRampup(keras.callbacks.Callback):
       per_step: update every training step instead of every epoch.
     """
 
+    sets_distill_weight = True  # GroupModel.fit then does not warn about a missing ramp-up
+
     def __init__(self, length=80, max_weight=1.0, per_step=False):
         super().__init__()
         self.length, self.max_weight, self.per_step = length, max_weight, per_step
@@ -78,56 +81,17 @@ class DistillWeightRampup(keras.callbacks.Callback):
         distill_weight_of(self.model).assign(rampup_weight(epoch, self.length, self.max_weight))
 
 
-def non_finite_losses(logs):
-    """{name: value} of the losses in `logs` (keys ending in "loss") that are NaN or infinite."""
-    return {key: float(value) for key, value in (logs or {}).items()
-            if key.endswith("loss") and not math.isfinite(float(value))}
-
-
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training with a clear error as soon as a loss is NaN or infinite.
-
-    It checks the training loss after every step, and the epoch's losses (validation included:
-    the last step's update can break the weights) at the end of every epoch. Put it before the
-    checkpointing callbacks: it then raises before they could save a broken model.
-    """
-
-    epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(self.explain(
-                f"The training loss became {float(loss)} at epoch {self.epoch}, step {batch}"))
-
-    def on_epoch_end(self, epoch, logs=None):
-        bad = non_finite_losses(logs)
-        if bad:
-            values = ", ".join(f"{key} = {value}" for key, value in sorted(bad.items()))
-            raise FloatingPointError(self.explain(f"At the end of epoch {epoch}, {values}"))
-
-    def explain(self, what):
-        optimizer = getattr(self.model, "optimizer", None)
-        where = ""
-        if optimizer is not None:
-            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            updates = int(keras.ops.convert_to_numpy(optimizer.iterations))
-            where = f" (after {updates} optimizer updates; learning rate {learning_rate:g})"
-        return (
-            f"{what}{where}. Likely causes: a learning rate too high for the batch size, images "
-            "that are not raw [0, 255] pixels (or hold NaN), or float16 overflow (use "
-            "mixed_bfloat16 or float32). Saved checkpoints from earlier epochs are kept."
-        )
+# The NaN guard lives below the group model, whose fit adds one; re-exported here.
+from okddip_tf.fit_checks import NaNGuard, non_finite_losses  # noqa: E402,F401
 
 
 class DiversityLogger(keras.callbacks.Callback):
     """Logs peer diversity and the peer attention to TensorBoard after every epoch.
 
-    On a fixed batch of probe images it writes the mean pairwise diversity and each pair's, the
-    attention's mean self-weight and row entropy, and the mean attention matrix as an image.
+    On a fixed batch of probe images it writes the mean pairwise diversity and each pair's, and
+    the attention's mean self-weight, row entropy and mean weight of every peer on every peer
+    (`attention/peer_a_to_peer_b`: peer a's weight on peer b). Steps are the epochs numbered from
+    1, as Keras prints them.
 
     Args:
       images: probe images [N, H, W, 3] (raw pixels), e.g. the first 512 test images.
@@ -158,7 +122,7 @@ class DiversityLogger(keras.callbacks.Callback):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(f"{self.log_dir}/okddip")
         peer_logits, attention = self.probe()
-        with self.writer.as_default(step=epoch):
+        with self.writer.as_default(step=epoch + 1):
             self.write_diversity(tf, peer_logits)
             if attention is not None:
                 self.write_attention(tf, attention.mean(axis=0))
@@ -180,6 +144,6 @@ class DiversityLogger(keras.callbacks.Callback):
         tf.summary.scalar("attention/self_weight", float(np.mean(np.diag(mean_attention))))
         entropy = -np.sum(mean_attention * np.log(mean_attention + 1e-12), axis=-1).mean()
         tf.summary.scalar("attention/row_entropy", float(entropy))
-        # Each cell becomes a 16x16 block; white = weight 1.
-        image = np.kron(mean_attention, np.ones((16, 16)))[None, :, :, None]
-        tf.summary.image("attention/mean_matrix", image.astype("float32"), step=None)
+        for a, row in enumerate(mean_attention):
+            for b, weight in enumerate(row):
+                tf.summary.scalar(f"attention/peer_{a}_to_peer_{b}", float(weight))

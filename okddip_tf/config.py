@@ -66,7 +66,8 @@ def get_base_config():
     config.optim.nesterov = True
     config.optim.l2 = 5e-4  # coupled, on every trainable weight (PyTorch weight_decay)
     config.optim.weight_decay = "coupled"  # coupled (PyTorch's L2) | decoupled (Keras' SGD)
-    config.optim.drop_epochs = (150, 225)  # 0-indexed epochs whose first step has lr x0.1
+    # lr x0.1 from the first step after this many epochs (150: from Keras' "Epoch 151/300" on)
+    config.optim.drop_epochs = (150, 225)
     config.optim.drop_factor = 0.1
 
     config.rampup = config_dict.ConfigDict()
@@ -77,7 +78,10 @@ def get_base_config():
     config.train = config_dict.ConfigDict()
     config.train.epochs = 300
     config.train.seed = 0
-    config.train.verbose = 1  # Keras progress bars: 1 bar, 2 one line per epoch
+    # The progress (loss, the method's accuracy, time left; every value goes to history.json and
+    # TensorBoard): 1 a line redrawn each step on a terminal, one line per epoch (and one a
+    # minute in long epochs) into a file or pipe; 2 one line per epoch; 0 none.
+    config.train.verbose = 1
     config.train.probe_images = 512  # test images the diversity/attention logger runs on
     # default (one device) | mirrored | multi_worker_mirrored | tpu | auto (mirrored on >1 GPU)
     config.train.strategy = "default"

@@ -6,10 +6,12 @@ from keras import ops
 from okddip_tf import metrics as group_metrics
 from okddip_tf.errors import ConfigError
 from okddip_tf import optim  # noqa: F401  registers CoupledSGD, which saved groups compile with
+from okddip_tf import progress
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
 from okddip_tf.normalization import check_image_shape
+from okddip_tf import fit_checks  # the NaN guard, ramp-up warning and label checks of fit
 
 SHARINGS = ("branch", "network")
 IS_TENSORFLOW = keras.backend.backend() == "tensorflow"
@@ -41,6 +43,14 @@ class GroupModel(keras.Model):
     backends (JAX) train through Keras' default steps, with `compute_loss`/`compute_metrics`
     logging the same keys; there `predict` returns the output dict, label ranges are not asserted
     (see `okddip_tf.metrics.check_labels`), and `group.leader.predict` gives the leader's logits.
+
+    `fit` stops at the first step whose loss is NaN or infinite, naming the step and the loss
+    terms, and puts back the last weights whose loss was finite: it adds a
+    `NaNGuard(keep_last_good=True)` unless `callbacks` holds a `NaNGuard`. It does not ramp the
+    distillation weight up by itself (a Keras fit runs the callbacks it is given, nothing more):
+    a distilling group fitted from step 0 at full weight without `DistillWeightRampup` warns
+    once. Labels outside [0, num_classes) raise an `InputError` naming them, before training for
+    in-memory labels and at the first bad batch for a dataset.
 
     Example:
     ```python
@@ -177,6 +187,29 @@ class GroupModel(keras.Model):
         return self._leader
 
     # Training and evaluation.
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        """`keras.Model.fit` that stops on a non-finite loss and on labels outside [0, C).
+
+        See the class docstring and `okddip_tf.fit_checks`. Left at verbose="auto", the progress
+        is `progress.ProgressLine`: the loss, the method's reported accuracy and the time left,
+        not Keras' bar of every logged value (see `metrics`); an explicit `verbose`, or a
+        progress bar among `callbacks`, gets Keras' behaviour.
+        """
+        fit_checks.check_fit_labels(self, y, kwargs.get("validation_data"))
+        callbacks = fit_checks.fit_callbacks(self, callbacks)
+        if verbose == "auto":
+            callbacks = progress.with_progress_line(callbacks)
+        with fit_checks.clear_label_errors():
+            return super().fit(x=x, y=y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                               callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the label checks of `fit`."""
+        fit_checks.check_label_values(y, self.num_classes)
+        with fit_checks.clear_label_errors():
+            return super().evaluate(x, y, *args, **kwargs)
 
     @property
     def metrics(self):

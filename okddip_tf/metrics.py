@@ -119,10 +119,12 @@ def check_labels(labels, num_classes):
         f"Labels must lie in [0, {num_classes}). Check the dataset's labels against "
         "num_classes (--config.model.num_classes is read from the dataset by `okddip train`)."
     )
-    with tf.control_dependencies([
-        tf.debugging.assert_non_negative(labels, message=message),
-        tf.debugging.assert_less(labels, num_classes, message=message),
-    ]):
+    # One assertion whose error shows the offending values (okddip_tf.fit_checks reads it).
+    outside = tf.logical_or(labels < 0, labels >= num_classes)
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(outside)),
+            [message, "Out-of-range labels in this batch:", tf.boolean_mask(labels, outside)],
+            summarize=10, name="labels_in_range")]):
         return tf.identity(labels)
 
 

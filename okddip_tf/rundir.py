@@ -87,7 +87,7 @@ class GroupCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         bad = non_finite_losses(logs)
         if bad:
-            warnings.warn(f"Not saving epoch {epoch}: its {sorted(bad)} are not finite. "
+            warnings.warn(f"Not saving epoch {epoch + 1}: its {sorted(bad)} are not finite. "
                           f"{self.path} keeps the last good epoch.")
             return
         previous = self.keep_previous()

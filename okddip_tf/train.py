@@ -5,10 +5,12 @@
   dataset_info.json    classes, class names, image shape and pixel statistics
   checkpoints/last.keras   the whole group (optimizer included) after the last finished epoch
   checkpoints/state.json   how many epochs last.keras finished (see okddip_tf.rundir)
-  tensorboard/         Keras' scalars plus okddip/ (diversity, the mean attention image)
+  tensorboard/         train/ and validation/: each logged value once per split (event_log);
+                       okddip/: diversity and the attention, per peer pair
   history.json         every logged value, per epoch
   timing.json          the wall seconds of each epoch
-  metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test)
+  metrics.json         final-epoch test metrics and the best epoch (labelled as selected on test),
+                       epochs numbered from 1 as Keras prints them (read_metrics reads old files)
 
 Running the same command again continues a killed run from its last checkpoint; with
 `train.deterministic=True` it ends with the weights and history of a run never interrupted.
@@ -19,14 +21,19 @@ A workdir with a finished run is reported, not retrained; one with a different c
 import dataclasses
 import os
 import re
+import textwrap
 
 import keras
 import numpy as np
 
 from okddip_tf import callbacks as group_callbacks
-from okddip_tf import atomic_files, builders, distribution, event_log, rundir, teachers
+from okddip_tf import atomic_files, builders, distribution, event_log, progress, rundir, teachers
 from okddip_tf.config import validate_config
 from okddip_tf.errors import InputError
+
+# How metrics.json numbers epochs: as Keras prints them ("Epoch 3/3" is the third). Files without
+# this mark numbered them from 0 (read_metrics converts them).
+EPOCH_NUMBERING = "1-based"
 
 # What metrics.json reports besides the method's number, read from the test split after each
 # epoch: every student's accuracy, the ensembles and the diversities the group logs.
@@ -48,13 +55,15 @@ def take_images(dataset, count):
 
 
 def build_callbacks(config, group, workdir, eval_ds, history=None):
-    """Ramp-up (distilling methods), NaN guard, diversity logging, TensorBoard, checkpoints.
+    """Progress, ramp-up (distilling methods), NaN guard, diversity logs, TensorBoard, checkpoints.
 
-    The NaN guard comes before the history and checkpoint writers, so a non-finite epoch is
-    never saved; the history is written before the checkpoint (see okddip_tf.rundir).
+    The progress line (the loss, the method's accuracy, the time left: progress.ProgressLine)
+    comes first, so an epoch's line is printed before other callbacks write about that epoch. The
+    NaN guard comes before the history and checkpoint writers, so a non-finite epoch is never
+    saved; the history is written before the checkpoint (see okddip_tf.rundir).
     """
     tensorboard_dir = os.path.join(workdir, "tensorboard")
-    result = []
+    result = [progress.ProgressLine()]
     if group.distill_weight is not None:
         result.append(group_callbacks.DistillWeightRampup(**config.rampup))
     result.append(group_callbacks.NaNGuard())
@@ -79,6 +88,7 @@ def summarize(history, method):
 
     `method_accuracy` is the number the paper's tables report for `method` (OKDDip: the leader;
     DML, CL-ILR, ONE, Ind: the mean over students; KD: the student); `reporting` names the keys.
+    Epochs are numbered as Keras prints them, from 1 (`epoch_numbering`; see read_metrics).
     """
     keys = [key for key in REPORTED if f"val_{key}" in history]
     keys += sorted((key[4:] for key in history if re.fullmatch(r"val_peer_\d+_accuracy", key)),
@@ -87,12 +97,13 @@ def summarize(history, method):
     epochs = len(history["loss"])
     best = int(np.argmax(history[reported]))
 
-    def entry(epoch):
-        return {"epoch": epoch, "method_accuracy": history[reported][epoch],
-                **{key: history[f"val_{key}"][epoch] for key in keys}}
+    def entry(index):
+        return {"epoch": index + 1, "method_accuracy": history[reported][index],
+                **{key: history[f"val_{key}"][index] for key in keys}}
 
     return {
         "epochs": epochs,
+        "epoch_numbering": EPOCH_NUMBERING,
         "reporting": {"method": method.name, "method_accuracy": method.reported,
                       "ensemble": method.ensemble, "deployed": method.deployed},
         "final_epoch": entry(epochs - 1),
@@ -103,6 +114,20 @@ def summarize(history, method):
     }
 
 
+def read_metrics(path):
+    """A workdir's metrics.json, its epochs numbered from 1 whichever version wrote it.
+
+    Files written before `epoch_numbering` was recorded numbered epochs from 0.
+    """
+    metrics = atomic_files.read_json(path)
+    if metrics.get("epoch_numbering") != EPOCH_NUMBERING:
+        for key in ("final_epoch", "best_epoch_selected_on_test_split"):
+            if isinstance(metrics.get(key), dict) and "epoch" in metrics[key]:
+                metrics[key] = {**metrics[key], "epoch": metrics[key]["epoch"] + 1}
+        metrics["epoch_numbering"] = EPOCH_NUMBERING
+    return metrics
+
+
 def format_summary(metrics):
     """A small table of the final and best-epoch test metrics, saying which number is which."""
     final, best = metrics["final_epoch"], metrics["best_epoch_selected_on_test_split"]
@@ -111,9 +136,11 @@ def format_summary(metrics):
     rows = [f"{'test split':<26}{'final (epoch %d)' % final['epoch']:>18}"
             f"{'best (epoch %d)*' % best['epoch']:>18}"]
     rows += [f"{key:<26}{final[key]:>18.4f}{best[key]:>18.4f}" for key in keys]
-    rows.append(f"method_accuracy is {reporting['method_accuracy']} for "
-                f"{reporting['method']!r} (the paper's protocol); the ensemble it reports is "
-                f"{reporting['ensemble'] or 'none'}; `okddip export` deploys {reporting['deployed']}.")
+    rows += textwrap.wrap(
+        f"method_accuracy is {reporting['method_accuracy']} for {reporting['method']!r} (the "
+        f"paper's protocol); the ensemble it reports is {reporting['ensemble'] or 'none'}; "
+        f"`okddip export` deploys {reporting['deployed']}.", progress.WIDTH,
+        break_long_words=False, break_on_hyphens=False)
     rows.append("* selected on the test split, like the paper's code: an optimistic number.")
     return "\n".join(rows)
 

@@ -34,6 +34,7 @@ import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
 from okddip_tf import atomic_files, builders, distribution, methods, rundir, teachers, train
+from okddip_tf import progress
 from okddip_tf.config import validate_config
 from okddip_tf.errors import ConfigError, DependencyError, InputError
 from okddip_tf.metrics import GroupTrackers
@@ -343,7 +344,8 @@ def search(config, workdir):
           f"epoch(s) each; KerasTuner announces each trial (train.verbose >= 1).", flush=True)
     tuner.search(train_ds, validation_data=eval_ds, epochs=config.tuner.epochs,
                  verbose=config.train.verbose, shuffle=False,  # the dataset shuffles itself
-                 callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))])
+                 callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+                            progress.ProgressLine()])  # as `okddip train` shows it
     return finish(tuner, config, workdir, space)
 
 

@@ -104,6 +104,93 @@ def test_command_help_names_its_flags_defaults_and_an_example(command):
         assert "--checkpoint" not in result.stdout and "--formats" not in result.stdout
 
 
+def test_help_and_parsing_read_the_same_flag_declarations():
+    """Each command's absl flags are made from its declared Flags, and its --help lists exactly
+    those (with the value's metavar): one table, not two to keep in step."""
+    from okddip_tf import cli  # pylint: disable=import-outside-toplevel
+
+    for name, command in cli.COMMANDS.items():
+        declared = [flag.name for flag in command.flags + cli.SHARED]
+        assert sorted(cli.flag_values(name)) == sorted(declared)
+        shown = re.findall(r"^  --(\w+)", cli.command_help(name), re.M)
+        assert shown == declared
+        for flag in command.flags:
+            assert f"  {flag.usage}\n" in cli.command_help(name)
+    assert cli.COMMANDS["reproduce"].flag("seeds").default == cli.flag_values(
+        "reproduce")["seeds"].default == 3
+    # No --epochs: the budget picks 300, or 2 for --smoke (okddip_tf.reproduce.budget).
+    assert cli.flag_values("reproduce")["epochs"].default is None
+
+
+# Runs the command line in-process and reports whether it imported TensorFlow or Keras.
+IMPORT_PROBE = """\
+import sys
+from okddip_tf import cli
+sys.argv = ["okddip", *sys.argv[1:]]
+try:
+    status = cli.run()
+except SystemExit as exit_:
+    status = exit_.code
+print("imported:", sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"}))
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    (("trian", SMOKE), "okddip: expected one command of train, export, tune, reproduce, got "
+     "'trian --config=configs/quickstart.py:smoke' (did you mean `okddip train`?)."),
+    (("train", SMOKE, "--workdir=W", "--epochs=1"), "okddip train: --epochs is a flag of "
+     "`okddip reproduce`; train takes its epochs from the config: --config.train.epochs=N."),
+    (("train", SMOKE, "--workdir=W", "--smoke"), "okddip train: --smoke is a flag of `okddip "
+     "reproduce`; a config's smoke size is its argument: --config=FILE:smoke."),
+    (("tune", SMOKE, "--workdir=W", "--seeds=2"), "okddip tune: --seeds is a flag of `okddip "
+     "reproduce`; tune runs the config's one seed: --config.train.seed=K."),
+    (("tune", SMOKE, "--workdir=W", "--checkpoint=x.keras"), "okddip tune: --checkpoint is a "
+     "flag of `okddip export`. Run `okddip tune --help` for its flags."),
+    (("export", "--workdir=W", "--epochs=3"), "okddip export: --epochs is a flag of `okddip "
+     "reproduce`. Run `okddip export --help` for its flags."),
+    (("train", "--foo=1"), "okddip train: unknown flag --foo. Run `okddip train --help` for its "
+     "flags."),
+    (("export", "--workdir=W", "--formts=int8"), "okddip export: unknown flag --formts; did you "
+     "mean --formats? Run `okddip export --help` for its flags."),
+    (("reproduce", "--experiment=table2", "--workdir=W", "--config.train.epochs=3"),
+     "okddip reproduce: --config.train.epochs overrides a config key, and reproduce takes no "
+     "config (only `okddip train` and `okddip tune` do). Run `okddip reproduce --help` for its "
+     "flags."),
+    (("train", "--config", "configs/quickstart.py"), "okddip train: needs --config=FILE[:ARG] "
+     "and --workdir=DIR; missing: --workdir. Run `okddip train --help` for its flags."),
+    (("train", SMOKE, "--workdir"), "okddip train: --workdir needs a value: --workdir=DIR. Run "
+     "`okddip train --help` for its flags."),
+    (("train", SMOKE, "--workdir=W", "stray"), "okddip train: unexpected argument 'stray'; "
+     "train takes flags only. Run `okddip train --help` for them."),
+    (("train", SMOKE, "--workdir=W", "--verbose=maybe"), "okddip train: --verbose=maybe: "
+     "--verbose takes true or false. Run `okddip train --help` for its flags."),
+    (("reproduce", "--experiment=table2", "--workdir=W", "--parallel=two"),
+     "okddip reproduce: --parallel=two: --parallel=N takes a whole number. Run `okddip "
+     "reproduce --help` for its flags."),
+    (("export", "--workdir=W", "--int8_calibration=max"), "okddip export: flag "
+     "--int8_calibration=max: value should be one of <percentile|minmax>"),
+])
+def test_usage_errors_answer_in_one_line_before_tensorflow(args, message, tmp_path):
+    """A command takes only its own flags; every usage error is one line on stderr, exit
+    status 2, with neither TensorFlow nor Keras imported (so no start-up log line either)."""
+    args = [arg.replace("--workdir=W", f"--workdir={tmp_path / 'w'}") for arg in args]
+    result = python(IMPORT_PROBE, *args, timeout=60)
+    assert not (tmp_path / "w").exists()
+    assert result.returncode == 2, result.stderr
+    assert result.stdout.splitlines()[-1] == "imported: []", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_shared_flags_and_space_separated_values_are_accepted(tmp_path):
+    """--verbose and --tf_logs belong to every command; `--flag VALUE` is `--flag=VALUE`."""
+    result = okddip("train", "--config", "configs/quickstart.py:smoke", "--workdir",
+                    str(tmp_path / "w"), "--noverbose", "--notf_logs", "--config.train.epochs",
+                    "0")
+    assert_user_error(result, "train", 2, "train.epochs must be >= 1")
+
+
 def test_export_help_shows_real_defaults():
     result = okddip("export", "--help")
     assert "(default: 1000)" in flag_help(result.stdout, "calibration_images")
@@ -125,9 +212,11 @@ def test_no_command_prints_our_usage_only():
 
 @pytest.mark.parametrize("args, command, status, message", [
     (("frobnicate",), "", 2, "got 'frobnicate'"),
-    (("train", SMOKE), "train", 2, "needs --config=FILE and --workdir=DIR"),
+    (("train", SMOKE), "train", 2, "needs --config=FILE[:ARG] and --workdir=DIR; missing: "
+                                   "--workdir"),
     (("export",), "export", 2, "needs --workdir=DIR"),
-    (("train", SMOKE, "--workdir=W", "--no_such_flag=1"), "train", 2, "no_such_flag"),
+    (("train", SMOKE, "--workdir=W", "--no_such_flag=1"), "train", 2,
+     "unknown flag --no_such_flag"),
     (("train", "--config=configs/no_such_config.py", "--workdir=W"), "train", 2,
      "--config=configs/no_such_config.py: no such file"),
     (("train", "--config=configs/quickstart.py:smok", "--workdir=W"), "train", 2,

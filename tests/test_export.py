@@ -20,6 +20,7 @@ import tensorflow as tf
 from okddip_tf import config as base_config
 from okddip_tf import atomic_files, train
 from okddip_tf.deploy import export, parity, savedmodel, tflite
+from okddip_tf.errors import InputError
 from okddip_tf.group import GroupModel
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -232,6 +233,69 @@ def test_a_failed_export_leaves_no_version(group, images, tmp_path, monkeypatch)
     monkeypatch.setattr(tflite, "convert", broken)
     with pytest.raises(RuntimeError, match="converter crashed"):
         export.export_leader(group, str(tmp_path), formats=["float32"], eval_images=images[:4])
+    assert os.listdir(tmp_path / "leader") == []
+
+
+def poisoned_group():
+    """A tiny group whose trainable weights are all NaN (a diverged training's)."""
+    keras.utils.set_random_seed(0)
+    nan_group = GroupModel(backbone="tiny", num_classes=10, num_students=4, image_shape=SHAPE)
+    for weight in nan_group.trainable_variables:
+        weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+    return nan_group
+
+
+def test_a_nan_leader_is_refused_and_nothing_is_written(group, images, tmp_path):
+    nan_group = poisoned_group()
+    with pytest.raises(InputError) as error:
+        export.export_leader(nan_group, str(tmp_path / "fresh"), eval_images=images[:8],
+                             representative_images=images[:8])
+    message = str(error.value)
+    assert "\n" not in message
+    assert "logits are not finite (NaN or infinite) on 8 of 8 evaluation images" in message
+    assert not (tmp_path / "fresh").exists()
+    # Beside an existing version: the export root is left exactly as it was.
+    export.export_leader(group, str(tmp_path / "root"), formats=["saved_model"],
+                         eval_images=images[:4])
+    before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "root").rglob("*"))
+    for eval_images in (images[:8], None):  # parity on evaluation or representative images
+        with pytest.raises(InputError, match="not exported"):
+            export.export_leader(nan_group, str(tmp_path / "root"), eval_images=eval_images,
+                                 representative_images=images[:8])
+    after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "root").rglob("*"))
+    assert after == before
+
+
+def test_non_finite_outputs_are_unmeasured_never_agreement():
+    reference = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    for logits, ref in ((np.full((2, 3), np.nan), reference),
+                        (reference, np.array([[np.nan] * 3, [0.0, 3.0, 1.0]])),
+                        (np.array([[np.inf, 0, 0], [0, 3.0, 1.0]]), reference)):
+        probabilities = softmax(logits)
+        result = parity.compare({"logits": logits, "probabilities": probabilities}, ref,
+                                np.array([0, 1]), output_step=0.5)
+        assert result["parity"] == "unmeasured" and "NaN or infinite" in result[
+            "unmeasured_because"]
+        assert result["top1_agreement"] is None and result["max_abs_logit_diff"] is None
+        assert result["accuracy"] is None and "clear_margin" not in result
+    row = {"size_bytes": 1000, **result}
+    table = parity.format_report({"model_name": "leader", "version": 1, "parameters": {
+        "leader": 10}, "evaluation": {"count": 2, "images": "evaluation images",
+                                      "keras_accuracy": None}, "artefacts": {"int8": row}})
+    assert table.splitlines()[-1].split()[-3:] == ["n/a", "n/a", "unmeasured"]
+
+
+def test_an_int8_file_not_smaller_than_float32_is_an_error(group, images, tmp_path, monkeypatch):
+    convert = tflite.convert
+
+    def not_quantised(saved_model_dir, fmt, *args, **kwargs):  # the float32 file as "int8"
+        return convert(saved_model_dir, "float32" if fmt == "int8" else fmt, *args, **kwargs)
+
+    monkeypatch.setattr(tflite, "convert", not_quantised)
+    with pytest.raises(InputError, match=r"The int8 TFLite file \([\d,]+ bytes\) is not smaller "
+                                         r"than the float32 one"):
+        export.export_leader(group, str(tmp_path), formats=["float32", "int8"],
+                             eval_images=images[:4], representative_images=images[:8])
     assert os.listdir(tmp_path / "leader") == []
 
 

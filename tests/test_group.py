@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import okddip_tf
 from okddip_tf import CoupledSGD, GroupModel
+from okddip_tf.errors import InputError
 
 HERE = pathlib.Path(__file__).resolve().parent
 NUM_CLASSES = 10
@@ -299,13 +301,33 @@ def test_bad_image_shapes_in_fit(compiled_tiny):
         compiled_tiny.fit(np.zeros((4, 16, 16, 1), "float32"), labels, batch_size=4, verbose=0)
 
 
-def test_labels_out_of_range_in_fit(compiled_tiny):
-    images = make_images(8)
-    for bad_label in (NUM_CLASSES, -1):  # the second fit reuses the traced step
-        labels = make_labels(8)
-        labels[3] = bad_label
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Labels must lie in \[0, 10\)"):
-            compiled_tiny.fit(images, labels, batch_size=8, verbose=0)
+@pytest.mark.parametrize("bad_label", [NUM_CLASSES, -1])
+def test_labels_out_of_range_in_arrays_fail_before_training(compiled_tiny, bad_label):
+    images, labels = make_images(8), make_labels(8)
+    labels[3] = bad_label
+    pattern = rf"Labels must lie in \[0, 10\) \(num_classes=10\): 1 of 8 labels do not, " \
+              rf"with values {bad_label} \(the first at index 3\)"
+    with pytest.raises(InputError, match=pattern):
+        compiled_tiny.fit(images, labels, batch_size=8, verbose=0)
+    with pytest.raises(InputError, match=pattern):
+        compiled_tiny.fit(images, make_labels(8), batch_size=8, verbose=0,
+                          validation_data=(images, labels))
+    with pytest.raises(InputError, match=pattern):
+        compiled_tiny.evaluate(images, labels[:, None], batch_size=8, verbose=0)
+    assert int(compiled_tiny.optimizer.iterations) == 0  # no step ran
+
+
+def test_labels_out_of_range_in_a_dataset_fail_clearly_at_the_first_bad_batch(compiled_tiny):
+    labels = make_labels(16)
+    labels[[9, 12]] = (NUM_CLASSES, -1)  # in the second batch
+    dataset = tf.data.Dataset.from_tensor_slices((make_images(16), labels)).batch(8)
+    for run in (compiled_tiny.fit, compiled_tiny.evaluate):  # fit reuses the traced step after
+        with pytest.raises(InputError) as error:
+            run(dataset, verbose=0)
+        message = str(error.value)
+        assert message.startswith("Labels must lie in [0, 10). Check the dataset's labels")
+        assert "Out-of-range labels in this batch: 10, -1 (values as the step" in message
+        assert "Graph execution" not in message
 
 
 def test_one_hot_labels_rejected(compiled_tiny):
@@ -334,6 +356,67 @@ def test_sample_weights_rejected(compiled_tiny):
     with pytest.raises(ValueError, match=r"does not support sample weights"):
         compiled_tiny.fit(make_images(8), make_labels(8), sample_weight=np.ones(8, "float32"),
                           batch_size=8, verbose=0)
+
+
+class WeightsBeforeEachStep(keras.callbacks.Callback):
+    """Records get_weights() before every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.before = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.before.append(self.model.get_weights())
+
+
+def test_fit_stops_a_diverging_group_and_keeps_the_last_finite_weights():
+    group = tiny_group(seed=3)
+    group.compile(optimizer=keras.optimizers.SGD(learning_rate=1e30))  # diverges in a few steps
+    recorder = WeightsBeforeEachStep()
+    with pytest.warns(UserWarning, match="DistillWeightRampup"):
+        with pytest.raises(FloatingPointError) as error:
+            group.fit(make_images(64), make_labels(64), batch_size=8, epochs=3, shuffle=False,
+                      verbose=0, callbacks=[recorder])
+    message = str(error.value)
+    step = len(recorder.before) - 1  # the step whose loss was not finite
+    assert step >= 1
+    for part in (f"at epoch 1, step {step + 1} (not finite: ",  # numbered as Keras prints " loss = nan", "peer_ce = ",
+                 "DistillWeightRampup(length=80)", "a lower learning rate",
+                 "scaling the trunk's gradient by 1/m as CL-ILR does",
+                 "The model holds the last weights whose training loss was finite"):
+        assert part in message
+    # The weights before the previous step: the last ones whose training loss was finite.
+    for actual, expected in zip(group.get_weights(), recorder.before[step - 1]):
+        assert np.isfinite(actual).all()
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_fit_keeps_a_nan_guard_the_user_passes():
+    from okddip_tf import NaNGuard
+
+    group = tiny_group(seed=3)
+    group.compile(optimizer=keras.optimizers.SGD(learning_rate=1e30))
+    recorder = WeightsBeforeEachStep()
+    with pytest.raises(FloatingPointError, match="Saved checkpoints from earlier epochs are kept"):
+        group.fit(make_images(64), make_labels(64), batch_size=8, epochs=3, verbose=0,
+                  callbacks=[NaNGuard(), recorder, okddip_tf.DistillWeightRampup(length=2)])
+    assert not all(np.isfinite(w).all() for w in group.get_weights())  # nothing put back
+
+
+def test_fit_warns_once_without_the_rampup(recwarn):
+    group = tiny_group(seed=4)
+    group.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    for _ in range(2):
+        group.fit(make_images(8), make_labels(8), batch_size=8, verbose=0)
+    ramp = [w for w in recwarn if "DistillWeightRampup" in str(w.message)]
+    assert len(ramp) == 1
+    assert ramp[0].filename == __file__  # it points at the user's fit call
+    with_rampup = tiny_group(seed=4)
+    with_rampup.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    recwarn.clear()
+    with_rampup.fit(make_images(8), make_labels(8), batch_size=8, verbose=0,
+                    callbacks=[okddip_tf.DistillWeightRampup(length=2)])
+    assert not [w for w in recwarn if "DistillWeightRampup" in str(w.message)]
 
 
 # --------------------------------------------------------------------------- 6. saving

@@ -121,7 +121,7 @@ def test_jax_training_resumes_and_reports(jax_run):
     assert len(history["loss"]) == 3 and np.all(np.isfinite(history["loss"]))
     assert len(history["val_leader_accuracy"]) == 3
     metrics = json.loads((workdir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["final_epoch"]["epoch"] == 2
+    assert metrics["epochs"] == 3 and metrics["final_epoch"]["epoch"] == 3
     state = json.loads((workdir / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 3
     config = json.loads((workdir / "config.json").read_text())
@@ -204,7 +204,7 @@ def test_tensorboard_scalars_without_tensorflow_are_readable_and_absence_never_f
         values = [(event.step, value.tag, value.simple_value)
                   for event in tf.compat.v1.train.summary_iterator(str(path))
                   for value in event.summary.value]
-        assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
+        assert values == [(1, "epoch_loss", expected[0]), (2, "epoch_loss", expected[1])]
     monkeypatch.setattr(event_log, "tensorflow_available", lambda: False)
     monkeypatch.setattr(event_log, "tensorboard_writer_available", lambda: False)
     assert event_log.tensorboard_callbacks(str(tmp_path)) == []

@@ -2,6 +2,12 @@
 is only a fallback that says so, and both keep the intermediate tensors calibration reads."""
 
 import contextlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import re
+import subprocess
 import sys
 import warnings
 
@@ -111,3 +117,49 @@ def test_both_interpreters_keep_the_same_intermediate_tensors(small_model):
     hidden = np.maximum(x @ weights - 1.0, 0)
     assert any(v.shape == hidden.shape and np.allclose(v, hidden, atol=1e-5)
                for v in with_litert.values())
+
+
+# What the quickstart (`okddip train --config=configs/quickstart.py`, which trains, then exports
+# and checks the .tflite files) imports from okddip_tf's own code: the modules it runs and the
+# interpreter it picks. Prints the top-level names okddip_tf's code asked for.
+QUICKSTART_IMPORTS = """
+import builtins, json, sys
+asked, original = set(), builtins.__import__
+
+def record(name, globals=None, locals=None, fromlist=(), level=0):
+    caller = (globals or {}).get("__name__", "")
+    if level == 0 and caller.split(".")[0] == "okddip_tf":
+        asked.add(name.split(".")[0])
+    return original(name, globals, locals, fromlist, level)
+
+builtins.__import__ = record
+import okddip_tf.train, okddip_tf.deploy.export
+from okddip_tf.deploy import interpreter
+interpreter.runtime()
+print(json.dumps(sorted(asked)))
+"""
+
+
+def requirement_name(requirement):
+    """The normalised distribution name of a requirement string ("keras>=3.15" -> "keras")."""
+    return re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_base_dependencies_hold_every_package_the_quickstart_imports():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    base = {requirement_name(r) for r in project["dependencies"]}
+    asked = json.loads(subprocess.run(
+        [sys.executable, "-c", QUICKSTART_IMPORTS], capture_output=True, text=True, check=True,
+        cwd=root, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout.splitlines()[-1])
+    third_party = set(asked) - set(sys.stdlib_module_names) - {"okddip_tf", "__future__"}
+    distributions = importlib.metadata.packages_distributions()
+    needed = {name: {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
+              for name in third_party}
+    assert {"ai_edge_litert", "tensorflow", "keras"} <= set(needed)
+    missing = {name: dists for name, dists in needed.items() if not dists & base}
+    assert not missing, f"imported by the quickstart but not in pyproject's dependencies: {missing}"

@@ -723,6 +723,12 @@ def test_readme_quotes_the_committed_cpu_reports():
                 for cell in diversity["cells"] if cell["row"] == "ResNet-32"
                 and cell["state"] == "finished"}
     assert dict(re.findall(r"(Ind|OKDDip|ONE|CL-ILR) (0\.\d{3})", paragraph)) == measured
+    # The difference it quotes is the report's computed one, and "separated" only if computed so.
+    okddip = next(c for c in results["comparisons"] if c["column"] == "OKDDip (branch)"
+                  and c["versus"] == "Baseline" and c["measure"] == "last_error")
+    assert f"OKDDip (branch) − Baseline: {okddip['difference']:+.2f} points" in paragraph
+    assert ("calls none of them separated" in paragraph) == (
+        not any(c["separated"] for c in results["comparisons"]))
 
 
 @pytest.mark.parametrize("one, verdict", [(0.10, "holds here"), (0.40, "does not hold here")])

@@ -279,7 +279,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     with pytest.raises(FloatingPointError) as error:
         train.train_and_evaluate(config, str(tmp_path))
     message = str(error.value)
-    for part in ("The training loss became nan at epoch 1, step 3",
+    for part in ("The training loss became nan at epoch 2, step 4",  # 1-based
                  f"after {STEPS + 4} optimizer updates; learning rate 0.1",
                  "Likely causes: a learning rate too high",
                  "The last good checkpoint, after 1 finished epoch(s), is kept at"):
@@ -296,7 +296,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 def test_nan_guard_stops_at_an_epoch_end_with_non_finite_validation_loss():
     guard = callbacks.NaNGuard()
     guard.on_epoch_end(0, {"loss": 1.0, "val_loss": 2.0, "val_leader_accuracy": float("nan")})
-    with pytest.raises(FloatingPointError, match=r"end of epoch 2, val_loss = inf"):
+    with pytest.raises(FloatingPointError, match=r"end of epoch 3, val_loss = inf"):
         guard.on_epoch_end(2, {"loss": 1.0, "val_loss": float("inf")})
 
 
@@ -337,7 +337,7 @@ def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_an_epoch_with_a_non_finite_loss_is_not_saved(tmp_path):
     saver = rundir.GroupCheckpoint(str(tmp_path))
     saver.set_model(tiny_model())
-    with pytest.warns(UserWarning, match="Not saving epoch 0"):
+    with pytest.warns(UserWarning, match="Not saving epoch 1:"):
         saver.on_epoch_end(0, {"loss": 1.0, "val_loss": float("nan")})
     assert not os.listdir(tmp_path)
 

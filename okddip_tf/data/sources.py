@@ -96,7 +96,7 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
         with progress.step(f"Computing the pixel mean and std of {num_train} training images"):
             mean, std = compute_pixel_stats(train)
     progress.say(f"Data: {name} ({source}), {num_train} training and {num_eval} evaluation "
-                 f"examples{'; cached in memory as the first epoch reads them' if cache else ''}.")
+                 f"examples{', cached in memory by epoch 1' if cache else ''}.")
     info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
                        pixel_mean=tuple(mean), pixel_std=tuple(std), **meta)
     train_ds = prepare_dataset(train, batch_size=batch_size, training=True, augment=augment,

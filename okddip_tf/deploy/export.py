@@ -64,6 +64,7 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
     probe, labels, probe_name = parity.pick_probe(eval_images, eval_labels,
                                                   representative_images, image_shape)
     reference = leader.predict(probe.astype(np.float32), batch_size=BATCH, verbose=0)
+    check_finite_outputs(leader, reference, probe_name, representative_images, model_dir)
     report = {
         "model_name": model_name, "version": version, "image_shape": list(image_shape),
         "num_classes": num_classes, "class_names_asset": f"assets/{savedmodel.CLASS_NAMES_ASSET}",
@@ -116,6 +117,8 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
                 "size_bytes": os.path.getsize(path), "parameters": parameters,
                 "input_dtype": classifier.input_dtype.name,
                 **parity.compare(logits, *probe[1:], output_step=output_step)}
+            if fmt == "int8":
+                check_int8_smaller(report["artefacts"], parameters)
             if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
                 report["artefacts"][fmt]["calibration"] = {
                     "images": len(representative_images), "method": int8_calibration,
@@ -127,6 +130,35 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
     os.umask(umask)
     os.chmod(directory, 0o777 & ~umask)  # a server running as another user must read it
     os.chmod(report_path, 0o666 & ~umask)
+
+
+def check_finite_outputs(leader, reference, probe_name, representative_images, model_dir):
+    """Refuses (before anything is written) a leader whose logits are NaN or infinite on the
+    parity images or the int8 calibration images: a diverged model is not an export."""
+    checked = [(probe_name, reference)]
+    if representative_images is not None and len(representative_images) \
+            and probe_name != "representative (training) images":
+        checked.append(("representative (training) images", leader.predict(
+            np.asarray(representative_images, np.float32), batch_size=BATCH, verbose=0)))
+    for name, logits in checked:
+        bad_rows = ~np.isfinite(logits).all(axis=-1)
+        if bad_rows.any():
+            raise InputError(
+                f"The leader's logits are not finite (NaN or infinite) on {int(bad_rows.sum())} "
+                f"of {len(logits)} {name}: it diverged or its weights are broken, so it is not "
+                f"exported (nothing was written to {model_dir}); export an earlier checkpoint.")
+
+
+def check_int8_smaller(artefacts, parameters):
+    """An "int8" file at least as large as float32 (or 4 bytes a parameter) is not quantised."""
+    float32 = artefacts.get("float32", {}).get("size_bytes") or 4 * parameters
+    size = artefacts["int8"]["size_bytes"]
+    if size >= float32:
+        raise InputError(
+            f"The int8 TFLite file ({size:,} bytes) is not smaller than the float32 one "
+            f"({float32:,} bytes): the converter did not quantise the leader (its calibration "
+            "outputs may be constant or not finite). Nothing was exported; export without "
+            "int8 (formats=...) or check the representative images.")
 
 
 def conversion_message(fmt, representative_images, int8_calibration):

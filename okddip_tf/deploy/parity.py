@@ -17,15 +17,24 @@ def pick_probe(eval_images, eval_labels, representative_images, image_shape):
 
 
 def compare(outputs, reference, labels, output_step=None):
-    """Agreement with the Keras leader's top-1, accuracy, and max |difference|.
+    """Agreement with the Keras leader's top-1, accuracy, and max |difference|; all None, with
+    `parity: "unmeasured"` and the reason, when either side holds NaN or infinite values.
 
     With `output_step` (the logits' quantisation step of an integer file) also the agreement
     on the images the file can tell apart: those whose two largest float logits differ by
     more than `CLEAR_MARGIN_STEPS` steps (nearer ones may round to a tie).
     """
+    logits = outputs["logits"]
+    broken = [name for name, values in (("the artefact's logits", logits),
+                                         ("its probabilities", outputs["probabilities"]),
+                                         ("the Keras leader's logits", reference))
+              if not np.isfinite(values).all()]
+    if broken:  # a NaN difference is not agreement: nothing is measured
+        return {"parity": "unmeasured", "unmeasured_because": f"{' and '.join(broken)} hold NaN "
+                "or infinite values", "top1_agreement": None, "accuracy": None,
+                "max_abs_probability_diff": None, "max_abs_logit_diff": None}
     expected = np.exp(reference - reference.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
-    logits = outputs["logits"]
     agree = logits.argmax(-1) == reference.argmax(-1)
     result = {"top1_agreement": float(np.mean(agree)),
               "accuracy": accuracy(logits, labels),
@@ -65,12 +74,17 @@ def format_report(report):
             f"{'artefact':<14}{'size':>12}{'top-1 agree':>13}{'accuracy':>10}{'max|dprob|':>12}"]
     for name, row in report["artefacts"].items():
         rows.append(f"{name:<14}{size(row['size_bytes']):>12}{percent(row['top1_agreement']):>13}"
-                    f"{percent(row['accuracy']):>10}{row['max_abs_probability_diff']:>12.2e}")
+                    f"{percent(row['accuracy']):>10}"
+                    f"{scientific(row['max_abs_probability_diff']):>12}")
     return "\n".join(rows)
 
 
 def percent(value):
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def scientific(value):
+    return "unmeasured" if value is None else f"{value:.2e}"
 
 
 def size(num_bytes):

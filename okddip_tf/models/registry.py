@@ -59,7 +59,8 @@ def get_backbone(name, **options):
     return _CONFIGURABLE[name](**options)
 
 
-def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None, **options):
+def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None,
+                     factory_kwargs=None, **options):
     """A `Backbone` from a name, a "module:factory" string, a config dict or a `Backbone`.
 
     Args:
@@ -68,6 +69,8 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
         `Backbone`, returned unchanged.
       split_stage, batchnorm: options of a registered backbone (None: its default).
       split_at: the layer name a user's model is split at (only with "module:factory").
+      factory_kwargs: the keyword arguments a "module:factory" function takes, if it takes them
+        (`okddip train` passes num_classes and input_shape; see `from_keras`).
       options: a registered network's own options (e.g. vgg16's dropout; None: its default).
     """
     options = {key: value for key, value in options.items() if value is not None}
@@ -83,9 +86,11 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
                         f"config dict, got {type(backbone).__name__}.")
     if ":" in backbone:
         if split_stage is not None or batchnorm is not None or options:
-            raise ValueError("split_stage and batchnorm apply to registered backbones; a user's "
-                             "model keeps its own layers (use split_at to choose the split).")
-        return keras_backbone.from_keras(backbone, split_at=split_at)
+            raise ConfigError(f"split_stage, batchnorm and {sorted(options) or 'other options'} "
+                              "apply to registered backbones; a user's model keeps its own "
+                              "layers (use split_at to choose the split).")
+        return keras_backbone.from_keras(backbone, split_at=split_at,
+                                         factory_kwargs=factory_kwargs)
     if split_at is not None:
         raise ValueError(f"split_at names a layer of your own model; for the registered "
                          f"backbone {backbone!r} use split_stage (an integer stage index).")

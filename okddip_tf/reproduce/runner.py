@@ -3,12 +3,15 @@
 Each (run, seed) trains in `<workdir>/<run id>/seed<k>/` through `okddip train` in a child
 process (its output goes to `train.log` there), so a killed reproduction resumes every cell from
 its last checkpoint, a finished cell is never trained again, and any cell can be inspected,
-exported or continued by hand with the command `train_command` prints.
+exported or continued by hand with the command `train_command` prints. Ctrl-C or SIGTERM
+stops the running trainings too: `Runner.run` passes the signal on to each, waits for them a
+bounded time, kills any still running, then raises the interrupt again.
 """
 
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +22,9 @@ from okddip_tf.reproduce import manifest
 
 CONFIG_FILE = os.path.join("configs", "paper.py")
 POLL_SECONDS = 10
+# How long a signal's stop waits for the running trainings (each stops within a training step and
+# exits) before killing them.
+STOP_SECONDS = 30
 
 
 def config_file():
@@ -115,9 +121,10 @@ class Runner:
     """Trains the tasks in order, `parallel` at a time, printing a progress line per epoch."""
 
     def __init__(self, tasks, budget, workdir, parallel=1, poll_seconds=POLL_SECONDS,
-                 executable=None, echo=print):
+                 executable=None, echo=print, stop_seconds=None):
         self.tasks, self.budget, self.workdir = tasks, budget, workdir
         self.parallel, self.poll_seconds = max(1, parallel), poll_seconds
+        self.stop_seconds = STOP_SECONDS if stop_seconds is None else stop_seconds
         self.executable, self.echo = executable, echo
 
     def label(self, task):
@@ -138,6 +145,14 @@ class Runner:
                                "budget its own --workdir")
             if task.state != "pending":
                 self.echo(f"{self.label(task)}: {task.reason}.")
+        try:
+            self.train_pending()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM as `okddip` raises it
+            interrupt.stopped = self.stop(getattr(interrupt, "signum", signal.SIGINT))
+            raise
+        return self.tasks
+
+    def train_pending(self):
         slots = [None] * self.parallel
         while any(task.state in ("pending", "running") for task in self.tasks):
             for index, task in enumerate(slots):
@@ -156,7 +171,30 @@ class Runner:
                     if task.state == "pending":
                         task.state, task.reason = "failed", "its teacher did not finish"
                         self.echo(f"{self.label(task)}: not run, {task.reason}.")
-        return self.tasks
+
+    def stop(self, signum):
+        """Passes `signum` on to the running trainings, waits for them (at most stop_seconds),
+        kills the ones still running; returns a description of each one stopped."""
+        running = [task for task in self.tasks
+                   if task.process is not None and task.process.poll() is None]
+        for task in running:
+            task.process.send_signal(signum)  # each writes its interrupted line into train.log
+        deadline = time.monotonic() + self.stop_seconds
+        stopped = []
+        for task in running:
+            try:
+                task.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                how = "stopped"
+            except subprocess.TimeoutExpired:
+                task.process.kill()
+                task.process.wait()
+                how = f"killed after {self.stop_seconds:g} s"
+            task.log.close()
+            task.state, task.reason = "interrupted", f"{how} after epoch " \
+                f"{epochs_done(task.directory)} of {self.budget.epochs}"
+            self.echo(f"{self.label(task)}: {task.reason}; rerunning the command resumes it.")
+            stopped.append(f"{task.name} ({task.reason})")
+        return stopped
 
     def start_next(self, slot):
         for task in self.tasks:
