@@ -21,26 +21,12 @@ from okddip_tf import config as common
 
 def get_config(arg=None):
     args = common.parse_arg(arg, network=False, folder="", smoke=False)
-    config = common.get_base_config()
-    config.model.backbone = "resnet34_imagenet"
+    config = common.imagenet_recipe(common.get_base_config())
     if args["network"]:
         config.model.sharing = "network"
-    config.data.pipeline = "imagenet"
-    config.data.image_size = 224
-    config.data.name = "imagenet2012"
-    config.data.train_split, config.data.eval_split = "train", "validation"
     if args["folder"]:
         config.data.source, config.data.directory = "folder", args["folder"]
         config.data.eval_split = "val"
-    config.data.batch_size = 256
-    config.data.eval_batch_size = 256
-    config.data.cache = False  # ~140 GB of JPEG files
-    config.data.shuffle_buffer = 10_000
-    config.optim.l2 = 1e-4
-    config.optim.drop_epochs = (30, 60)
-    config.train.epochs = 90
-    config.rampup.length = 24
-    config.train.probe_images = 256
     if args["smoke"]:
         common.apply_smoke(config)
         config.data.name, config.data.eval_split, config.data.image_size = "cifar100", "test", 32

@@ -1,4 +1,4 @@
-"""Any cell of the paper's CIFAR experiments: dataset, method, backbone, group size and sharing.
+"""Any cell of the paper's experiments: dataset, method, backbone, group size and sharing.
 
     okddip train --config=configs/paper.py:dataset=cifar100,method=one,backbone=vgg16,students=4 \
         --workdir=runs/c100_vgg16_one
@@ -8,6 +8,7 @@ runs its cells through this file (okddip_tf/reproduce/manifest.py lists them), a
 and the method options as --config overrides. Arguments: dataset (cifar10 | cifar100), method (a
 name in okddip_tf.methods.METHODS), backbone (a registered backbone), students (m), sharing
 (branch | network), smoke (a seconds-long run with the tiny backbone, for tests).
+dataset=imagenet2012 takes the paper's ImageNet recipe (okddip_tf.config.imagenet_recipe, Table 3).
 """
 
 from okddip_tf import config as common
@@ -19,6 +20,8 @@ def get_config(arg=None):
     config = common.paper_config(args["dataset"], args["method"],
                                  "smoke" if args["smoke"] else None,
                                  num_students=args["students"], sharing=args["sharing"])
+    if args["dataset"] == "imagenet2012" and not args["smoke"]:
+        common.imagenet_recipe(config)
     if not args["smoke"]:  # a smoke run keeps the tiny backbone
         config.model.backbone = args["backbone"]
     return config

@@ -9,8 +9,10 @@ import inspect
 
 import keras
 
+from okddip_tf import config as config_module
 from okddip_tf import distribution, methods, models
 from okddip_tf.data import npz
+from okddip_tf.errors import ConfigError
 from okddip_tf.group import GroupModel
 from okddip_tf.optim import CoupledSGD, step_schedule
 
@@ -46,12 +48,29 @@ def build_strategy(config):
     return strategy
 
 
-def build_backbone(config, info):
-    """The backbone of `config.model`: a registered name (with its options) or the user's own
-    model ("package.module:factory", called with the dataset's classes and input shape)."""
-    model = config.model
+def backbone_options(model):
+    """The backbone options of a config's model section, {name: value or None}.
+
+    `model.dropout` goes to a backbone with a dropout option (vgg16), None resolved to the
+    authors' value for the group (`config.authors_dropout`); set on another backbone it is an
+    error, not silently unused.
+    """
     options = {"split_stage": model.split_stage, "split_at": model.split_at,
                "batchnorm": None if model.batchnorm == "pytorch" else model.batchnorm}
+    if ":" not in model.backbone and "dropout" in models.backbone_options(model.backbone):
+        options["dropout"] = config_module.model_dropout(model)
+    elif model.get("dropout") is not None:
+        raise ConfigError(f"model.dropout={model.dropout} applies to backbones with dropout "
+                          f"(vgg16), not {model.backbone!r}: leave it unset (None).")
+    return options
+
+
+def build_backbone(config, info):
+    """The backbone of `config.model`: a registered name (with its options, `backbone_options`)
+    or the user's own model ("package.module:factory", called with the dataset's classes and
+    input shape)."""
+    model = config.model
+    options = backbone_options(model)
     own = ":" in model.backbone
     if not own and all(value is None for value in options.values()):
         return model.backbone  # a name stays a plain name in the saved group

@@ -25,6 +25,9 @@ def get_base_config():
     config.model.split_stage = placeholder(int)  # first per-student stage (None: the paper's)
     config.model.split_at = placeholder(str)  # own model: the layer the branches start after
     config.model.batchnorm = "pytorch"  # pytorch (momentum 0.9, eps 1e-5) | keras (0.99, 1e-3)
+    # Dropout of backbones that have it (vgg16's classifier); None: the authors' value for the
+    # group (authors_dropout: 0.5 in branch groups, 0.0 for one network or network groups).
+    config.model.dropout = placeholder(float)
     config.model.num_students = 4  # m: m - 1 auxiliary peers plus the leader
     config.model.sharing = "branch"  # branch (shared trunk) | network (m independent networks)
     config.model.temperature = 3.0  # T of every distilling method
@@ -116,6 +119,25 @@ def get_base_config():
     return config
 
 
+# The authors' VGG-16 dropout: 0.5 in their branch-based models (models/model_cifar/vgg_GL.py:20,
+# vgg_one.py:63,66), their --dropout default 0.0 for one network and network-based groups
+# (train.py:49, train_kd.py:52, train_GL.py:48 with MultiNet.py:22, train_DML.py:46 with DML.py:20).
+AUTHORS_BRANCH_DROPOUT = 0.5
+AUTHORS_NETWORK_DROPOUT = 0.0
+
+
+def authors_dropout(sharing, num_students):
+    """The authors' dropout for a group: 0.5 for branches of a shared trunk (m > 1), else 0.0."""
+    branches = sharing == "branch" and num_students > 1
+    return AUTHORS_BRANCH_DROPOUT if branches else AUTHORS_NETWORK_DROPOUT
+
+
+def model_dropout(model):
+    """`model.dropout` of a config's model section, None (auto) resolved to `authors_dropout`."""
+    dropout = model.get("dropout")
+    return authors_dropout(model.sharing, model.num_students) if dropout is None else dropout
+
+
 def parse_arg(arg, **defaults):
     """Parses "key=value,flag" config arguments (e.g. "smoke") into a dict over `defaults`."""
     result = dict(defaults)
@@ -169,6 +191,28 @@ def paper_config(dataset, method, arg=None, *, num_students=4, sharing="branch",
     return apply_smoke(config) if args["smoke"] else config
 
 
+def imagenet_recipe(config):
+    """The paper's ImageNet-2012 recipe (Settings; Table 3) on a config: ResNet-34, 224x224 crops,
+    batch 256, weight decay 1e-4, lr /10 at epochs 30 and 60 of 90, tfds `imagenet2012` (which
+    you prepare: okddip_tf/data/imagenet.py). The ramp-up keeps the CIFAR code's fraction (80 of
+    300 epochs: 24 of 90), an assumption: the paper gives none for ImageNet."""
+    config.model.backbone = "resnet34_imagenet"
+    config.data.pipeline = "imagenet"
+    config.data.image_size = 224
+    config.data.name = "imagenet2012"
+    config.data.train_split, config.data.eval_split = "train", "validation"
+    config.data.batch_size = 256
+    config.data.eval_batch_size = 256
+    config.data.cache = False  # ~140 GB of JPEG files
+    config.data.shuffle_buffer = 10_000
+    config.optim.l2 = 1e-4
+    config.optim.drop_epochs = (30, 60)
+    config.train.epochs = 90
+    config.rampup.length = 24
+    config.train.probe_images = 256
+    return config
+
+
 def validate_config(config):
     """Checks values the builders do not check themselves; raises ValueError saying the fix."""
     checks = [
@@ -182,6 +226,8 @@ def validate_config(config):
         (list(config.optim.drop_epochs) == sorted(config.optim.drop_epochs),
          "optim.drop_epochs must be increasing"),
         (config.model.temperature > 0, "model.temperature must be > 0 (the paper uses 3)"),
+        (config.model.get("dropout") is None or 0.0 <= config.model.dropout < 1.0,
+         "model.dropout must be in [0, 1), or None for the authors' value"),
     ]
     for ok, message in checks:
         if not ok:

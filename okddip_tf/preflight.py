@@ -37,6 +37,7 @@ def check_model(config):
     from okddip_tf import builders, models
 
     models.get_backbone(config.model.backbone)
+    builders.backbone_options(config.model)  # e.g. a model.dropout the backbone has no use for
     with config_errors():
         builders.build_method(config)
 

@@ -4,13 +4,20 @@ After every epoch a run writes, in this order and each atomically (beside, then 
   history.json                 every logged value, per epoch
   checkpoints/previous.keras   the checkpoint before the new one (a hard link where possible)
   checkpoints/last.keras       the group: weights, optimizer variables and iteration count
+  checkpoints/best.keras       on an epoch whose monitored test accuracy is the best so far (the
+                               method's reported one, val_<reported>): a copy of last.keras
   checkpoints/state.json       {"epochs_done": n, "checkpoint_sha256": <hash of that last.keras>,
-                                "previous": {"epochs_done": n - 1, "checkpoint_sha256": ...}}
+                                "previous": {"epochs_done": n - 1, "checkpoint_sha256": ...},
+                                "best": {"epochs_done": e, "monitor": ..., "value": ...,
+                                         "checkpoint_sha256": ...}}
 A kill at any moment leaves a consistent run. `read_progress` takes state.json's n, plus one when
 last.keras is not the file state.json describes (saved for epoch n + 1 just before a kill), and
 cuts history.json to that many epochs. A last.keras that differs from its record and cannot be
 read (truncated, not a zip, not a Keras model) was damaged after it was written: that is reported
-with both hashes, and previous.keras lets the run go on from the epoch before. Ramp-up and
+with both hashes, and previous.keras lets the run go on from the epoch before. best.keras is
+selected on the evaluation split, the test split in the paper's protocol (what the authors' KD
+loads as its teacher, `kd.teacher_checkpoint="best"`); workdirs written before it existed have
+no best.keras and no "best" record, and read as before. Ramp-up and
 learning rate follow from the epoch and the optimizer's iteration count, and the training data of
 epoch e depends only on (seed, e).
 """
@@ -27,13 +34,14 @@ import zlib
 import keras
 import numpy as np
 
-from okddip_tf import atomic_files, methods
+from okddip_tf import atomic_files, methods, models
 from okddip_tf.callbacks import non_finite_losses
-from okddip_tf.config import get_base_config
+from okddip_tf.config import authors_dropout, get_base_config
 from okddip_tf.errors import InputError, MissingInputError
 
 LAST_CHECKPOINT = "last.keras"
 PREVIOUS_CHECKPOINT = "previous.keras"
+BEST_CHECKPOINT = "best.keras"
 STATE = "state.json"
 # Keys a resumed run may change: none changes what the finished epochs computed.
 RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.resume", "data.data_dir",
@@ -57,14 +65,20 @@ class GroupCheckpoint(keras.callbacks.Callback):
     """Saves the group to `<directory>/last.keras` after every epoch, then `state.json`.
 
     The checkpoint it replaces is kept as `previous.keras`, recorded in state.json with its own
-    hash. Every write is atomic: a crash mid-save leaves the previous checkpoint intact. An epoch
-    whose logged losses are NaN or infinite is not saved (a NaNGuard before it stops the run).
+    hash. With `monitor` (a logged value, e.g. "val_leader_accuracy"), an epoch whose value is
+    higher than every earlier epoch's is also kept as `best.keras` (the first of equal values, as
+    metrics.json's best epoch; the authors' train.py:223 takes the last), recorded in state.json
+    under "best" with its epoch and value. Every write is atomic: a crash mid-save leaves the
+    previous checkpoint intact. An epoch whose logged losses are NaN or infinite is not saved (a
+    NaNGuard before it stops the run).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, monitor=None):
         super().__init__()
         self.directory = directory
+        self.monitor = monitor
         self.saved = None  # (epochs, SHA-256) of the last.keras this callback wrote
+        self.best = best_record(directory)  # a resumed run goes on from its recorded best
 
     @property
     def path(self):
@@ -83,7 +97,25 @@ class GroupCheckpoint(keras.callbacks.Callback):
                  "checkpoint_sha256": self.saved[1]}
         if previous:
             state["previous"] = previous
+        self.keep_best(epoch, logs or {})
+        if self.best:
+            state["best"] = self.best
         atomic_files.write_json(os.path.join(self.directory, STATE), state)
+
+    def keep_best(self, epoch, logs):
+        """Copies last.keras to best.keras when the monitored value beats every earlier epoch."""
+        if self.best and self.best["epochs_done"] > epoch:
+            self.best = None  # recorded for an epoch this (resumed) run trains again
+        value = logs.get(self.monitor) if self.monitor else None
+        if value is None or not np.isfinite(float(value)):
+            return
+        if self.best and self.best.get("monitor") == self.monitor \
+                and float(value) <= self.best["value"]:
+            return
+        atomic_files.keep_copy(self.path, os.path.join(self.directory, BEST_CHECKPOINT))
+        self.best = {"checkpoint": BEST_CHECKPOINT, "epochs_done": epoch + 1,
+                     "monitor": self.monitor, "value": float(value),
+                     "checkpoint_sha256": self.saved[1]}
 
     def keep_previous(self):
         """Keeps the current last.keras as previous.keras; returns its record (None: none)."""
@@ -93,6 +125,12 @@ class GroupCheckpoint(keras.callbacks.Callback):
         atomic_files.keep_copy(self.path, os.path.join(self.directory, PREVIOUS_CHECKPOINT))
         return {"checkpoint": PREVIOUS_CHECKPOINT, "epochs_done": epochs,
                 "checkpoint_sha256": sha}
+
+
+def best_record(directory):
+    """state.json's record of best.keras ({"epochs_done", "monitor", "value", ...}), or None
+    (no run, or one written before best.keras existed)."""
+    return atomic_files.read_json(os.path.join(directory, STATE), {}).get("best")
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -167,8 +205,22 @@ def upgrade_saved(saved):
     existed ran as its default says.
     """
     saved = {MOVED_KEYS.get(key, key): value for key, value in saved.items()}
+    if "model.dropout" not in saved and has_dropout(saved.get("model.backbone")):
+        saved["model.dropout"] = 0.5  # before the key, vgg16 always trained with 0.5
     defaults = flatten(json.loads(json.dumps(get_base_config().to_dict(), default=float)))
     return {**defaults, **saved}
+
+
+def has_dropout(backbone):
+    return isinstance(backbone, str) and "dropout" in models.backbone_options(backbone)
+
+
+def resolve_dropout(flat):
+    """A flat config with model.dropout=None (auto) replaced by the value it trains with."""
+    if flat.get("model.dropout") is None and has_dropout(flat.get("model.backbone")):
+        return {**flat, "model.dropout": authors_dropout(flat.get("model.sharing"),
+                                                        flat.get("model.num_students"))}
+    return flat
 
 
 def config_differences(saved, config):
@@ -177,8 +229,8 @@ def config_differences(saved, config):
     Only the sections a run reads count: not `tuner` (`okddip tune` reads it), nor the option
     sections of methods other than the run's.
     """
-    current = flatten(json.loads(json.dumps(config.to_dict(), default=float)))
-    saved = upgrade_saved(flatten(saved))
+    current = resolve_dropout(flatten(json.loads(json.dumps(config.to_dict(), default=float))))
+    saved = resolve_dropout(upgrade_saved(flatten(saved)))
     unread = set(methods.config_sections()) - set(methods.get_spec(config.model.method).sections)
     unread.add("tuner")
     keys = {key for key in saved.keys() | current.keys()
@@ -330,9 +382,9 @@ def check_disk_space(workdir, group):
     size = checkpoint_bytes(group)
     os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)  # a new worker's temp dir
     atomic_files.check_free_space(
-        os.path.join(workdir, "checkpoints"), 3 * size + LOG_MARGIN_BYTES,
+        os.path.join(workdir, "checkpoints"), 4 * size + LOG_MARGIN_BYTES,
         f"checkpointing this {size / 2**20:.1f} MiB group (each new checkpoint is written "
-        "beside the last and the previous one, plus logs)")
+        "beside the last, the previous and the best one, plus logs)")
 
 
 def restore(group, workdir):

@@ -77,7 +77,8 @@ def build_callbacks(config, group, workdir, eval_ds, history=None):
         rundir.HistoryWriter(os.path.join(workdir, "history.json"), history),
         rundir.EpochTimer(os.path.join(workdir, rundir.TIMING),
                            len((history or {}).get("loss", []))),
-        rundir.GroupCheckpoint(os.path.join(workdir, "checkpoints")),
+        rundir.GroupCheckpoint(os.path.join(workdir, "checkpoints"),
+                               monitor=f"val_{group.method.reported}"),
     ]
     return result
 

@@ -226,3 +226,99 @@ def test_torch_linear_initializer_draws_uniform_within_one_over_sqrt_fan_in():
     assert abs(first.mean()) < 0.02 * limit
     assert first.std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
     assert not np.array_equal(first, second)  # a new instance per weight: new values
+
+
+def dense_layers(model):
+    return {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Dense)}
+
+
+def test_vgg16_linear_layers_start_from_the_authors_normal_init():
+    """vgg.py:58-60 / vgg_one.py:83-85: nn.init.normal_(weight, 0, 0.01), bias 0.
+
+    A 512x512 kernel has 262,144 draws, so its sample std is within about 0.2% of 0.01 (the
+    classifier's 51,200: 0.4%); 3% separates it clearly from PyTorch's default uniform
+    (std 1/sqrt(3 * 512) = 0.0255) and from Keras' Glorot-uniform (0.0442 for 512x512).
+    """
+    keras.utils.set_random_seed(0)
+    head = get_backbone("vgg16").build_head("head", 100, False)
+    found = dense_layers(head)
+    assert sorted(found) == ["classifier", "fc0", "fc1"]
+    kernels = []
+    for layer in found.values():
+        kernel = np.asarray(layer.kernel)
+        assert abs(kernel.mean()) < 1e-3
+        assert kernel.std() == pytest.approx(0.01, rel=0.03), layer.name
+        np.testing.assert_array_equal(np.asarray(layer.bias), 0.0)
+        kernels.append(kernel)
+    assert not np.array_equal(kernels[0], kernels[1])  # fc0 and fc1: their own draws
+
+
+@pytest.mark.parametrize("sharing,method", [("branch", "okddip"), ("network", "okddip"),
+                                            ("branch", "one")])
+def test_vgg16_method_linears_follow_the_authors_init(sharing, method):
+    """W_L and W_E in the branch model: N(0, 0.01) (vgg_GL.py:54-55, 65-66); in the network
+    model PyTorch's default U(+-1/sqrt(512)) (MultiNet.py:28-29); ONE's VGG gate N(0, 0.01) and
+    zero bias (vgg_one.py:71, 83-85). 512x64 draws pin the std within about 0.5%, the gate's
+    512x3 within about 2%: 10% tolerance."""
+    keras.utils.set_random_seed(0)
+    group = GroupModel(backbone="vgg16", num_classes=10, num_students=3, sharing=sharing,
+                       method=method, image_shape=(32, 32, 3))
+    if method == "one":
+        dense = dense_layers(group.gate)["dense"]
+        assert np.asarray(dense.kernel).std() == pytest.approx(0.01, rel=0.1)
+        np.testing.assert_array_equal(np.asarray(dense.bias), 0.0)
+        return
+    attention = group.attention
+    for weight in (attention.query.kernel, attention.key.kernel):
+        values = np.asarray(weight)
+        if sharing == "branch":
+            assert values.std() == pytest.approx(0.01, rel=0.1)
+        else:
+            assert np.abs(values).max() <= 1 / np.sqrt(512)
+            assert values.std() == pytest.approx(1 / np.sqrt(3 * 512), rel=0.1)
+    assert not np.array_equal(np.asarray(attention.query.kernel), np.asarray(attention.key.kernel))
+
+
+def vgg_dropout_rates(config):
+    info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3)))
+    backbone = builders.build_backbone(config, info)
+    head = resolve_backbone(backbone).build_head("head", 10, False)
+    return {layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)}
+
+
+@pytest.mark.parametrize("method,sharing,students,rate", [
+    ("baseline", "branch", 1, 0.0),  # train.py:49,275: --dropout default 0
+    ("kd", "branch", 1, 0.0),  # train_kd.py:52,299
+    ("dml", "network", 4, 0.0),  # train_DML.py:46,374; DML.py:20
+    ("okddip", "network", 4, 0.0),  # train_GL.py:48,422; MultiNet.py:22
+    ("okddip", "branch", 4, 0.5),  # vgg_GL.py:20,46,49
+    ("one", "branch", 4, 0.5),  # vgg_one.py:63,66 nn.Dropout()
+    ("independent", "branch", 4, 0.5),
+])
+def test_vgg16_dropout_defaults_to_the_authors_value_for_the_group(method, sharing, students,
+                                                                     rate):
+    config = get_base_config()
+    config.model.backbone, config.model.method = "vgg16", method
+    config.model.sharing, config.model.num_students = sharing, students
+    assert config.model.dropout is None  # auto
+    assert vgg_dropout_rates(config) == {rate}
+    config.model.dropout = 0.25  # an explicit value wins
+    assert vgg_dropout_rates(config) == {0.25}
+
+
+def test_model_dropout_is_refused_where_it_does_nothing():
+    from okddip_tf import preflight
+    from okddip_tf.config import validate_config
+    from okddip_tf.errors import ConfigError
+
+    config = get_base_config()
+    config.model.dropout = 0.5  # resnet32 has no dropout
+    info = type("Info", (), dict(num_classes=10, image_shape=(32, 32, 3)))
+    with pytest.raises(ConfigError, match="model.dropout=0.5 applies to backbones with dropout"):
+        builders.build_backbone(config, info)
+    with pytest.raises(ConfigError, match="model.dropout=0.5 applies"):  # before any data loads
+        preflight.check_model(config)
+    assert builders.build_backbone(get_base_config(), info) == "resnet32"  # unset: untouched
+    config.model.backbone, config.model.dropout = "vgg16", 1.0
+    with pytest.raises(ConfigError, match=r"model.dropout must be in \[0, 1\)"):
+        validate_config(config)

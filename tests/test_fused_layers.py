@@ -37,7 +37,8 @@ def test_fused_training_step_matches_keras_batchnorm():
         results.append([y] + grads + [layer.moving_mean, layer.moving_variance])
     for got, want in zip(*results):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
-    # The reference itself: the biased batch variance goes into the moving average (Keras, spec).
+    # The reference itself: by default the biased batch variance goes into the moving average
+    # (Keras' maths; PyTorch's unbiased update is the test below).
     values = x.numpy().reshape(-1, 3)
     initial, _ = make_pair()
     np.testing.assert_allclose(
@@ -46,6 +47,42 @@ def test_fused_training_step_matches_keras_batchnorm():
     np.testing.assert_allclose(
         fused.moving_mean.numpy(),
         0.9 * initial.moving_mean.numpy() + 0.1 * values.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 3), (2, 3)], ids=["fused", "unfused"])
+def test_pytorch_style_moving_variance_is_the_unbiased_batch_variance(shape):
+    """PyTorch's update: running_var <- (1 - 0.1) running_var + 0.1 var * n / (n - 1).
+
+    n = 2 values per channel, where the unbiased variance is twice the biased one. The 4-D batch
+    takes the fused kernel, the 2-D one (ONE's gate shape) the unfused path; both normalise with
+    the biased variance, as PyTorch does.
+    """
+    layer = batchnorm.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                         unbiased_moving_variance=True)
+    layer.build((None,) + shape[1:])
+    layer.moving_variance.assign(np.full(3, 0.5, "float32"))
+    values = np.array([[1.0, -2.0, 0.5], [3.0, 4.0, -1.5]], "float32")
+    x = tf.constant(values.reshape(shape))
+    y = layer(x, training=True).numpy().reshape(2, 3)
+    torch_momentum = 0.1  # torch.nn.BatchNorm2d's default, Keras' momentum 0.9
+    want = (1 - torch_momentum) * 0.5 + torch_momentum * values.var(axis=0, ddof=1)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), want, rtol=1e-5)
+    biased = (1 - torch_momentum) * 0.5 + torch_momentum * values.var(axis=0)
+    assert np.all(np.abs(layer.moving_variance.numpy() - biased) > 0.05)  # a visible difference
+    normalised = (values - values.mean(0)) / np.sqrt(values.var(axis=0) + 1e-5)
+    np.testing.assert_allclose(y, normalised, rtol=1e-4, atol=1e-5)
+
+
+def test_backbone_batchnorm_styles_choose_the_moving_variance():
+    """`batchnorm="pytorch"` builds PyTorch's update, `"keras"` Keras' (biased) one."""
+    from okddip_tf.models import common
+
+    pytorch = common.batch_norm("a", common.NormSettings(style="pytorch"))
+    keras_style = common.batch_norm("b", common.NormSettings(style="keras"))
+    assert pytorch.unbiased_moving_variance and not keras_style.unbiased_moving_variance
+    assert pytorch.get_config()["unbiased_moving_variance"] is True
+    rebuilt = batchnorm.BatchNormalization.from_config(pytorch.get_config())
+    assert rebuilt.unbiased_moving_variance
 
 
 def test_fused_path_is_taken_in_training_and_not_in_inference():

@@ -4,6 +4,7 @@ own property (CL-ILR's gradient rescaling, ONE's gate, KD's frozen teacher, OKDD
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -272,6 +273,41 @@ def test_kd_refuses_a_missing_teacher(tmp_path):
         tiny_group("kd", 1, method_options={"teacher": str(tmp_path / "none")})
     with pytest.raises(ValueError, match="KD needs a teacher"):
         tiny_group("kd", 1)
+
+
+def test_kd_teacher_checkpoint_picks_the_workdirs_best_or_last_epoch(tmp_path):
+    """kd.teacher_checkpoint="best" loads checkpoints/best.keras (the authors' KD loads the
+    teacher's best.pth, train_kd.py:305-314), "last" (the default) checkpoints/last.keras."""
+    workdir = tmp_path / "teacher_run"
+    shutil.copytree(LEGACY, workdir)
+    best = keras.saving.load_model(workdir / "checkpoints" / "last.keras")
+    for variable in best.leader.trainable_weights:  # another epoch's weights
+        variable.assign(variable * 0.5)
+    best.save(workdir / "checkpoints" / "best.keras")
+    x = images(seed=8)
+    want = {"best": np.asarray(best(x)["leader_logits"]),
+            "last": np.asarray(keras.saving.load_model(LEGACY / "checkpoints" / "last.keras")(x)
+                               ["leader_logits"])}
+    assert not np.allclose(want["best"], want["last"])
+    for which in ("best", "last"):
+        keras.utils.set_random_seed(8)
+        group = okddip_tf.GroupModel(
+            backbone="tiny", num_classes=100, num_students=1, method="kd",
+            method_options={"teacher": str(workdir), "teacher_checkpoint": which},
+            image_shape=(32, 32, 3))
+        np.testing.assert_allclose(np.asarray(group(x)["teacher_logits"]), want[which],
+                                   rtol=1e-5, atol=1e-5)
+    assert methods.get_spec("kd").options["teacher_checkpoint"] == "last"
+
+
+def test_kd_best_teacher_of_an_old_workdir_says_what_to_do():
+    """A workdir trained before best.keras existed has only last.keras: "best" says so."""
+    with pytest.raises(FileNotFoundError, match="trained before okddip_tf kept its best epoch. "
+                                                "Use --config.kd.teacher_checkpoint=last"):
+        okddip_tf.GroupModel(backbone="tiny", num_classes=100, num_students=1, method="kd",
+                             method_options={"teacher": str(LEGACY), "teacher_checkpoint": "best"})
+    with pytest.raises(ValueError, match="kd.teacher_checkpoint must be one of"):
+        methods.get_method_class("kd")(teacher=str(LEGACY), teacher_checkpoint="first")
 
 
 # --------------------------------------------------------------------------- OKDDip's ablations

@@ -36,7 +36,7 @@ def all_runs():
 def run_config(run, budget=Budget(epochs=15, seeds=1), seed=0):
     """The config `okddip train` gets for a run: the config file, then the overrides."""
     config = load_config_file(f"configs/paper.py:{run.config_arg}")
-    overrides = {**dict(run.options), **budget.overrides(seed)}
+    overrides = {**dict(run.options), **budget.overrides(seed, run.schedule)}
     with config.unlocked():
         for key, value in overrides.items():
             section, name = key.split(".")
@@ -95,6 +95,15 @@ def test_paper_numbers_match_the_reference_spec():
         ten, hundred = re.search(rf"  - {label}: ([\d.]+) / ([\d.]+)", text).groups()
         assert cell("table6", "CIFAR-10", column).paper[0] == float(ten)
         assert cell("table6", "CIFAR-100", column).paper[0] == float(hundred)
+    # "Table 3, ImageNet ResNet-34: Baseline 26.76, DML 26.03, ..., OKDDip 25.42
+    # (network-based) / 25.60 (branch-based)."
+    line = re.search(r"Table 3.*", text).group(0)
+    for word, column in (("Baseline", "Baseline"), ("DML", "DML"), ("CL-ILR", "CL-ILR"),
+                         ("ONE", "ONE"), ("OKDDip", "OKDDip (network)")):
+        value = float(re.search(rf"{re.escape(word)} (\d+\.\d+)", line).group(1))
+        assert cell("table3", "ResNet-34", column).paper == (value, None)
+    branch = float(re.search(r"/ (\d+\.\d+) \(branch-based\)", line).group(1))
+    assert cell("table3", "ResNet-34", "OKDDip (branch)").paper == (branch, None)
 
 
 def test_figure3_marks_table2s_four_student_points():
@@ -130,7 +139,8 @@ def test_every_run_maps_to_a_config_the_method_accepts():
     from okddip_tf import preflight
 
     for run in all_runs():
-        assert manifest.unavailable(run) == ""
+        reason = manifest.unavailable(run)
+        assert reason == "" or (run.dataset == "imagenet2012" and "not prepared" in reason)
         config = run_config(run)
         preflight.check_config(config)
         preflight.check_model(config)
@@ -141,8 +151,96 @@ def test_every_run_maps_to_a_config_the_method_accepts():
                                                                           run.sharing)
 
 
+def test_table3_runs_the_papers_imagenet_recipe():
+    """ResNet-34 on imagenet2012: the paper's ImageNet settings (batch 256, wd 1e-4, drops at
+    30 and 60 of 90), its six columns with their sharing, the schedule scaled to the budget."""
+    table3 = manifest.EXPERIMENTS["table3"]
+    runs = {c.column: c.run for c in table3.cells}
+    assert [(column, run.method, run.sharing) for column, run in runs.items()] == [
+        ("Baseline", "baseline", "branch"), ("DML", "dml", "network"),
+        ("CL-ILR", "cl_ilr", "branch"), ("ONE", "one", "branch"),
+        ("OKDDip (network)", "okddip", "network"), ("OKDDip (branch)", "okddip", "branch")]
+    for run in runs.values():
+        assert (run.dataset, run.backbone, run.schedule) == (
+            "imagenet2012", "resnet34_imagenet", "imagenet")
+        config = run_config(run, Budget(epochs=90, seeds=1))
+        assert (config.data.name, config.data.pipeline, config.data.batch_size) == (
+            "imagenet2012", "imagenet", 256)
+        assert config.optim.l2 == 1e-4 and tuple(config.optim.drop_epochs) == (30, 60)
+        assert config.train.epochs == 90 and config.rampup.length == 24
+    assert Budget(epochs=45).overrides(0, "imagenet") == {
+        "train.epochs": 45, "optim.drop_epochs": (15, 30), "rampup.length": 12, "train.seed": 0}
+    assert Budget(epochs=45).overrides(0) == Budget(epochs=45).overrides(0, "cifar")
+
+
+def test_table3_without_imagenet_is_listed_with_what_to_prepare(tmp_path, monkeypatch):
+    """On a machine without imagenet2012 prepared, `okddip reproduce --experiment=table3`
+    trains nothing: every cell is 'not available' with the tfds command that prepares it."""
+    import okddip_tf.reproduce as reproducing
+
+    data_dir = tmp_path / "tfds"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
+    lines = []
+    results, tasks = reproducing.reproduce("table3", str(tmp_path / "grid"),
+                                           Budget(epochs=2, seeds=1), echo=lines.append)
+    assert len(tasks) == 6 and {task.state for task in tasks} == {"skipped"}
+    for task in tasks:
+        assert f"dataset 'imagenet2012' is not prepared in {data_dir}" in task.reason
+        assert "ILSVRC2012_img_train.tar" in task.reason
+        assert f"tfds build imagenet2012 --manual_dir=<that folder> --data_dir={data_dir}" in (
+            task.reason)
+    assert sum("not available: dataset 'imagenet2012' is not prepared" in line
+               for line in lines) == 6
+    assert not (tmp_path / "grid" / tasks[0].run.id).exists()  # nothing trained
+    # The budget line and the report state the ImageNet schedule the cells would train with.
+    assert "2 epochs (the paper: 90)" in lines[0] and "(0-indexed; the paper: 30 and 60)" in (
+        lines[0])
+    assert results["budget"]["drop_epochs"] == [1, 1] and results["budget"]["rampup_length"] == 1
+    report_text = (tmp_path / "grid" / "report.md").read_text()
+    assert "not available" in report_text and "26.76" in report_text
+    # Prepared (tfds' layout: <data_dir>/imagenet2012/<version>/dataset_info.json): runnable.
+    (data_dir / "imagenet2012" / "5.1.0").mkdir(parents=True)
+    (data_dir / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
+    assert manifest.unavailable(tasks[0].run) == ""
+
+
+def test_table6_students_load_the_teachers_best_epoch():
+    """The authors' KD loads best.pth (train_kd.py:305-314): kd.teacher_checkpoint=best."""
+    for row in ("CIFAR-10", "CIFAR-100"):
+        for column in ("KD", "OKDDip+KD"):
+            run = cell("table6", row, column).run
+            assert dict(run.options)["kd.teacher_checkpoint"] == "best"
+            assert run_config(run).kd.teacher_checkpoint == "best"
+            argv = runner.train_command(run, Budget(epochs=2, seeds=1), 0, "/w")
+            assert "--config.kd.teacher_checkpoint=best" in argv
+        assert not cell("table6", row, "Teacher").run.options
+
+
+def test_vgg16_cells_train_with_the_authors_dropout():
+    """0.5 in the authors' branch-based models (vgg_GL.py:20, vgg_one.py:63,66), 0.0 for the
+    baseline and the network-based groups (--dropout default 0: train.py:49, train_DML.py:46,
+    train_GL.py:48); set in the cell's command, not left to a default."""
+    from okddip_tf import config as config_module
+
+    vgg_runs = [run for run in all_runs() if run.backbone == "vgg16"]
+    assert len(vgg_runs) == 2 * 7 + 1  # Tables 1 and 2, and Table 4's leaderless OKDDip
+    for run in vgg_runs:
+        want = 0.5 if run.sharing == "branch" and not run.single else 0.0
+        assert dict(run.options)["model.dropout"] == want, run.id
+        assert config_module.model_dropout(run_config(run).model) == want, run.id
+        assert f"--config.model.dropout={want}" in runner.train_command(
+            run, Budget(epochs=2, seeds=1), 0, "/w")
+    by_column = {c.column: c.run for c in manifest.EXPERIMENTS["table2"].cells
+                 if c.row == "VGG-16"}
+    assert dict(by_column["Baseline"].options)["model.dropout"] == 0.0
+    assert dict(by_column["DML"].options)["model.dropout"] == 0.0
+    assert dict(by_column["OKDDip (network)"].options)["model.dropout"] == 0.0
+    assert dict(by_column["OKDDip (branch)"].options)["model.dropout"] == 0.5
+    assert dict(by_column["ONE"].options)["model.dropout"] == 0.5
+
+
 @pytest.mark.parametrize("run_id", [
-    "cifar100_vgg16_one_branch", "cifar100_densenet40_12_cl_ilr_branch",
+    "cifar100_vgg16_one_branch_dropout-0.5", "cifar100_densenet40_12_cl_ilr_branch",
     "cifar100_wrn20_8_bottleneck_okddip_network", "cifar100_resnet32_okddip_branch_m8",
     "cifar100_resnet32_okddip_branch_two_level-False"])
 def test_cells_build_their_group(run_id):
@@ -198,7 +296,8 @@ def test_only_selects_cells_by_any_of_their_words():
     table2 = manifest.EXPERIMENTS["table2"]
     row = manifest.select(table2, "resnet32")
     assert {c.row for c in row} == {"ResNet-32"} and len(row) == 7
-    two = manifest.select(table2, "cifar100_resnet32_baseline, cifar100_vgg16_dml_network")
+    two = manifest.select(table2,
+                          "cifar100_resnet32_baseline, cifar100_vgg16_dml_network_dropout-0.0")
     assert [(c.row, c.column) for c in two] == [("ResNet-32", "Baseline"), ("VGG-16", "DML")]
     assert {c.column for c in manifest.select(table2, "ONE")} == {"ONE"}
     assert manifest.select(table2, "nothing") == ()
@@ -328,8 +427,8 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
     tasks = table6_tasks(workdir, budget)
     ids = [task.run.id for task in tasks]
     teacher = ids.index("cifar100_resnet110_bottleneck_baseline")
-    assert teacher < ids.index("cifar100_resnet32_kd")
-    assert teacher < ids.index("cifar100_resnet32_okddip_kd_branch")
+    assert teacher < ids.index("cifar100_resnet32_kd_teacher_checkpoint-best")
+    assert teacher < ids.index("cifar100_resnet32_okddip_kd_branch_teacher_checkpoint-best")
     finished = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "baseline"), 0)
     write_run(finished, [0.1, 0.2, 0.3])
     partial = runner.run_dir(workdir, manifest.Run("cifar100", "resnet32", "okddip"), 0)
@@ -347,7 +446,7 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
                for line in lines)
     # The KD runs are told where their teacher is; nothing asks them to train another.
     kd_log = open(os.path.join(runner.run_dir(workdir, tasks[ids.index(
-        "cifar100_resnet32_kd")].run, 0), "train.log")).read()
+        "cifar100_resnet32_kd_teacher_checkpoint-best")].run, 0), "train.log")).read()
     argv = shlex.split(kd_log.splitlines()[0])
     teacher_dir = os.path.abspath(runner.run_dir(workdir, tasks[teacher].run, 0))
     assert f"--config.kd.teacher={teacher_dir}" in argv and "--config.kd.teacher_config=" in argv
@@ -371,8 +470,9 @@ def test_a_failed_teacher_stops_its_students_and_the_rest_go_on(tmp_path, fake_t
     assert states["cifar100_resnet110_bottleneck_baseline"] == (
         "failed", "okddip train exited with 1: okddip train: the data is gone. Point "
                   "TFDS_DATA_DIR at it.")
-    assert states["cifar100_resnet32_kd"] == ("failed", "its teacher did not finish")
-    assert states["cifar100_resnet32_okddip_kd_branch"][0] == "failed"
+    assert states["cifar100_resnet32_kd_teacher_checkpoint-best"] == (
+        "failed", "its teacher did not finish")
+    assert states["cifar100_resnet32_okddip_kd_branch_teacher_checkpoint-best"][0] == "failed"
     assert states["cifar100_resnet32_baseline"][0] == "finished"
     assert states["cifar100_resnet32_okddip_branch"][0] == "finished"
     assert len(trained()) == 3
@@ -558,10 +658,12 @@ def test_reproduce_trains_a_real_cell_then_skips_it(tmp_path, tfds_data_dir, run
 @pytest.mark.slow
 def test_reproduce_trains_a_kd_cell_after_its_teacher(tmp_path, tfds_data_dir, run_cli):
     result = run_cli("reproduce", "--experiment=table6", f"--workdir={tmp_path}", "--epochs=1",
-                     "--seeds=1", "--smoke", "--only=cifar100_resnet32_kd")
+                     "--seeds=1", "--smoke",
+                     "--only=cifar100_resnet32_kd_teacher_checkpoint-best")
     assert result.returncode == 0, result.stdout + result.stderr
     order = re.findall(r"\] (\S+) seed 0: starting", result.stdout)
-    assert order == ["cifar100_resnet110_bottleneck_baseline", "cifar100_resnet32_kd"]
+    assert order == ["cifar100_resnet110_bottleneck_baseline",
+                     "cifar100_resnet32_kd_teacher_checkpoint-best"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -578,3 +578,71 @@ def test_the_cache_is_filled_once_for_all_epochs():
     dataset = data.prepare_dataset(source, batch_size=8, training=True, seed=0, cache=True,
                                    epochs=3)
     assert len(batches(dataset)) == 15 and len(reads) == 40
+
+
+def test_best_epoch_is_kept_as_best_keras_and_recorded_in_state(tmp_path):
+    """best.keras: the checkpoint of the epoch whose val_<reported> beats every earlier one (the
+    first of equal values, as metrics.json's best epoch), its epoch and value in state.json."""
+    directory = tmp_path / "checkpoints"
+    monitor = "val_leader_accuracy"
+    saver, model = rundir.GroupCheckpoint(str(directory), monitor=monitor), tiny_model()
+    saver.set_model(model)
+    saved = []
+    for epoch, accuracy in enumerate([0.1, 0.5, 0.5, 0.3]):
+        model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+        saver.on_epoch_end(epoch, {"loss": 1.0, monitor: accuracy})
+        saved.append((directory / "last.keras").read_bytes())
+    assert (directory / "best.keras").read_bytes() == saved[1] != saved[3]
+    state = json.loads((directory / "state.json").read_text())
+    assert state["epochs_done"] == 4
+    assert state["best"] == {"checkpoint": "best.keras", "epochs_done": 2, "monitor": monitor,
+                             "value": 0.5, "checkpoint_sha256": hashlib.sha256(saved[1]).hexdigest()}
+    keras.saving.load_model(directory / "best.keras")
+    # A resumed run goes on from the recorded best: 0.4 does not beat it, 0.9 does.
+    saver = rundir.GroupCheckpoint(str(directory), monitor=monitor)
+    saver.set_model(model)
+    saver.on_epoch_end(4, {"loss": 1.0, monitor: 0.4})
+    assert (directory / "best.keras").read_bytes() == saved[1]
+    saver.on_epoch_end(5, {"loss": 1.0, monitor: 0.9})
+    state = json.loads((directory / "state.json").read_text())
+    assert state["best"]["epochs_done"] == 6 and state["best"]["value"] == 0.9
+    assert (directory / "best.keras").read_bytes() == (directory / "last.keras").read_bytes()
+    # A run resumed from an earlier epoch forgets a best recorded for an epoch it trains again.
+    saver = rundir.GroupCheckpoint(str(directory), monitor=monitor)
+    saver.set_model(model)
+    saver.on_epoch_end(1, {"loss": 1.0, monitor: 0.2})
+    assert json.loads((directory / "state.json").read_text())["best"]["epochs_done"] == 2
+
+
+def test_a_workdir_from_before_best_keras_reads_as_before(tmp_path):
+    """state.json without a "best" record: progress reads, a new saver starts without a best,
+    and no monitor (a bare GroupCheckpoint) writes no best.keras."""
+    write_run(tmp_path, checkpoint=b"old", recorded=b"old", history_epochs=2)
+    assert rundir.read_progress(str(tmp_path))[0] == 2
+    assert rundir.best_record(str(tmp_path / "checkpoints")) is None
+    saver = rundir.GroupCheckpoint(str(tmp_path / "fresh"))
+    saver.set_model(tiny_model())
+    saver.on_epoch_end(0, {"loss": 1.0, "val_leader_accuracy": 0.5})
+    assert not (tmp_path / "fresh" / "best.keras").exists()
+    assert "best" not in json.loads((tmp_path / "fresh" / "state.json").read_text())
+
+
+def test_a_vgg_run_saved_before_model_dropout_resumes_only_with_its_dropout():
+    """Before model.dropout, vgg16 trained with 0.5 in every group. A branch run (whose
+    authors' value is 0.5) resumes; a network run (authors' 0.0) is refused rather than
+    switching its dropout mid-run, and resumes with --config.model.dropout=0.5."""
+    for sharing, differences in (("branch", {}),
+                                 ("network", {"model.dropout": (0.5, 0.0)})):
+        config = base.get_base_config()
+        config.model.backbone, config.model.sharing = "vgg16", sharing
+        saved = json.loads(json.dumps(config.to_dict()))
+        del saved["model"]["dropout"]
+        assert rundir.config_differences(saved, config) == differences, sharing
+        config.model.dropout = 0.5
+        assert rundir.config_differences(saved, config) == {}
+    # A run that set it compares by the value it trains with: None (auto) is 0.0 here.
+    config = base.get_base_config()
+    config.model.backbone, config.model.sharing = "vgg16", "network"
+    saved = json.loads(json.dumps(config.to_dict()))
+    config.model.dropout = 0.0
+    assert rundir.config_differences(saved, config) == {}

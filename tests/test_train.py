@@ -125,6 +125,12 @@ def test_two_epoch_fit_on_real_cifar100_writes_a_complete_workdir(tfds_data_dir,
     assert best["leader_accuracy"] == max(history["val_leader_accuracy"])
     assert best["method_accuracy"] == best["leader_accuracy"]
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    # checkpoints/best.keras holds that same best epoch (kd.teacher_checkpoint="best").
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["best"]["monitor"] == "val_leader_accuracy"
+    assert state["best"]["epochs_done"] == best["epoch"]  # both count from 1
+    assert state["best"]["value"] == pytest.approx(best["leader_accuracy"])
+    assert (tmp_path / "checkpoints" / "best.keras").is_file()
 
 
 

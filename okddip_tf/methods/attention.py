@@ -6,7 +6,7 @@ import keras
 from keras import layers, ops
 
 from okddip_tf.errors import ConfigError
-from okddip_tf.initializers import torch_linear_initializer
+from okddip_tf.initializers import linear_initializers
 
 
 @keras.saving.register_keras_serializable(package="okddip_tf")
@@ -21,15 +21,18 @@ class PeerAttention(layers.Layer):
       scale: divide the energies by sqrt(dim), as in Transformer attention.
       projections: False fixes W_L = W_E = identity (the paper's "asymmetry" ablation, Table 5):
         alpha_ab = softmax_b(h_a . h_b), with no trainable weights and `dim` unused.
+      init_std: W_L and W_E drawn from N(0, init_std) (the authors' branch-based VGG-16: 0.01);
+        None: PyTorch's default U(+-1/sqrt(feature_dim)).
     """
 
-    def __init__(self, dim, scale=False, projections=True, **kwargs):
+    def __init__(self, dim, scale=False, projections=True, init_std=None, **kwargs):
         super().__init__(**kwargs)
         if dim < 1:
             raise ConfigError(f"attention dim must be >= 1, got {dim}.")
         self.dim = dim
         self.scale = scale
         self.projections = projections
+        self.init_std = init_std
 
     def build(self, features_shape):
         feature_dim = features_shape[-1]
@@ -40,10 +43,10 @@ class PeerAttention(layers.Layer):
         self.energy_dim = self.dim
         # One initializer instance per weight: an unseeded Keras 3 initializer draws the same
         # values on every call, so a shared one would make W_L == W_E.
-        self.query = layers.Dense(self.dim, use_bias=False, name="query",
-                                  kernel_initializer=torch_linear_initializer(feature_dim))
-        self.key = layers.Dense(self.dim, use_bias=False, name="key",
-                                kernel_initializer=torch_linear_initializer(feature_dim))
+        self.query = layers.Dense(self.dim, use_bias=False, name="query", kernel_initializer=(
+            linear_initializers(feature_dim, self.init_std)[0]))
+        self.key = layers.Dense(self.dim, use_bias=False, name="key", kernel_initializer=(
+            linear_initializers(feature_dim, self.init_std)[0]))
         self.query.build(features_shape)
         self.key.build(features_shape)
 
@@ -60,7 +63,7 @@ class PeerAttention(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "scale": self.scale,
-                "projections": self.projections}
+                "projections": self.projections, "init_std": self.init_std}
 
 
 @keras.saving.register_keras_serializable(package="okddip_tf")

@@ -103,9 +103,12 @@ class OKDDip(base.Method):
             layer = RandomAttention(name="attention", dtype="float32")
         else:
             dim = self.options["attention_dim"] or max(1, context.backbone.feature_dim // 8)
+            # The authors' branch-based VGG draws W_L and W_E from N(0, 0.01); their ResNets,
+            # DenseNets and network-based groups keep PyTorch's default (Backbone.linear_init_std).
+            init_std = context.backbone.linear_init_std if context.sharing == "branch" else None
             layer = PeerAttention(dim, self.options["attention_scale"],
-                                  projections=kind == "learned", name="attention",
-                                  dtype="float32")
+                                  projections=kind == "learned", init_std=init_std,
+                                  name="attention", dtype="float32")
         layer.build((None, context.num_peers, context.backbone.feature_dim))
         self.attention_layer = layer
         return {"attention": layer}

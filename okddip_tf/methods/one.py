@@ -16,17 +16,21 @@ import keras
 from keras import layers, ops
 
 from okddip_tf import losses
-from okddip_tf.initializers import torch_linear_initializer
+from okddip_tf.initializers import linear_initializers
 from okddip_tf.methods import base
 
 
-def build_gate(channels, num_students, name="gate"):
-    """Feature map [B, h, w, channels] -> branch weights [B, m] (rows sum to 1), float32."""
+def build_gate(channels, num_students, name="gate", init_std=None):
+    """Feature map [B, h, w, channels] -> branch weights [B, m] (rows sum to 1), float32.
+
+    `init_std`: the dense layer's weights from N(0, init_std) and zero bias (the authors' VGG-16
+    ONE, `vgg_one.py:71,83-85`: 0.01); None: PyTorch's default (their ResNet ONE).
+    """
+    kernel, bias = linear_initializers(channels, init_std)
     feature_map = keras.Input(shape=(None, None, channels), name="shared_features")
     x = layers.GlobalAveragePooling2D(name="pool", dtype="float32")(feature_map)
-    x = layers.Dense(num_students, kernel_initializer=torch_linear_initializer(channels),
-                     bias_initializer=torch_linear_initializer(channels), name="dense",
-                     dtype="float32")(x)
+    x = layers.Dense(num_students, kernel_initializer=kernel, bias_initializer=bias,
+                     name="dense", dtype="float32")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn", dtype="float32")(x)
     x = layers.ReLU(name="relu", dtype="float32")(x)
     weights = layers.Softmax(name="softmax", dtype="float32")(x)
@@ -60,7 +64,8 @@ class ONE(base.StudentsAlike):
     terms = ("student_ce", "teacher_ce", "student_kd")
 
     def build_layers(self, context):
-        self.gate = build_gate(context.backbone.trunk_channels, context.num_students)
+        self.gate = build_gate(context.backbone.trunk_channels, context.num_students,
+                               init_std=context.backbone.linear_init_std)
         return {"gate": self.gate}
 
     def outputs(self, students, training):

@@ -81,6 +81,9 @@ OKDDIP_SECTION = {"okddip": {
 KD_SECTION = {"kd": {
     "teacher": "",  # an okddip_tf workdir or a .keras file; "" trains kd.teacher_config first
     "teacher_config": "",  # "configs/FILE.py[:arg]": trained into <workdir>/teacher/
+    # A workdir teacher's checkpoint: "last" (its last epoch) | "best" (its best test epoch,
+    # checkpoints/best.keras: the authors' KD, train_kd.py:306; selected on the test split)
+    "teacher_checkpoint": "last",
     "alpha": 1.0,  # the weight of the teacher's KL term
 }}
 ATTENTION_DIM_KNOB = TunerKnob("attention_dim", "okddip.attention_dim", "choice", (4, 8, 16))

@@ -26,6 +26,9 @@ class Backbone:
       raw_pixels: the network normalises its input itself (e.g. a `keras.applications` model
         with built-in preprocessing): the group then feeds it raw [0, 255] pixels.
       config: how to rebuild it, when it is not "registered name + options" (see `from_keras`).
+      linear_init_std: the authors' branch-based model of this network draws every linear layer,
+        the attention's W_L and W_E and ONE's gate included, from N(0, linear_init_std) (their
+        VGG-16: 0.01); None: PyTorch's default U(+-1/sqrt(fan_in)) for those layers.
     """
 
     name: str
@@ -36,6 +39,7 @@ class Backbone:
     options: tuple = ()
     raw_pixels: bool = False
     config: Optional[dict] = dataclasses.field(default=None, compare=False, repr=False)
+    linear_init_std: Optional[float] = None
 
     def get_config(self):
         """A JSON-able dict that `backbone_from_config` turns back into this backbone."""

@@ -6,12 +6,21 @@ step of a ResNet-32 group spent about a fifth of its op time there. TensorFlow's
 computes the same batch statistics and output in one kernel (oneDNN's where oneDNN is on) and has
 a fused gradient.
 
-The maths is Keras' (and PyTorch's): y = gamma * (x - mean) / sqrt(var + eps) + beta with the
-biased batch variance, and moving averages `m <- momentum * m + (1 - momentum) * batch stat` of the
-batch mean and the *biased* batch variance (the fused kernel returns the unbiased one; it is
-scaled back by (n - 1) / n). Results match the unfused path up to float rounding
-(tests/test_batchnorm.py). Everything else (inference, other backends, synchronised BN, renorm,
-masks, other ranks or axes) runs Keras' own code unchanged.
+The output is Keras' (and PyTorch's): y = gamma * (x - mean) / sqrt(var + eps) + beta with the
+biased batch variance. The moving averages are `m <- momentum * m + (1 - momentum) * batch stat`
+of the batch mean and of a batch variance that depends on `unbiased_moving_variance`:
+
+* False (the default, Keras' maths): the *biased* batch variance. The fused kernel returns the
+  unbiased one, which is scaled back by (n - 1) / n. Results match the unfused Keras path up to
+  float rounding (tests/test_fused_layers.py).
+* True (PyTorch's maths, what `batchnorm="pytorch"` builds, okddip_tf.models.common): the
+  *unbiased* batch variance, var * n / (n - 1), n the values per channel, as
+  torch.nn.BatchNorm2d updates `running_var` (its momentum 0.1 is Keras' 0.9). A training call
+  the fused kernel cannot take (another backend, a mask, synchronised BN) computes the same
+  update here; under synchronised BN on TensorFlow n counts every replica's values.
+
+Everything else (inference, renorm, other ranks or axes of the unfused Keras path) runs Keras' own
+code unchanged.
 
 The class is named `BatchNormalization` on purpose: Keras names a layer's weights in a `.keras`
 file after its class, so checkpoints written with `keras.layers.BatchNormalization` load into it
@@ -25,12 +34,65 @@ IS_TENSORFLOW = keras.backend.backend() == "tensorflow"
 
 @keras.saving.register_keras_serializable(package="okddip_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` whose TensorFlow training step uses one fused kernel."""
+    """`keras.layers.BatchNormalization` whose TensorFlow training step uses one fused kernel.
+
+    Args:
+      unbiased_moving_variance: update the moving variance with the unbiased batch variance
+        (PyTorch) instead of the biased one (Keras); see the module's docstring.
+    """
+
+    def __init__(self, unbiased_moving_variance=False, **kwargs):
+        super().__init__(**kwargs)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        if self.unbiased_moving_variance and self.renorm:
+            raise ValueError("unbiased_moving_variance (PyTorch's update) does not apply to "
+                             "batch renormalisation.")
 
     def call(self, inputs, training=None, mask=None):
         if training and self.trainable and mask is None and self._fusable(inputs):
             return self._fused_training_call(inputs)
+        if training and self.trainable and self.unbiased_moving_variance:
+            return self._unbiased_training_call(inputs, mask)
         return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self):
+        return {**super().get_config(), "unbiased_moving_variance": self.unbiased_moving_variance}
+
+    def _update_moving_statistics(self, mean, variance):
+        momentum = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, "float32")
+        moving_variance = keras.ops.cast(self.moving_variance, "float32")
+        self.moving_mean.assign(keras.ops.cast(
+            moving_mean * momentum + mean * (1.0 - momentum), self.moving_mean.dtype))
+        self.moving_variance.assign(keras.ops.cast(
+            moving_variance * momentum + variance * (1.0 - momentum), self.moving_variance.dtype))
+
+    def _unbiased_training_call(self, inputs, mask):
+        """Keras' unfused training step with PyTorch's moving-variance update."""
+        ops = keras.ops
+        x = ops.cast(inputs, "float32")
+        mean, variance = self._moments(x, mask)  # biased, synchronised if the layer is
+        if mask is None:
+            count = 1
+            for axis in self._reduction_axes:
+                count *= ops.shape(x)[axis]
+            count = ops.cast(count, "float32")
+        else:
+            count = ops.sum(ops.cast(mask, "float32"))
+        if self.synchronized and IS_TENSORFLOW:
+            import tensorflow as tf
+
+            context = tf.distribute.get_replica_context()
+            if context is not None:
+                count = context.all_reduce("sum", count)
+        correction = ops.where(count > 1.0, count / ops.maximum(count - 1.0, 1.0), 0.0)
+        self._update_moving_statistics(mean, variance * correction)
+        y = ops.batch_normalization(
+            x, mean, variance, axis=self.axis,
+            offset=ops.cast(self.beta, "float32") if self.center else None,
+            scale=ops.cast(self.gamma, "float32") if self.scale else None,
+            epsilon=self.epsilon)
+        return ops.cast(y, self.compute_dtype)
 
     def _fusable(self, inputs):
         axis = self.axis if isinstance(self.axis, int) else (
@@ -56,13 +118,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
         )
         shape = tf.shape(x)
         count = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
-        variance = tf.where(count > 1.0, unbiased_variance * ((count - 1.0) / count),
-                            tf.zeros_like(unbiased_variance))  # a single value has variance 0
-        momentum = self.momentum
-        moving_mean = tf.cast(self.moving_mean, tf.float32)
-        moving_variance = tf.cast(self.moving_variance, tf.float32)
-        self.moving_mean.assign(
-            tf.cast(moving_mean * momentum + mean * (1.0 - momentum), self.moving_mean.dtype))
-        self.moving_variance.assign(tf.cast(
-            moving_variance * momentum + variance * (1.0 - momentum), self.moving_variance.dtype))
+        if self.unbiased_moving_variance:  # PyTorch: the kernel's unbiased variance as it is
+            variance = tf.where(count > 1.0, unbiased_variance, tf.zeros_like(unbiased_variance))
+        else:  # Keras: the biased variance; a single value has variance 0
+            variance = tf.where(count > 1.0, unbiased_variance * ((count - 1.0) / count),
+                                tf.zeros_like(unbiased_variance))
+        self._update_moving_statistics(mean, variance)
         return tf.cast(y, self.compute_dtype)

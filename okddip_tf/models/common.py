@@ -6,14 +6,15 @@ before it, a head is that stage, the ones after it and the top. Branch-based gro
 trunk; the paper's split is each network's default.
 
 Fidelity to the authors' PyTorch code: BatchNorm momentum 0.9 / epsilon 1e-5 (PyTorch's 0.1 /
-1e-5; `batchnorm="keras"` gives Keras' 0.99 / 1e-3), Kaiming-normal fan-out conv init, PyTorch's
+1e-5) with PyTorch's moving variance of the unbiased batch variance (`batchnorm="keras"` gives
+Keras' 0.99 / 1e-3 and biased variance), Kaiming-normal fan-out conv init, PyTorch's
 uniform Linear init, and convolutions padded symmetrically ("same" in TF pads stride-2
 convolutions asymmetrically).
 """
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 from keras import layers
@@ -60,8 +61,10 @@ def batch_norm(name, norm):
         norm = NormSettings(bool(norm))
     momentum, epsilon = BATCHNORM_STYLES[norm.style]
     kwargs = {"synchronized": True} if norm.synchronized else {}
-    # TensorFlow's fused kernel in training (okddip_tf.models.batchnorm), Keras' maths otherwise.
-    return BatchNormalization(momentum=momentum, epsilon=epsilon, name=name, **kwargs)
+    # TensorFlow's fused kernel in training (okddip_tf.models.batchnorm); the PyTorch style also
+    # takes PyTorch's moving-variance update (the unbiased batch variance), Keras' the biased one.
+    return BatchNormalization(momentum=momentum, epsilon=epsilon, name=name,
+                              unbiased_moving_variance=norm.style == "pytorch", **kwargs)
 
 
 def conv(filters, kernel_size, stride, name, use_bias=False, padding=None):
@@ -112,6 +115,7 @@ class StagedNetwork:
       stages: `((fn, out_channels), ...)`, each fn `(x, norm) -> x`.
       top: `(x, num_classes, norm) -> (features, logits)`.
       default_split: the paper's split: the 1-based index of the first per-student stage.
+      linear_init_std: see `Backbone.linear_init_std` (None: PyTorch's default linear init).
     """
 
     stem: Callable
@@ -119,6 +123,7 @@ class StagedNetwork:
     stages: tuple
     top: Callable = pooled_classifier
     default_split: int = 0
+    linear_init_std: Optional[float] = None
 
 
 def staged_backbone(name, network, split_stage=None, batchnorm="pytorch", options=()):
@@ -154,7 +159,7 @@ def staged_backbone(name, network, split_stage=None, batchnorm="pytorch", option
 
     return Backbone(name=name, build_trunk=build_trunk, build_head=build_head,
                     trunk_channels=trunk_channels, feature_dim=network.stages[-1][1],
-                    options=tuple(sorted(options)))
+                    options=tuple(sorted(options)), linear_init_std=network.linear_init_std)
 
 
 def register_staged(name, make_network, **extra_defaults):
@@ -176,7 +181,8 @@ def register_staged(name, make_network, **extra_defaults):
         return staged_backbone(name, network, split_stage, batchnorm or "pytorch",
                                options=given.items())
 
-    register_backbone(staged_backbone(name, make_network(**extra_defaults)), configure)
+    register_backbone(staged_backbone(name, make_network(**extra_defaults)), configure,
+                      extra_options=tuple(extra_defaults))
 
 
 def stage_fn(fn, **kwargs):

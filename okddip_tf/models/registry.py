@@ -12,23 +12,31 @@ from okddip_tf.models.backbone import Backbone
 
 BACKBONES = {}  # name -> the backbone with its default options
 _CONFIGURABLE = {}  # name -> (**options) -> Backbone
+_OPTIONS = {}  # name -> the option names get_backbone(name, ...) accepts
 # The options every registered network accepts (None keeps the network's default).
 COMMON_OPTIONS = ("split_stage", "batchnorm")
 
 
-def register_backbone(backbone, configure=None):
+def register_backbone(backbone, configure=None, extra_options=()):
     """Adds a backbone; a duplicate name is an error.
 
     Args:
       backbone: the backbone with its default options.
       configure: optional `(**options) -> Backbone` for `get_backbone(name, **options)`.
+      extra_options: the options `configure` takes beside COMMON_OPTIONS (e.g. "dropout").
     """
     if backbone.name in BACKBONES:
         raise KeyError(f"Backbone {backbone.name!r} is already registered.")
     BACKBONES[backbone.name] = backbone
     if configure is not None:
         _CONFIGURABLE[backbone.name] = configure
+        _OPTIONS[backbone.name] = COMMON_OPTIONS + tuple(extra_options)
     return backbone
+
+
+def backbone_options(name):
+    """The option names `get_backbone(name, ...)` accepts (() for an unknown or fixed one)."""
+    return _OPTIONS.get(name, ())
 
 
 def get_backbone(name, **options):
@@ -52,7 +60,7 @@ def get_backbone(name, **options):
 
 
 def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=None,
-                     factory_kwargs=None):
+                     factory_kwargs=None, **options):
     """A `Backbone` from a name, a "module:factory" string, a config dict or a `Backbone`.
 
     Args:
@@ -63,9 +71,11 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
       split_at: the layer name a user's model is split at (only with "module:factory").
       factory_kwargs: the keyword arguments a "module:factory" function takes, if it takes them
         (`okddip train` passes num_classes and input_shape; see `from_keras`).
+      options: a registered network's own options (e.g. vgg16's dropout; None: its default).
     """
+    options = {key: value for key, value in options.items() if value is not None}
     if isinstance(backbone, Backbone):
-        if split_stage is not None or batchnorm is not None or split_at is not None:
+        if split_stage is not None or batchnorm is not None or split_at is not None or options:
             raise ValueError("Options (split_stage, batchnorm, split_at) apply to backbone "
                              "names; this Backbone object is already configured.")
         return backbone
@@ -75,15 +85,16 @@ def resolve_backbone(backbone, *, split_stage=None, batchnorm=None, split_at=Non
         raise TypeError(f"backbone must be a name, a 'module:factory' string, a Backbone or a "
                         f"config dict, got {type(backbone).__name__}.")
     if ":" in backbone:
-        if split_stage is not None or batchnorm is not None:
-            raise ConfigError("split_stage and batchnorm apply to registered backbones; a user's "
-                              "model keeps its own layers (use split_at to choose the split).")
+        if split_stage is not None or batchnorm is not None or options:
+            raise ConfigError(f"split_stage, batchnorm and {sorted(options) or 'other options'} "
+                              "apply to registered backbones; a user's model keeps its own "
+                              "layers (use split_at to choose the split).")
         return keras_backbone.from_keras(backbone, split_at=split_at,
                                          factory_kwargs=factory_kwargs)
     if split_at is not None:
         raise ValueError(f"split_at names a layer of your own model; for the registered "
                          f"backbone {backbone!r} use split_stage (an integer stage index).")
-    return get_backbone(backbone, split_stage=split_stage, batchnorm=batchnorm)
+    return get_backbone(backbone, split_stage=split_stage, batchnorm=batchnorm, **options)
 
 
 def backbone_from_config(config):

@@ -2,7 +2,8 @@
 
     okddip reproduce --experiment=table2 --workdir=runs/table2 --epochs=60 --seeds=2
 
-manifest.py lists the experiments (Tables 1, 2, 4, 5, 6; Figures 2, 3) and every cell's run;
+manifest.py lists the experiments (Tables 1-6; Figures 2, 3) and every cell's run (Table 3's
+ImageNet cells are listed as not available until imagenet2012 is prepared for tfds);
 budget.py scales the paper's schedule to --epochs; runner.py trains each cell as an `okddip train`
 workdir under the experiment's workdir (resumable; finished cells are skipped); report.py and
 figures.py write report.md, results.json and figures/*.png there. Several experiments given the
@@ -65,7 +66,8 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
     tasks = runner.plan(runs, budget, workdir)
     echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, "
          f"{budgets.counted(len(runs), 'run')} x {budgets.counted(budget.seeds, 'seed')} = "
-         f"{budgets.counted(len(tasks), 'training')} in {workdir}. Budget: {budget.describe()}.")
+         f"{budgets.counted(len(tasks), 'training')} in {workdir}. "
+         f"Budget: {budget.describe(experiment.schedule)}.")
     if not report_only:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()

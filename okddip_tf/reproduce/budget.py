@@ -2,7 +2,9 @@
 
 The learning rate drops x0.1 at the same fractions of training (the paper: epochs 150 and 225 of
 300) and the distillation weight ramps up over the same fraction (80 of 300); E = 300 is the
-paper's recipe exactly. Pure functions: `okddip reproduce` turns them into --config overrides.
+paper's recipe exactly. ImageNet cells (Table 3) scale the paper's ImageNet schedule instead
+(drops at 30 and 60 of 90, the ramp-up over 24 of 90): E = 90 is that recipe exactly. Pure
+functions: `okddip reproduce` turns them into --config overrides.
 """
 
 import dataclasses
@@ -15,6 +17,9 @@ PAPER_EPOCHS = 300
 PAPER_DROPS = (150, 225)
 PAPER_RAMPUP = 80
 PAPER_SEEDS = 3
+# The paper's schedules: (epochs, learning-rate drop epochs, ramp-up epochs).
+SCHEDULES = {"cifar": (PAPER_EPOCHS, PAPER_DROPS, PAPER_RAMPUP),
+             "imagenet": (90, (30, 60), 24)}
 # A smoke run checks the harness on 256 tiny images: 2 epochs exercise the epoch loop, the resume
 # and the report; the paper's 300 would take a new user's row over half an hour.
 SMOKE_EPOCHS = 2
@@ -25,9 +30,9 @@ def counted(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def scale_epoch(epoch, epochs):
-    """The paper's epoch `epoch` of 300 at a budget of `epochs`, rounded half up."""
-    return math.floor(epoch * epochs / PAPER_EPOCHS + 0.5)
+def scale_epoch(epoch, epochs, paper_epochs=PAPER_EPOCHS):
+    """The paper's epoch `epoch` of `paper_epochs` at a budget of `epochs`, rounded half up."""
+    return math.floor(epoch * epochs / paper_epochs + 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,25 +84,35 @@ class Budget:
     def rampup_length(self):
         return scale_epoch(PAPER_RAMPUP, self.epochs)
 
-    def overrides(self, seed):
-        """The config keys the budget sets for one seed, {key: value}."""
-        result = {"train.epochs": self.epochs, "optim.drop_epochs": self.drop_epochs,
-                  "rampup.length": self.rampup_length, "train.seed": seed}
+    def scaled(self, schedule="cifar"):
+        """(learning-rate drop epochs, ramp-up epochs) of the paper's `schedule` ("cifar" or
+        "imagenet", SCHEDULES) scaled to the budget's epochs."""
+        paper_epochs, drops, rampup = SCHEDULES[schedule]
+        return (tuple(scale_epoch(e, self.epochs, paper_epochs) for e in drops),
+                scale_epoch(rampup, self.epochs, paper_epochs))
+
+    def overrides(self, seed, schedule="cifar"):
+        """The config keys the budget sets for one seed, {key: value}, with `schedule`'s
+        learning-rate drops and ramp-up (`scaled`)."""
+        drops, rampup = self.scaled(schedule)
+        result = {"train.epochs": self.epochs, "optim.drop_epochs": drops,
+                  "rampup.length": rampup, "train.seed": seed}
         if self.train_examples is not None:
             result["data.train_examples"] = self.train_examples
         return result
 
-    def describe(self):
-        """One line: the budget against the paper's recipe."""
-        first, second = self.drop_epochs
+    def describe(self, schedule="cifar"):
+        """One line: the budget against the paper's recipe (`schedule`: "cifar" or "imagenet")."""
+        paper_epochs, paper_drops, paper_rampup = SCHEDULES[schedule]
+        (first, second), rampup = self.scaled(schedule)
         data = (f"the first {self.train_examples:,} training images" if self.train_examples
                 else "256 training images (smoke)" if self.smoke else "the whole training split")
         seeds = counted(self.seeds, "seed") + (
             " (the paper: 3)" if self.seeds != PAPER_SEEDS else "")
-        text = (f"{self.epochs} epochs (the paper: {PAPER_EPOCHS}); learning rate x0.1 from "
-                f"epochs {first} and {second} (0-indexed; the paper: {PAPER_DROPS[0]} and "
-                f"{PAPER_DROPS[1]}); distillation ramp-up over {self.rampup_length} epochs (the "
-                f"paper: {PAPER_RAMPUP}); {data}; {seeds}")
+        text = (f"{self.epochs} epochs (the paper: {paper_epochs}); learning rate x0.1 from "
+                f"epochs {first} and {second} (0-indexed; the paper: {paper_drops[0]} and "
+                f"{paper_drops[1]}); distillation ramp-up over {rampup} epochs (the "
+                f"paper: {paper_rampup}); {data}; {seeds}")
         return text + ("; smoke: the tiny backbone, a check of the harness and not a measurement"
                        if self.smoke else "")
 

@@ -7,17 +7,23 @@ the paper's value. Cells of one experiment that need the same training share one
 reads the ensembles of Table 2's runs).
 
 The paper's numbers are top-1 error rates in %, mean ± std of 3 runs, from Chen et al., "Online
-Knowledge Distillation with Diverse Peers", AAAI 2020: Tables 1, 2, 4, 5 and 6 (Table 4 gives no
-std). Figures 2 and 3 print no numbers; Figure 3's 4-student points are Table 2's.
+Knowledge Distillation with Diverse Peers", AAAI 2020: Tables 1, 2, 3, 4, 5 and 6 (Tables 3 and
+4 give no std). Figures 2 and 3 print no numbers; Figure 3's 4-student points are Table 2's.
+Table 3's ImageNet-2012 cells need `imagenet2012` prepared for tfds (a manual download);
+without it they are listed as not available, with what to prepare.
 """
 
 import dataclasses
+import glob
+import os
 from typing import Optional
 
 from okddip_tf import methods
+from okddip_tf.config import authors_dropout
 from okddip_tf.errors import ConfigError
 
 PAPER = "Chen et al., AAAI 2020"
+IMAGENET = "imagenet2012"
 # The architectures of Tables 1 and 2: the paper's name and okddip_tf's backbone.
 ARCHITECTURES = {
     "DenseNet-40-12": "densenet40_12",
@@ -74,6 +80,11 @@ class Run:
         return "_".join(parts)
 
     @property
+    def schedule(self):
+        """The paper's schedule the budget scales for this run (okddip_tf.reproduce.budget)."""
+        return "imagenet" if self.dataset == IMAGENET else "cifar"
+
+    @property
     def config_arg(self):
         """The argument of configs/paper.py that builds this run's config."""
         return (f"dataset={self.dataset},method={self.method},backbone={self.backbone},"
@@ -110,6 +121,11 @@ class Experiment:
     note: str = ""
     row_label: str = "Network"  # what the rows are
 
+    @property
+    def schedule(self):
+        """The paper's schedule its runs follow: "imagenet" (Table 3) or "cifar"."""
+        return self.cells[0].run.schedule
+
     def runs(self):
         """The distinct runs of its cells, teachers first, in the order of the cells."""
         ordered = []
@@ -120,12 +136,26 @@ class Experiment:
         return ordered
 
 
+def paper_run(dataset, backbone, method, sharing="branch", num_students=4, options=()):
+    """A `Run` with the authors' architecture settings its backbone has an option for.
+
+    VGG-16: dropout 0.5 in the authors' branch-based models and 0.0 for one network and for
+    network-based groups (`okddip_tf.config.authors_dropout`), set explicitly so the run's
+    command and folder name say it.
+    """
+    if backbone == "vgg16":
+        spec = methods.SPECS.get(method)
+        students = 1 if spec is not None and spec.max_students == 1 else num_students
+        options = (("model.dropout", authors_dropout(sharing, students)),) + tuple(options)
+    return Run(dataset, backbone, method, sharing, num_students, tuple(options))
+
+
 def comparison_table(name, dataset, numbers):
     """Table 1 or 2: every architecture x the 7 comparison columns."""
     cells = []
     for row, values in numbers.items():
         for (column, method, sharing), value in zip(COMPARISON, values):
-            run = Run(dataset, ARCHITECTURES[row], method, sharing)
+            run = paper_run(dataset, ARCHITECTURES[row], method, sharing)
             note = ("The authors share one third dense block between the branches; okddip_tf "
                     "gives each branch its own." if row.startswith("DenseNet") and
                     sharing == "branch" and method != "baseline" else "")
@@ -165,6 +195,27 @@ TABLE2 = comparison_table("table2", "cifar100", {
 })
 
 
+def imagenet_table():
+    """Table 3: ResNet-34 on ImageNet-2012, 4 students (OKDDip both network- and branch-based).
+
+    The paper prints no std for it. Branch groups share all but the last two stages (decision
+    17); the recipe is the paper's ImageNet one (okddip_tf.config.imagenet_recipe).
+    """
+    columns = (("Baseline", "baseline", "branch", 26.76), ("DML", "dml", "network", 26.03),
+               ("CL-ILR", "cl_ilr", "branch", 26.06), ("ONE", "one", "branch", 25.92),
+               ("OKDDip (network)", "okddip", "network", 25.42),
+               ("OKDDip (branch)", "okddip", "branch", 25.60))
+    cells = tuple(Cell("ResNet-34", column, paper_run(IMAGENET, "resnet34_imagenet", method,
+                                                      sharing), (value, None))
+                  for column, method, sharing, value in columns)
+    return Experiment(
+        "table3", "Top-1 error (%) of ResNet-34 on ImageNet-2012, 4 students", "table",
+        ("ResNet-34",), tuple(column for column, _, _, _ in columns), cells,
+        "ImageNet recipe: batch 256, weight decay 1e-4, lr /10 at 30 and 60 of 90 epochs (pass "
+        "--epochs=90 for the paper's schedule; other budgets scale it). Branch-based students "
+        "own the last two stages. Needs imagenet2012 prepared for tfds.")
+
+
 def ensemble_table():
     """Table 4: the branch-based peers' ensemble on CIFAR-100 (OKDDip without a leader)."""
     numbers = {"VGG-16": (25.56, 25.54, 24.95, 25.62), "ResNet-32": (27.01, 24.90, 23.45, 23.74),
@@ -173,7 +224,7 @@ def ensemble_table():
                ("OKDDip", "okddip", (("okddip.two_level", False),)),
                ("Ind", "independent", ()))
     cells = tuple(
-        Cell(row, column, Run("cifar100", ARCHITECTURES[row], method, options=options),
+        Cell(row, column, paper_run("cifar100", ARCHITECTURES[row], method, options=options),
              (value, None), metric="ensemble")
         for row, values in numbers.items() for (column, method, options), value in
         zip(columns, values))
@@ -205,6 +256,11 @@ def ablation_table():
         "drawn from the seed is reported.")
 
 
+# The authors' KD loads its teacher's best.pth (train_kd.py:305-314), the checkpoint of the epoch
+# with the best test accuracy (train.py:223-232): selected on the test split.
+BEST_TEACHER = (("kd.teacher_checkpoint", "best"),)
+
+
 def teacher_table():
     """Table 6: ResNet-32 with a ResNet-110 teacher, CIFAR-10 and CIFAR-100."""
     numbers = {"CIFAR-10": ("cifar10", ((6.34, .03), (6.08, .11), (5.58, .08), (5.36, .06),
@@ -215,15 +271,18 @@ def teacher_table():
     for row, (dataset, values) in numbers.items():
         teacher = Run(dataset, "resnet110_bottleneck", "baseline")
         runs = (("Baseline", Run(dataset, "resnet32", "baseline")),
-                ("KD", Run(dataset, "resnet32", "kd", teacher=teacher)),
+                ("KD", Run(dataset, "resnet32", "kd", options=BEST_TEACHER, teacher=teacher)),
                 ("OKDDip", Run(dataset, "resnet32", "okddip")),
-                ("OKDDip+KD", Run(dataset, "resnet32", "okddip_kd", teacher=teacher)),
+                ("OKDDip+KD", Run(dataset, "resnet32", "okddip_kd", options=BEST_TEACHER,
+                                  teacher=teacher)),
                 ("Teacher", teacher))
         cells += [Cell(row, column, run, value) for (column, run), value in zip(runs, values)]
     return Experiment(
         "table6", "Top-1 error (%) of ResNet-32 with a ResNet-110 teacher", "table",
         tuple(numbers), ("Baseline", "KD", "OKDDip", "OKDDip+KD", "Teacher"), tuple(cells),
-        "The teacher is the bottleneck ResNet-110 baseline trained at the same budget and seed.",
+        "The teacher is the bottleneck ResNet-110 baseline trained at the same budget and seed; "
+        "KD and OKDDip+KD load its best test-split epoch (kd.teacher_checkpoint=best), as the "
+        "authors' KD loads best.pth.",
         row_label="Dataset")
 
 
@@ -231,7 +290,7 @@ def diversity_figure():
     """Figure 2: peer diversity per epoch of the branch-based methods, CIFAR-100."""
     columns = (("OKDDip", "okddip"), ("ONE", "one"), ("CL-ILR", "cl_ilr"), ("Ind", "independent"))
     rows = ("ResNet-32", "ResNet-110")
-    cells = tuple(Cell(row, column, Run("cifar100", ARCHITECTURES[row], method),
+    cells = tuple(Cell(row, column, paper_run("cifar100", ARCHITECTURES[row], method),
                        metric="diversity")
                   for row in rows for column, method in columns)
     return Experiment(
@@ -259,8 +318,8 @@ def group_size_figure():
 
 
 EXPERIMENTS = {experiment.name: experiment for experiment in (
-    TABLE1, TABLE2, ensemble_table(), ablation_table(), teacher_table(), diversity_figure(),
-    group_size_figure())}
+    TABLE1, TABLE2, imagenet_table(), ensemble_table(), ablation_table(), teacher_table(),
+    diversity_figure(), group_size_figure())}
 
 
 def get_experiment(name):
@@ -287,8 +346,32 @@ def select(experiment, only=None):
                  if any(word in cell_terms(cell) for word in words))
 
 
+def tfds_prepared(name, data_dir=None):
+    """Whether tfds has `name` prepared in `data_dir` (None: $TFDS_DATA_DIR, then tfds' default
+    ~/tensorflow_datasets): a `<data_dir>/<name>/<version>/dataset_info.json` exists."""
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+        os.path.join("~", "tensorflow_datasets"))
+    return bool(glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json"))), data_dir
+
+
+def missing_data(dataset):
+    """What to prepare before `dataset` can train ("" when it can): only ImageNet-2012, which
+    tfds cannot download (CIFAR is downloaded on first use)."""
+    if dataset != IMAGENET:
+        return ""
+    prepared, data_dir = tfds_prepared(dataset)
+    if prepared:
+        return ""
+    return (f"dataset {dataset!r} is not prepared in {data_dir}: download "
+            "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org (after "
+            "registering) into a folder, run `tfds build imagenet2012 --manual_dir=<that folder> "
+            f"--data_dir={data_dir}` (about 150 GB), and set TFDS_DATA_DIR to that data_dir if "
+            "it is not the default")
+
+
 def unavailable(run):
-    """Why this installation cannot train `run` ("" when it can): a missing method or backbone."""
+    """Why this installation cannot train `run` ("" when it can): a missing method, backbone or
+    dataset (see `missing_data`)."""
     from okddip_tf import models  # pylint: disable=import-outside-toplevel  (Keras: on use)
 
     for needed in filter(None, (run, run.teacher)):
@@ -296,4 +379,7 @@ def unavailable(run):
             return f"method {needed.method!r} is not implemented"
         if needed.backbone not in models.BACKBONES:
             return f"backbone {needed.backbone!r} is not implemented"
+        missing = missing_data(needed.dataset)
+        if missing:
+            return missing
     return ""

@@ -50,7 +50,7 @@ def override_value(value):
 def train_command(run, budget, seed, workdir, executable=None):
     """The `okddip train` argv of one cell and seed (its teacher, if any, in the same workdir)."""
     spec = f"{config_file()}:{run.config_arg}" + (",smoke" if budget.smoke else "")
-    overrides = {**dict(run.options), **budget.overrides(seed), "train.verbose": 2}
+    overrides = {**dict(run.options), **budget.overrides(seed, run.schedule), "train.verbose": 2}
     if run.teacher is not None:
         overrides["kd.teacher"] = os.path.abspath(run_dir(workdir, run.teacher, seed))
         overrides["kd.teacher_config"] = ""
