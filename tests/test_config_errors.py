@@ -98,3 +98,4 @@ def test_only_the_declarations_name_the_methods_that_need_a_teacher():
 def test_unknown_method_options_are_refused_by_name():
     with pytest.raises(ConfigError, match=r"has no option\(s\) \['atention'\]"):
         methods.specs.check_options(methods.get_spec("okddip"), {"atention": "mean"})
+
