@@ -129,9 +129,7 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
     else:
         raise ValueError(f"Unknown data source {source!r}; use 'tfds' or 'folder'.")
     num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
-    if num_train < batch_size:
-        raise ValueError(f"The training set has {num_train} examples, fewer than "
-                         f"batch_size={batch_size}: drop_remainder would give 0 steps.")
+    pipeline.check_enough_examples(num_train, batch_size)
     info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
                        image_shape=(image_size, image_size, 3), pixel_mean=IMAGENET_MEAN,
                        pixel_std=IMAGENET_STD, **meta)

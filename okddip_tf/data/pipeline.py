@@ -213,6 +213,15 @@ def check_batch_size(batch_size):
         raise ConfigError(f"batch sizes must be integers >= 1, got {batch_size!r}.")
 
 
+def check_enough_examples(num_train, batch_size):
+    """Fails with a ConfigError when the training set fills no full batch (the training
+    pipeline drops the remainder, so an epoch would have no step)."""
+    if num_train < batch_size:
+        raise ConfigError(f"The training set has {num_train} examples, fewer than "
+                          f"batch_size={batch_size}: drop_remainder would give 0 steps. "
+                          "Use more train_examples or a smaller batch_size.")
+
+
 def subset_size(requested, available, split):
     """How many examples of `split` to use: `requested` (None: all `available`), checked."""
     if requested is None:

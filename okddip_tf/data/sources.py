@@ -18,8 +18,9 @@ from okddip_tf import compat, progress
 from okddip_tf.data import download as download_module
 from okddip_tf.data import imagenet, npz
 from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
-from okddip_tf.data.pipeline import (AUTOTUNE, check_batch_size, compute_pixel_stats,
-                                     folder_split, prepare_dataset, subset_size)
+from okddip_tf.data.pipeline import (AUTOTUNE, check_batch_size, check_enough_examples,
+                                     compute_pixel_stats, folder_split, prepare_dataset,
+                                     subset_size)
 from okddip_tf.errors import ConfigError, InputError, MissingInputError
 
 
@@ -86,10 +87,7 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
     else:
         raise ConfigError(f"Unknown data source {source!r}; use 'tfds', 'folder' or 'npz'.")
     num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
-    if num_train < batch_size:
-        raise ConfigError(f"The training set has {num_train} examples, fewer than "
-                          f"batch_size={batch_size}: drop_remainder would give 0 steps. "
-                          "Use more train_examples or a smaller batch_size.")
+    check_enough_examples(num_train, batch_size)
     if source == "tfds" and name in KNOWN_PIXEL_STATS:
         mean, std = KNOWN_PIXEL_STATS[name]
     else:
