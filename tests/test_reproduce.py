@@ -20,7 +20,8 @@ import pytest
 
 from okddip_tf import atomic_files
 from okddip_tf.config import load_config_file
-from okddip_tf.reproduce import Budget, budget as budgets, figures, manifest, report, runner
+from okddip_tf.reproduce import (Budget, budget as budgets, figures, machine, manifest, report,
+                                  runner)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPEC = REPO_ROOT.parent / "shared" / "reference" / "okddip_spec.md"
@@ -455,6 +456,41 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
     runner.Runner(again, budget, workdir, executable=executable, poll_seconds=0.05,
                   echo=lines.append).run()
     assert len(trained()) == 4
+
+
+def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_path,
+                                                                           fake_trainer):
+    executable, _ = fake_trainer
+    workdir, budget = str(tmp_path / "grid"), Budget(epochs=3, seeds=1)
+    run = manifest.Run("cifar100", "resnet32", "baseline")
+    directory = runner.run_dir(workdir, run, 0)
+    write_run(directory, [0.1])  # one epoch trained before sittings were recorded
+    os.remove(os.path.join(directory, "metrics.json"))
+    tasks = runner.plan([run], budget, workdir)
+    runner.Runner(tasks, budget, workdir, executable=executable, poll_seconds=0.05,
+                  echo=lambda line: None).run()
+    assert tasks[0].state == "finished", tasks[0].reason
+    cpu = machine.cpu_kind()
+    here = f"{cpu['model_name']} ({cpu['kind']})"
+    sittings = json.load(open(os.path.join(directory, runner.SITTINGS)))
+    assert [s["from_epoch"] for s in sittings] == [1] and sittings[0]["cpu"] == here
+    assert runner.sitting_cpus(directory, 3) == {"not recorded": 1, here: 2}
+    experiment = manifest.EXPERIMENTS["table2"]
+    results = report.collect(experiment, workdir, budget)
+    seed = next(c for c in results["cells"] if c["run"] == run.id)["seeds"]["0"]
+    assert seed["cpus"] == {"not recorded": 1, here: 2}
+    text = report.markdown(results)
+    line = next(line for line in text.splitlines() if line.startswith("**Epochs trained per CPU"))
+    assert f"{here}: 2" in line and "not recorded: 1" in line
+
+
+def test_the_latest_sitting_that_started_at_or_before_an_epoch_trained_it(tmp_path):
+    # A then B; C resumed from an earlier checkpoint than B and retrained B's epochs.
+    atomic_files.write_json(str(tmp_path / runner.SITTINGS), [
+        {"from_epoch": 2, "cpu": "A"}, {"from_epoch": 5, "cpu": "B"},
+        {"from_epoch": 4, "cpu": "C"}])
+    assert runner.sitting_cpus(str(tmp_path), 7) == {"not recorded": 2, "A": 2, "C": 3}
+    assert runner.sitting_cpus(str(tmp_path / "none"), 2) == {"not recorded": 2}
 
 
 def test_a_failed_teacher_stops_its_students_and_the_rest_go_on(tmp_path, fake_trainer,

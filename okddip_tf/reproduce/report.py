@@ -1,7 +1,8 @@
 """The reproduction's results and report: ours beside the paper's, cell by cell.
 
-`collect` reads every cell's run folders (history.json, metrics.json, timing.json) into plain
-numbers; `write` turns them into `results.json` and `report.md` (and figures, see figures.py).
+`collect` reads every cell's run folders (history.json, metrics.json, timing.json, sittings.json)
+into plain numbers; `write` turns them into `results.json` and `report.md` (and figures, see
+figures.py).
 Two protocols: the paper's (the best test epoch of each seed, as the authors' code selects it)
 and the honest one (the last epoch). Errors are top-1 in %, mean ± sample std over seeds.
 `comparisons` computes each column's difference from Baseline (and the OKDDip columns' from every
@@ -29,7 +30,8 @@ def seed_result(directory, metric, epochs):
     """One seed's numbers for a cell, or its state when it has not finished."""
     done = runner.epochs_done(directory)
     if not runner.is_finished(directory, epochs):
-        return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done}
+        return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done,
+                "cpus": runner.sitting_cpus(directory, done)}
     history = atomic_files.read_json(os.path.join(directory, "history.json"))
     reporting = atomic_files.read_json(os.path.join(directory, "metrics.json"))["reporting"]
     seconds = runner.epoch_seconds(directory)
@@ -39,7 +41,9 @@ def seed_result(directory, metric, epochs):
               "timed_epochs": len(timed),
               # Robust to a few epochs slowed by other work on a shared machine.
               "median_epoch_seconds": float(np.median(timed)) if timed else None,
-              "epoch_seconds": seconds}
+              "epoch_seconds": seconds,
+              # Epochs per CPU: timings compare only within one CPU kind.
+              "cpus": runner.sitting_cpus(directory, done)}
     if metric == "diversity":
         curve = history.get("val_diversity")
         result["curve"] = curve
@@ -533,6 +537,22 @@ def cell_rows(results):
     return "\n".join(lines)
 
 
+def trained_on_text(results):
+    """The report's lines on which CPUs trained the finished seeds' epochs (the cells may have
+    trained over several sittings on other machines than the one writing the report)."""
+    epochs = {}
+    for cell in results["cells"]:
+        for seed in cell["seeds"].values():
+            if seed["state"] == "finished" and "source" not in seed:
+                for cpu, count in seed.get("cpus", {}).items():
+                    epochs[cpu] = epochs.get(cpu, 0) + count
+    if not epochs:
+        return []
+    listed = "; ".join(f"{cpu}: {count}" for cpu, count in sorted(epochs.items()))
+    return [f"**Epochs trained per CPU** (finished seeds of this workdir, from each run's "
+            f"sittings.json; \"not recorded\": trained before it was kept): {listed}.", ""]
+
+
 def best_epochs(cell):
     epochs = [str(seed["best_epoch"]) for seed in cell["seeds"].values() if "best_epoch" in seed]
     return f" (epoch {', '.join(epochs)})" if epochs else ""
@@ -551,6 +571,7 @@ def markdown(results, figures=(), figures_note=""):
              f"**Budget:** {results['budget']['description']}.", "",
              f"**Machine:** {machine_text(results['machine'])}. Generated "
              f"{results['generated']}.", "",
+             *trained_on_text(results),
              f"**Cells:** {len(measured)} of {len(kept)} finished{selection}" +
              (f"; {len(kept) - len(measured)} not: see their state below"
               if len(measured) < len(kept) else "") +

@@ -9,6 +9,7 @@ bounded time, kills any still running, then raises the interrupt again.
 """
 
 import dataclasses
+import datetime
 import os
 import shlex
 import signal
@@ -18,9 +19,10 @@ import time
 
 from okddip_tf import atomic_files
 from okddip_tf.errors import MissingInputError
-from okddip_tf.reproduce import manifest
+from okddip_tf.reproduce import machine, manifest
 
 CONFIG_FILE = os.path.join("configs", "paper.py")
+SITTINGS = "sittings.json"
 POLL_SECONDS = 10
 # How long a signal's stop waits for the running trainings (each stops within a training step and
 # exits) before killing them.
@@ -76,6 +78,36 @@ def epoch_seconds(directory):
     """The timed epochs' wall seconds (timing.json; None for epochs timed before it existed)."""
     timing = atomic_files.read_json(os.path.join(directory, "timing.json"), {})
     return timing.get("epoch_seconds", [])
+
+
+def record_sitting(directory):
+    """Appends to `sittings.json` the CPU this sitting trains on and the epoch it starts from.
+
+    A cell trained over several sittings may have moved between machines, and epoch times
+    compare only within one CPU kind, so the report lists the CPUs behind every seed.
+    """
+    path = os.path.join(directory, SITTINGS)
+    cpu = machine.cpu_kind()
+    sittings = atomic_files.read_json(path, [])
+    sittings.append({"from_epoch": epochs_done(directory),
+                     "cpu": f"{cpu['model_name']} ({cpu['kind']})",
+                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                         timespec="seconds")})
+    atomic_files.write_json(path, sittings)
+
+
+def sitting_cpus(directory, epochs):
+    """The CPUs that trained the first `epochs` epochs in `directory`, and how many epochs each
+    trained ("not recorded" for epochs trained before sittings.json existed)."""
+    sittings = atomic_files.read_json(os.path.join(directory, SITTINGS), [])
+    # In the order they ran: an epoch was last trained by the latest sitting that started at or
+    # before it (a sitting that resumed from an earlier checkpoint trained its epochs again).
+    starts = [(0, "not recorded")] + [(s["from_epoch"], s["cpu"]) for s in sittings]
+    trained = {}
+    for epoch in range(epochs):
+        cpu = [name for start, name in starts if start <= epoch][-1]
+        trained[cpu] = trained.get(cpu, 0) + 1
+    return trained
 
 
 def duration(seconds):
@@ -219,6 +251,7 @@ class Runner:
         self.echo(f"{self.label(task)}: " + (f"resuming after epoch {done}" if done else
                                                "starting") +
                   f" of {self.budget.epochs}; log {os.path.join(task.directory, 'train.log')}")
+        record_sitting(task.directory)
         task.log = open(os.path.join(task.directory, "train.log"), "a", encoding="utf-8")
         task.log.write(f"$ {shlex.join(command)}\n")
         task.log.flush()
