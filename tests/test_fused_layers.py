@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okddip_tf.models import batchnorm, get_backbone
+from okddip_tf import batchnorm
+from okddip_tf.models import get_backbone
 from okddip_tf.models import resnet_cifar
 
 

@@ -218,6 +218,20 @@ def test_one_gate_rows_sum_to_one_and_teacher_is_the_gated_sum():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_one_gate_batchnorm_updates_its_running_variance_as_pytorch_does():
+    """torch.nn.BatchNorm1d: running_var <- 0.9 running_var + 0.1 * unbiased batch variance."""
+    gate = one.build_gate(channels=5, num_students=3)
+    feature_map = np.random.default_rng(11).normal(size=(6, 2, 2, 5)).astype(np.float32)
+    gate(feature_map, training=True)
+    dense = gate.get_layer("dense")
+    logits = feature_map.mean(axis=(1, 2)) @ np.asarray(dense.kernel) + np.asarray(dense.bias)
+    bn = gate.get_layer("bn")
+    np.testing.assert_allclose(np.asarray(bn.moving_variance),
+                               0.9 + 0.1 * logits.var(axis=0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), 0.1 * logits.mean(axis=0),
+                               rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("detach,reaches", [(False, True), (True, False)])
 def test_one_gate_learns_through_the_kl_terms_unless_detached(detach, reaches):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -18,6 +18,7 @@ from keras import layers, ops
 from okddip_tf import losses
 from okddip_tf.initializers import linear_initializers
 from okddip_tf.methods import base
+from okddip_tf.batchnorm import BatchNormalization
 
 
 def build_gate(channels, num_students, name="gate", init_std=None):
@@ -25,13 +26,16 @@ def build_gate(channels, num_students, name="gate", init_std=None):
 
     `init_std`: the dense layer's weights from N(0, init_std) and zero bias (the authors' VGG-16
     ONE, `vgg_one.py:71,83-85`: 0.01); None: PyTorch's default (their ResNet ONE).
+    The BatchNorm is the authors' `nn.BatchNorm1d`: momentum 0.1 (Keras' 0.9), epsilon 1e-5, and
+    a running variance updated with the unbiased batch variance, as PyTorch does.
     """
     kernel, bias = linear_initializers(channels, init_std)
     feature_map = keras.Input(shape=(None, None, channels), name="shared_features")
     x = layers.GlobalAveragePooling2D(name="pool", dtype="float32")(feature_map)
     x = layers.Dense(num_students, kernel_initializer=kernel, bias_initializer=bias,
                      name="dense", dtype="float32")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn", dtype="float32")(x)
+    x = BatchNormalization(momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True, name="bn",
+                           dtype="float32")(x)
     x = layers.ReLU(name="relu", dtype="float32")(x)
     weights = layers.Softmax(name="softmax", dtype="float32")(x)
     return keras.Model(feature_map, weights, name=name)

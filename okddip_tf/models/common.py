@@ -22,7 +22,7 @@ from keras import layers
 from okddip_tf.initializers import torch_linear_initializer
 from okddip_tf.models.backbone import Backbone
 from okddip_tf.models.registry import register_backbone
-from okddip_tf.models.batchnorm import BatchNormalization
+from okddip_tf.batchnorm import BatchNormalization
 
 # batchnorm option -> (momentum, epsilon)
 BATCHNORM_STYLES = {"pytorch": (0.9, 1e-5), "keras": (0.99, 1e-3)}
@@ -61,7 +61,7 @@ def batch_norm(name, norm):
         norm = NormSettings(bool(norm))
     momentum, epsilon = BATCHNORM_STYLES[norm.style]
     kwargs = {"synchronized": True} if norm.synchronized else {}
-    # TensorFlow's fused kernel in training (okddip_tf.models.batchnorm); the PyTorch style also
+    # TensorFlow's fused kernel in training (okddip_tf.batchnorm); the PyTorch style also
     # takes PyTorch's moving-variance update (the unbiased batch variance), Keras' the biased one.
     return BatchNormalization(momentum=momentum, epsilon=epsilon, name=name,
                               unbiased_moving_variance=norm.style == "pytorch", **kwargs)
