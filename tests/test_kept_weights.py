@@ -7,13 +7,15 @@ The reference is the saved model itself: every comparison reads its weights back
 """
 
 import os
+import types
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
 
-from okddip_tf import GroupModel, models, preflight
+from okddip_tf import GroupModel, builders, models, preflight, train
+from okddip_tf.deploy import export
 from okddip_tf.config import apply_smoke, get_base_config, validate_config
 from okddip_tf.errors import ConfigError, MissingInputError
 from okddip_tf.optim import CoupledSGD
@@ -195,3 +197,42 @@ def test_the_command_line_checks_an_own_model_before_loading_data(saved, monkeyp
     config.model.weights = "old"
     with pytest.raises(ConfigError, match="model.weights must be keep or fresh"):
         validate_config(config)
+
+
+def test_the_config_builds_a_keras_file_backbone_for_the_datasets_classes(saved):
+    path, reference = saved
+    config = apply_smoke(get_base_config())
+    config.model.backbone, config.model.split_at = path, "mid_out"
+    info = types.SimpleNamespace(num_classes=100, image_shape=SHAPE)
+    backbone = builders.build_backbone(config, info)
+    assert backbone.get_config()["weights"] == "keep"  # the default for a file
+    head = backbone.build_head("head", 100, False, deployed=True)
+    assert_layers_equal(core(head), reference, skip=("predictions",))
+    assert core(head).get_layer("predictions").kernel.shape == (16, 100)
+    config.model.weights = "fresh"
+    head = builders.build_backbone(config, info).build_head("head", 100, False, deployed=True)
+    assert not np.allclose(core(head).get_layer("top_conv").kernel.numpy(),
+                           reference["top_conv"][0])
+
+
+@pytest.mark.slow
+def test_okddip_train_fine_tunes_a_keras_file_and_exports_without_it(tfds_data_dir, tmp_path):
+    """--config.model.backbone=FILE.keras: kept weights, CIFAR-100's 100 classes replacing the
+    file's 10; the run's checkpoint exports with the file gone. (Resuming rebuilds the group
+    through the same builders as the factory run of test_keras_backbone.py, which resumes.)"""
+    path = str(tmp_path / "pretrained32.keras")
+    pretrained(shape=(32, 32, 3)).save(path)
+    workdir = str(tmp_path / "run")
+    config = apply_smoke(get_base_config())
+    config.model.backbone, config.model.split_at = path, "mid_out"
+    config.data.data_dir = tfds_data_dir
+    config.data.train_examples, config.data.eval_examples = 128, 64
+    config.train.epochs, config.train.verbose = 1, 0
+    group, _, _ = train.train_and_evaluate(config, workdir)
+    assert group.get_config()["backbone"]["weights"] == "keep"
+    assert core(group.heads[0]).get_layer("predictions").kernel.shape == (16, 100)
+    os.remove(path)
+    report = export.export_workdir(workdir, formats=["saved_model"], representative_examples=0)
+    assert report["parameters"]["leader"] == keras.Model.count_params(
+        pretrained(100, (32, 32, 3)))
+    assert report["artefacts"]["saved_model"]["max_abs_probability_diff"] < 1e-5
