@@ -28,15 +28,11 @@ def pretrained(num_classes=10, shape=SHAPE):
     """A small classifier whose weights (BatchNorm statistics included) are set to known values;
     its stem is frozen, its classifier's initializer has a fixed seed."""
     images = keras.Input(shape=shape, name="images")
-    x = layers.Conv2D(8, 3, padding="same", name="stem_conv")(images)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
-    x = layers.Conv2D(8, 3, padding="same", name="mid_conv")(x)
-    x = layers.BatchNormalization(name="mid_bn")(x)
-    x = layers.ReLU(name="mid_out")(x)
-    x = layers.Conv2D(16, 3, strides=2, padding="same", name="top_conv")(x)
-    x = layers.BatchNormalization(name="top_bn")(x)
-    x = layers.ReLU(name="top_relu")(x)
+    x = images
+    for block, filters, strides, out in (("stem", 8, 1, "stem_relu"), ("mid", 8, 1, "mid_out"),
+                                         ("top", 16, 2, "top_relu")):
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", name=f"{block}_conv")(x)
+        x = layers.ReLU(name=out)(layers.BatchNormalization(name=f"{block}_bn")(x))
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions",
                            kernel_initializer=keras.initializers.GlorotUniform(seed=7))(x)
