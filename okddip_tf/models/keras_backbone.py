@@ -18,6 +18,11 @@ layer (the last layer with weights before the output; globally average-pooled wh
 feature map), or the output of the layer `features_at`. A final softmax (a softmax layer, or a
 softmax activation on the classification layer) is removed: the group needs logits.
 
+The model's input may be of any kind: images of any size and channel count, token ids (an input
+an `Embedding` reads: int32, values below its input_dim), feature vectors, frames
+(`okddip_tf.inputs.InputSpec`, `Backbone.inputs()`). Only image models get the group's pixel
+normalisation, and only when they do not normalise their input themselves (`raw_pixels`).
+
 The backbone serialises the model's architecture into the group's config, so a saved group loads,
 resumes and exports without the code that built the model, as long as the model consists of
 Keras' own layers (custom layers must be registered with
@@ -44,8 +49,9 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
     """Turns a functional Keras classifier (or a function building one) into a `Backbone`.
 
     Args:
-      model_or_factory: a functional (or Sequential) `keras.Model` from images to class scores;
-        a function returning one; or "package.module:function" naming such a function.
+      model_or_factory: a functional (or Sequential) `keras.Model` from one input (images,
+        token ids, feature vectors, frames: `Backbone.inputs()` reads its spec) to class
+        scores; a function returning one; or "package.module:function" naming such a function.
       split_at: the layer after which the branches start (branch-based groups share everything
         up to and including it). None splits right before the classification layer, so the
         students share all but their classifiers.
@@ -54,6 +60,7 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
       raw_pixels: the model normalises its input itself (its first layer is a Rescaling or
         Normalization layer, as in keras.applications models with built-in preprocessing): the
         group then feeds it raw [0, 255] pixels instead of normalising them. None detects it.
+        Only image models are normalised by the group: for other inputs it is always False.
       factory_kwargs: keyword arguments given to a factory, each only if the factory's
         signature accepts it (e.g. {"num_classes": 10, "input_shape": (32, 32, 3)}).
 
