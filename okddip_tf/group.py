@@ -33,12 +33,13 @@ class GroupModel(keras.Model):
     """A group of m students of one backbone trained together by a method; one is deployed.
 
     For OKDDip (the default) the group is m - 1 auxiliary peers and a group leader. The group
-    takes whatever single input its backbone takes (`input_spec`): raw images for the paper's
+    takes whatever single input its backbone takes (`example_spec`): raw images for the paper's
     networks, or, from your own model (`okddip_tf.models.from_keras`), images of any shape,
-    token ids [B, T], feature vectors [B, F], frames [B, T, F]. `group(inputs)` returns a dict: `leader_logits` [B, C] (the deployed student); with peers, `peer_logits`
-    [B, P, C]; and what the method adds (OKDDip: `attention` [B, P, P], rows summing to 1, and
-    `peer_targets` [B, P, C], the attention-mixed peer logits; ONE: `gate` and
-    `teacher_logits`; KD: `teacher_logits`). `group.leader` is the deployable functional model
+    token ids [B, T], feature vectors [B, F], frames [B, T, F]. `group(inputs)` returns a dict:
+    `leader_logits` [B, C] (the deployed student); with peers, `peer_logits` [B, P, C]; and
+    what the method adds (OKDDip: `attention` [B, P, P], rows summing to 1, and `peer_targets`
+    [B, P, C], the attention-mixed peer logits; ONE: `gate` and `teacher_logits`; KD:
+    `teacher_logits`). `group.leader` is the deployable functional model
     (raw inputs -> logits) that shares the trained weights.
 
     On TensorFlow the group runs its own steps, and `predict` returns the leader's logits. Other

@@ -285,3 +285,33 @@ def test_a_group_config_of_earlier_versions_loads():
            "image_shape": [16, 16, 3], "pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3}
     del old["input_spec"]
     assert GroupModel.from_config(old).normalizer is None
+
+
+def test_okddip_export_takes_the_examples_of_a_token_group(tmp_path):
+    """`okddip export --checkpoint=... --examples=...`: a group trained in Python has no workdir
+    data; the examples file calibrates the int8 file and measures parity on token ids."""
+    group = GroupModel(backbone=models.from_keras(token_classifier()), num_classes=CLASSES,
+                       num_students=2, method="dml", sharing="network")
+    group.save(tmp_path / "text.keras")
+    x, y = marker_task(48, seed=6)
+    np.savez(tmp_path / "examples.npz", inputs=x, labels=y)
+    result = subprocess.run(
+        [sys.executable, "-m", "okddip_tf.cli", "export", f"--checkpoint={tmp_path}/text.keras",
+         f"--examples={tmp_path}/examples.npz", "--formats=saved_model,int8",
+         "--calibration_images=32"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "export" / "leader" / "1" / export.REPORT_NAME) as f:
+        report = json.load(f)
+    assert report["evaluation"] == {"images": "evaluation inputs", "count": 48,
+                                    "keras_accuracy": report["evaluation"]["keras_accuracy"]}
+    assert report["evaluation"]["keras_accuracy"] == pytest.approx(
+        np.mean(leader_logits(group, x).argmax(-1) == y))
+    assert report["artefacts"]["int8"]["calibration"]["inputs"] == 32
+    assert report["artefacts"]["int8"]["input_dtype"] == "int32"
+    assert report["artefacts"]["saved_model"]["max_abs_logit_diff"] <= SAVED_MODEL_ATOL
+    np.savez(tmp_path / "bad.npz", tokens=x)
+    result = subprocess.run(
+        [sys.executable, "-m", "okddip_tf.cli", "export", f"--checkpoint={tmp_path}/text.keras",
+         f"--examples={tmp_path}/bad.npz", "--overwrite"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1 and "holds ['tokens'], no `inputs`" in result.stderr
