@@ -287,9 +287,9 @@ def resolve_leader(group_or_leader, image_shape):
     if image_shape and spec.is_image:
         spec = spec.with_shape(image_shape)
     if not spec.fully_defined:
-        raise ValueError(f"The export needs a fixed input shape, got {spec.describe()}: pass "
-                         "image_shape= (H, W, C), or build the group with image_shape= (or "
-                         "input_spec=).")
+        raise ValueError(f"The export needs a fixed {'image' if spec.is_image else 'input'} "
+                         f"shape, got {spec.describe()}: pass image_shape= (H, W, C), or build "
+                         "the group with image_shape= (or input_spec=).")
     return leader, spec, int(leader.output_shape[-1]), single_network
 
 
