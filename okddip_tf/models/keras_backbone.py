@@ -34,6 +34,11 @@ layer (the last layer with weights before the output; globally average-pooled wh
 feature map), or the output of the layer `features_at`. A final softmax (a softmax layer, or a
 softmax activation on the classification layer) is removed: the group needs logits.
 
+The model's input may be of any kind: images of any size and channel count, token ids (an input
+an `Embedding` reads: int32, values below its input_dim), feature vectors, frames
+(`okddip_tf.inputs.InputSpec`, `Backbone.inputs()`). Only image models get the group's pixel
+normalisation, and only when they do not normalise their input themselves (`raw_pixels`).
+
 The backbone serialises the model's architecture (not its weights) into the group's config, so a
 saved group loads, resumes and exports without the code or the file that made the model (the
 kept weights are in the group's own weights), as long as the model consists of Keras' own
@@ -49,7 +54,7 @@ import os
 import keras
 from keras import layers
 
-from okddip_tf import compat
+from okddip_tf import compat, inputs
 from okddip_tf.errors import MissingInputError
 from okddip_tf.models import transfer
 from okddip_tf.models.backbone import Backbone
@@ -71,8 +76,9 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
     ```
 
     Args:
-      model_or_factory: a functional (or Sequential) `keras.Model` from images to class scores;
-        the path of a `.keras` file holding one; a function returning one; or
+      model_or_factory: a functional (or Sequential) `keras.Model` from one input (images,
+        token ids, feature vectors, frames: `Backbone.inputs()` reads its spec) to class
+        scores; the path of a `.keras` file holding one; a function returning one; or
         "package.module:function" naming such a function.
       split_at: the layer after which the branches start (branch-based groups share everything
         up to and including it). None splits right before the classification layer, so the
@@ -82,6 +88,7 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
       raw_pixels: the model normalises its input itself (its first layer is a Rescaling or
         Normalization layer, as in keras.applications models with built-in preprocessing): the
         group then feeds it raw [0, 255] pixels instead of normalising them. None detects it.
+        Only image models are normalised by the group: for other inputs it is always False.
       factory_kwargs: keyword arguments given to a factory, each only if the factory's
         signature accepts it (e.g. {"num_classes": 10, "input_shape": (32, 32, 3)}).
       weights: "keep" (the students start from the model's weights, see the module docstring)
@@ -177,10 +184,11 @@ def from_config(config, source=None):
             f"features layer {producer(features).name!r} comes before it ({error}). Pass "
             f"split_at= one of the layers it can be split at, e.g. "
             f"{split_points(template, features, logits)[-8:]}.") from None
+    spec = input_spec_of(template)
     raw = config.get("raw_pixels")
     if raw is None:
         raw = first_layer_normalises(template)
-    input_shape = tuple(template.inputs[0].shape[1:])
+    raw = bool(raw) and spec.is_image  # only images are normalised by the group
     feature_shape = tuple(features.shape[1:])
     num_classes = int(logits.shape[-1])
 
@@ -196,8 +204,11 @@ def from_config(config, source=None):
 
     def build_trunk(name, sync_batchnorm):
         core = student_copy(trunk_template, sync_batchnorm)
-        images = keras.Input(shape=input_shape, name="normalized_images")
-        return keras.Model(images, core(images), name=name)
+        # The trunk reads what the group feeds it: normalised float images, or the input as
+        # it is (token ids stay integers).
+        x = keras.Input(shape=spec.shape, name="normalized_images" if spec.is_image
+                        else spec.name, dtype="float32" if spec.is_image else spec.dtype)
+        return keras.Model(x, core(x), name=name)
 
     def build_head(name, num_classes_wanted, sync_batchnorm, deployed=False):
         if num_classes_wanted != num_classes:
@@ -228,8 +239,8 @@ def from_config(config, source=None):
         keras.ops.prod(feature_shape))
     return Backbone(name=template.name, build_trunk=build_trunk, build_head=build_head,
                     trunk_channels=int(split.shape[-1]), feature_dim=int(feature_dim),
-                    raw_pixels=bool(raw), config={**config, "split_at": split_at,
-                                                  "raw_pixels": bool(raw)})
+                    raw_pixels=raw, input_spec=spec,
+                    config={**config, "split_at": split_at, "raw_pixels": raw})
 
 
 def is_keras_file(model_or_factory):
@@ -300,11 +311,9 @@ def check_functional(model):
                          f"outputs)).{hint}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"Model {model.name!r} has {len(model.inputs)} inputs and "
-                         f"{len(model.outputs)} outputs; a backbone needs one image input and "
+                         f"{len(model.outputs)} outputs; a backbone needs one input (images, token "
+                         "ids, features, ...) and "
                          "one output of class scores.")
-    if len(model.inputs[0].shape) != 4:
-        raise ValueError(f"Model {model.name!r} takes inputs of shape {model.inputs[0].shape}; "
-                         "a backbone needs images [batch, height, width, channels].")
 
 
 def producer(tensor):
@@ -406,10 +415,32 @@ def split_points(template, features, logits):
     return names
 
 
+def input_spec_of(template):
+    """The `InputSpec` of a model's input: its shape and dtype, the kind they suggest.
+
+    An input read by an `Embedding` layer holds token ids (int32, values below its input_dim),
+    whatever dtype its `keras.Input` was declared with.
+    """
+    tensor = template.inputs[0]
+    shape, dtype = tuple(tensor.shape[1:]), inputs.dtype_name(tensor.dtype)
+    embeddings = [layer for layer in consumers_of_input(template)
+                  if isinstance(layer, layers.Embedding)]
+    if embeddings:
+        return inputs.InputSpec(shape, dtype if dtype in inputs.INTEGER_DTYPES else "int32",
+                                kind="tokens",
+                                value_range=(0, min(layer.input_dim for layer in embeddings)))
+    kind = inputs.infer_kind(shape, dtype)
+    return inputs.InputSpec(shape, "float32" if kind == "images" else dtype, kind=kind,
+                            value_range=inputs.PIXEL_RANGE if kind == "images" else None)
+
+
+def consumers_of_input(template):
+    return [layer for layer in template.layers[1:] if any(
+        t is template.inputs[0] for inputs_ in compat.call_inputs(layer) for t in inputs_)]
+
+
 def first_layer_normalises(template):
-    consumers = [layer for layer in template.layers[1:] if any(
-        t is template.inputs[0] for inputs in compat.call_inputs(layer) for t in inputs)]
-    return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers)
+    return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers_of_input(template))
 
 
 def clone(model, sync_batchnorm, unseeded=()):
