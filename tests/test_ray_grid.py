@@ -13,6 +13,7 @@ minutes on 2 cores): the same two checks through the command line with real smok
 of `okddip train`.
 """
 
+import _thread
 import json
 import os
 import pathlib
@@ -23,6 +24,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -115,6 +117,10 @@ def head_node(ray, port, log):
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        # `ray start` leaves its address for a later `ray.init()` to join; this one is gone.
+        current = pathlib.Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -195,16 +201,24 @@ def is_gone(pid):
         return True
 
 
-def kill_worker_after_first_epoch(find_training, history, timeout=300):
-    """In a thread: once `history` holds an epoch, SIGKILLs the Ray worker (the parent of
-    `find_training()`'s pid); the result dict gets the training's pid and the epochs then."""
+def epochs_in(path, key):
+    """len(json[key]) or json[key] of the JSON file at `path` (0 while it does not exist)."""
+    if not path.exists():
+        return 0
+    value = json.loads(path.read_text())[key]
+    return len(value) if isinstance(value, list) else value
+
+
+def kill_worker_after_first_epoch(find_training, epochs_done, timeout=300):
+    """In a thread: once `epochs_done()` (the epochs a rerun resumes after) is 1 or more,
+    SIGKILLs the Ray worker, the parent of `find_training()`'s pid; the returned dict gets the
+    training's pid, the worker's and the epochs done then."""
     killed = {}
 
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pid = find_training()
-            done = len(json.loads(history.read_text())["loss"]) if history.exists() else 0
+            pid, done = find_training(), epochs_done()
             if pid and done >= 1:
                 killed.update(pid=pid, worker=parent_of(pid), epochs=done)
                 os.kill(killed["worker"], signal.SIGKILL)
@@ -228,7 +242,8 @@ def test_a_killed_worker_is_retried_and_its_cell_resumes(tmp_path, cluster):
             return None
         return json.loads(sittings.read_text().splitlines()[0])["pid"]
 
-    thread, killed = kill_worker_after_first_epoch(first_training, directory / "history.json")
+    thread, killed = kill_worker_after_first_epoch(
+        first_training, lambda: epochs_in(directory / "history.json", "loss"))
     lines = []
     ray_runner.RayRunner(tasks, budget, str(workdir), cluster, executable=executable,
                          poll_seconds=0.1, echo=lines.append).run()
@@ -245,6 +260,44 @@ def test_a_killed_worker_is_retried_and_its_cell_resumes(tmp_path, cluster):
     assert history["loss"] == [1.0 / (epoch + 1) for epoch in range(budget.epochs)]
 
 
+def test_ctrl_c_stops_the_cells_on_ray_and_a_rerun_resumes_them(tmp_path, cluster):
+    """Ctrl-C on the command stops the running tasks (each passes SIGINT on to its training,
+    as the local runner does) and names them; the same command again resumes each cell."""
+    executable, budget = stand_in(tmp_path, 0.5), Budget(epochs=6, seeds=1)
+    workdir = tmp_path / "grid"
+    tasks = table5_tasks(workdir, budget, cells=CELLS[:2])
+    histories = [pathlib.Path(task.directory) / "history.json" for task in tasks]
+
+    def interrupt_after_an_epoch_each():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not all(
+                path.exists() and json.loads(path.read_text())["loss"] for path in histories):
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C raises in the command
+
+    thread = threading.Thread(target=interrupt_after_an_epoch_each, daemon=True)
+    thread.start()
+    lines = []
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ray_runner.RayRunner(tasks, budget, str(workdir), cluster, executable=executable,
+                             poll_seconds=0.1, echo=lines.append, stop_seconds=30).run()
+    thread.join()
+    assert [task.state for task in tasks] == ["interrupted"] * 2, [t.reason for t in tasks]
+    assert len(stopped.value.stopped) == 2 and all(
+        re.fullmatch(r"stopped after epoch [1-5] of 6", task.reason) for task in tasks)
+    pids = [json.loads(line)["pid"] for task in tasks
+            for line in (pathlib.Path(task.directory) / "sittings.jsonl").read_text().splitlines()]
+    assert all(is_gone(pid) for pid in pids)  # stopped, not left training
+    done = [len(json.loads(path.read_text())["loss"]) for path in histories]
+    again = table5_tasks(workdir, budget, cells=CELLS[:2])
+    ray_runner.RayRunner(again, budget, str(workdir), cluster, executable=executable,
+                         poll_seconds=0.1, echo=lines.append).run()
+    assert [task.state for task in again] == ["finished"] * 2
+    for task, before in zip(again, done):
+        runs = (pathlib.Path(task.directory) / "sittings.jsonl").read_text().splitlines()
+        assert [json.loads(line)["after"] for line in runs] == [0, before]
+
+
 def test_a_training_started_for_a_task_dies_with_the_process_that_started_it(tmp_path):
     """Whatever kills a worker (Ray also stops a dead worker's process group), its training
     must not live on: the retried task would train the same cell beside it."""
@@ -253,7 +306,7 @@ def test_a_training_started_for_a_task_dies_with_the_process_that_started_it(tmp
         "import subprocess, sys, time\n"
         "from okddip_tf.reproduce import ray_runner\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
-        "                         preexec_fn=ray_runner.killed_with_parent(),\n"
+        "                         preexec_fn=ray_runner.child_setup(),\n"
         "                         start_new_session=True)\n"  # out of the parent's group
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(120)\n")], cwd=REPO_ROOT)
@@ -342,8 +395,10 @@ def test_a_real_cell_whose_worker_is_killed_resumes_from_its_checkpoint(
     del tfds_data_dir
     epochs, workdir = 6, tmp_path / "grid"
     directory = workdir / manifest.EXPERIMENTS["table5"].cells[0].run.id / "seed0"
-    thread, killed = kill_worker_after_first_epoch(lambda: training_of(directory),
-                                                   directory / "history.json", timeout=600)
+    # okddip train resumes from its last checkpoint (written after history.json each epoch).
+    thread, killed = kill_worker_after_first_epoch(
+        lambda: training_of(directory),
+        lambda: epochs_in(directory / "checkpoints" / "state.json", "epochs_done"), timeout=600)
     command = subprocess.run(
         [sys.executable, "-m", "okddip_tf.cli", *reproduce_args(workdir, epochs, CELLS[:1]),
          f"--ray={ray_address}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
@@ -351,12 +406,13 @@ def test_a_real_cell_whose_worker_is_killed_resumes_from_its_checkpoint(
     thread.join()
     assert command.returncode == 0, command.stdout + command.stderr
     assert killed, "the cell finished before its worker could be killed"
+    assert 1 <= killed["epochs"] < epochs, killed
     assert is_gone(killed["pid"])
     log = (directory / "train.log").read_text()
     sittings = log.split("\n$ ")
-    assert len(sittings) == 2, log  # the first, killed, and the retried one
+    assert len(sittings) == 2, (killed, log)  # the first, killed, and the retried one
     resumed = re.search(r"Resuming \S+ after its (\d+) finished epoch\(s\)", sittings[1])
-    assert resumed and int(resumed.group(1)) >= 1, sittings[1]
+    assert resumed and int(resumed.group(1)) >= killed["epochs"], (killed, sittings[1])
     after = int(resumed.group(1))
     trained = [int(n) for n in re.findall(rf"^Epoch (\d+)/{epochs} ", sittings[1], re.M)]
     assert trained == list(range(after + 1, epochs + 1)), sittings[1]

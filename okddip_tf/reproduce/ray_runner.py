@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from okddip_tf.errors import ConfigError, DependencyError, UserError
 from okddip_tf.reproduce import runner
@@ -36,6 +37,7 @@ from okddip_tf.reproduce import runner
 MAX_RETRIES = 3
 INSTALL = 'pip install -e ".[ray]"'
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent exits
+CANCEL_POLL_SECONDS = 0.5
 
 
 def import_ray():
@@ -49,20 +51,23 @@ def import_ray():
     return ray
 
 
-def killed_with_parent():
-    """A preexec_fn that has the child killed when the process that started it dies (Linux),
-    or None where the kernel offers no such request."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+def child_setup():
+    """A preexec_fn for a cell's training: SIGINT and SIGTERM unblocked (a Ray worker blocks
+    SIGINT, and a blocked signal stays blocked through fork and exec, so the training would
+    never hear the stop), and, on Linux, a kill when the process that started it dies."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     parent = os.getpid()
 
-    def request():  # runs in the child between fork and exec: nothing but these calls
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the request was made
-            os._exit(1)  # pylint: disable=protected-access
+    def setup():  # runs in the child between fork and exec: nothing but these calls
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the request was made
+                os._exit(1)  # pylint: disable=protected-access
 
-    return request
+    return setup
 
 
 def train_cell(run, budget, seed, workdir, executable=None):
@@ -73,9 +78,13 @@ def train_cell(run, budget, seed, workdir, executable=None):
     again at once, and a checkpoint is renamed into place whole, so nothing is lost.
     """
     process, log = runner.start_training(run, budget, seed, workdir, executable,
-                                         preexec_fn=killed_with_parent())
+                                         preexec_fn=child_setup())
     try:
-        return process.wait()
+        # Short waits: ray.cancel raises KeyboardInterrupt only between Python bytecodes, which a
+        # blocking wait for the child would hold off until the training ended.
+        while process.poll() is None:
+            time.sleep(CANCEL_POLL_SECONDS)
+        return process.returncode
     except KeyboardInterrupt:  # ray.cancel (Ctrl-C on the driver): stop as a local cell stops
         process.send_signal(signal.SIGINT)
         try:
@@ -132,8 +141,8 @@ class Cluster:
         # The cells' output goes to their train.log files, not to this terminal.
         options = {"logging_level": logging.WARNING, "log_to_driver": False}
         try:
-            if self.address == "local":
-                self.ray.init(include_dashboard=False, **options)
+            if self.address == "local":  # a new cluster, even where `ray start` left one's address
+                self.ray.init(address="local", include_dashboard=False, **options)
             else:
                 self.ray.init(address=self.address, **options)
         except ConnectionError as error:
