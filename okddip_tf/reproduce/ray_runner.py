@@ -46,7 +46,7 @@ def import_ray():
         import ray  # pylint: disable=import-outside-toplevel
     except ImportError as error:
         raise DependencyError(f"--ray needs Ray, which is not installed: {INSTALL} (or pip "
-                              f"install \"ray>=2.40\") on this machine and every worker.") \
+                              f"install \"ray>=2.60\") on this machine and every worker.") \
             from error
     return ray
 
