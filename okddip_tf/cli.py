@@ -53,7 +53,7 @@ class Flag:
     help: str
     metavar: str = ""  # how help writes the value, --name=METAVAR; a bool flag has none
     default: object = None
-    kind: str = "string"  # string | integer | list | enum | bool | config
+    kind: str = "string"  # string | integer | float | list | enum | bool | config
     choices: tuple = ()  # an enum's values
     shown_default: str = ""  # help's default where the value itself says little
     required: bool = False
@@ -71,7 +71,8 @@ class Flag:
                               flag_values=flag_values)
         else:
             define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
-                      "list": flags.DEFINE_list, "bool": flags.DEFINE_bool}[self.kind]
+                      "float": flags.DEFINE_float, "list": flags.DEFINE_list,
+                      "bool": flags.DEFINE_bool}[self.kind]
             define(self.name, self.default, self.help, flag_values=flag_values)
 
     @property
@@ -201,8 +202,17 @@ COMMANDS = {
          Flag("only", "comma-separated words; only the cells whose row, column, dataset, "
               "backbone, method or run id is one of them.", "WORDS",
               shown_default="every cell"),
-         Flag("parallel", "cells trained at once (one GPU each).", "N", default=1,
-              kind="integer"),
+         Flag("parallel", "cells trained at once on this machine (one GPU each).", "N",
+              default=1, kind="integer"),
+         Flag("ray", "run each cell as a Ray task: on the cluster `ray start` runs here (auto), "
+              "on one started on this machine (local), or on the cluster at HOST:PORT; the "
+              "workdir must be shared by every worker. Needs pip install -e \".[ray]\".",
+              "ADDRESS", shown_default="none: the cells run on this machine"),
+         Flag("cell_cpus", "with --ray: the CPUs each cell asks Ray for.", "N", kind="float",
+              shown_default="1"),
+         Flag("cell_gpus", "with --ray: the GPUs each cell asks Ray for (a fraction shares a "
+              "GPU).", "N", kind="float",
+              shown_default="1 where the cluster has GPUs, else 0"),
          Flag("report_only", "train nothing; rebuild the report from the workdir.",
               default=False, kind="bool"),
          Flag("report_dir", "where report.md, results.json and figures/ go.", "DIR",
@@ -419,7 +429,8 @@ def bad_value(command, message):
     """absl's message on a flag's bad value, as what the flag takes."""
     match = re.match(r"flag --(\w+)=(.*?): ", message)
     flag = COMMANDS[command].flag(match.group(1)) if match else None
-    takes = {"integer": "a whole number", "bool": "true or false"}.get(getattr(flag, "kind", ""))
+    takes = {"integer": "a whole number", "float": "a number",
+             "bool": "true or false"}.get(getattr(flag, "kind", ""))
     if not takes:
         return message
     return f"--{flag.name}={match.group(2)}: {flag.usage} takes {takes}."
@@ -610,20 +621,46 @@ def reproduce(values):
                                 train_examples=values.train_examples, smoke=values.smoke)
     if values.parallel < 1:
         raise errors.UsageError(f"--parallel must be >= 1, got {values.parallel}.")
+    check_ray_flags(values)
     experiment, _ = reproducing.selection(values.experiment, values.only)
     if values.prior_results:
         reproducing.report.load_prior(values.prior_results, experiment, budget)
-    start_tensorflow(values)
-    _, tasks = reproducing.reproduce(values.experiment, values.workdir, budget, only=values.only,
-                                     parallel=values.parallel, report_only=values.report_only,
-                                     report_dir=values.report_dir,
-                                     prior_results=values.prior_results)
+    cluster = None
+    if values.ray and not values.report_only:  # Ray's errors before TensorFlow starts too
+        cluster = reproducing.ray_runner.Cluster(values.ray, values.cell_cpus, values.cell_gpus)
+    try:
+        start_tensorflow(values)
+        _, tasks = reproducing.reproduce(
+            values.experiment, values.workdir, budget, only=values.only,
+            parallel=values.parallel, report_only=values.report_only,
+            report_dir=values.report_dir, prior_results=values.prior_results, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
     failed = [task for task in tasks if task.state == "failed"]
     if failed:
         raise errors.TrainingFailed(
             f"{len(failed)} of {len(tasks)} trainings did not finish ("
             f"{', '.join(task.name for task in failed)}); each one's reason is above (and in "
             "its train.log). Running the same command again retries them.")
+
+
+def check_ray_flags(values):
+    """--cell_cpus and --cell_gpus go with --ray, --parallel without it."""
+    if values.ray is not None and not values.ray.strip():
+        raise errors.UsageError("--ray needs an address: auto (the cluster `ray start` runs "
+                                "here), local (start one here) or HOST:PORT.")
+    if values.ray is None:
+        given = [f"--{name}" for name in ("cell_cpus", "cell_gpus") if values[name].present]
+        if given:
+            raise errors.UsageError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'}"
+                                    " with --ray=ADDRESS (the "
+                                    "resources each cell asks a Ray cluster for); without "
+                                    "--ray the cells run here, --parallel=N at a time.")
+    elif values.parallel != 1:
+        raise errors.UsageError("--parallel is for cells on this machine; with --ray, Ray runs "
+                                "as many cells at once as the cluster has --cell_cpus and "
+                                "--cell_gpus for.")
 
 
 def run():

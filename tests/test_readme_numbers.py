@@ -3,6 +3,8 @@
 import json
 import pathlib
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +34,40 @@ def test_readme_quotes_the_committed_token_learning_measurement():
     assert f"the test asserts at least {100 * measured['threshold']:.0f}%" in readme
     seconds = sorted(run["seconds"] for run in runs)
     assert f"{seconds[0]:.0f}-{seconds[-1]:.0f} s a seed" in readme
+
+
+def test_readme_quotes_the_grids_gpu_hours_and_they_count_the_manifest():
+    """The README's GPU-hours of the paper's grid are grid_gpu_hours.json's, whose runs, seeds
+    and epochs are the manifest's and whose anchors give back the authors' H200 epoch times."""
+    from okddip_tf.reproduce import budget, manifest  # pylint: disable=import-outside-toplevel
+
+    results = REPO_ROOT / "benchmarks" / "results"
+    grid = json.loads((results / "grid_gpu_hours.json").read_text())
+    runs = []
+    for experiment in manifest.EXPERIMENTS.values():
+        runs += [run for run in experiment.runs() if run not in runs]
+    for schedule, epochs in (("cifar", 300), ("imagenet", 90)):
+        mine = [run for run in runs if run.schedule == schedule]
+        assert grid[schedule]["runs"] == len(mine)
+        assert grid[schedule]["epochs"] == len(mine) * budget.PAPER_SEEDS * epochs
+    rows = {row["run"]: row["h200_epoch_seconds"] for row in grid["runs"]}
+    assert rows["cifar100_resnet32_baseline"]["from_single"] == pytest.approx(4.8)
+    assert rows["cifar100_resnet32_okddip_branch"]["from_okddip_branch_4"] == pytest.approx(11.7)
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    start = readme.index("**The whole grid in GPU-hours.**")
+    paragraph = readme[start:readme.index("**", start + 40)]
+    cifar, imagenet = grid["cifar"], grid["imagenet"]
+    low, high = cifar["gpu_hours"]["from_single"], cifar["gpu_hours"]["from_okddip_branch_4"]
+    assert f"hold {cifar['runs']} distinct runs" in paragraph
+    assert f"that is {cifar['epochs']:,} epochs, about {low:,.0f}–{high:,.0f} H200-hours " \
+           f"({low / 24:.0f}–{high / 24:.0f} days on one GPU)" in paragraph
+    assert (f"Table 3's {imagenet['runs']} ImageNet runs (3 seeds of 90 epochs) add about "
+            f"{imagenet['gpu_hours']['from_single']:,.0f}–"
+            f"{imagenet['gpu_hours']['from_okddip_branch_4']:,.0f} H200-hours") in paragraph
+    authors = grid["sources"]["h200_epoch_seconds"]
+    architectures = json.loads((results / "train_throughput_architectures.json").read_text())
+    cpu_ratio = architectures["results"]["resnet32"]["group_cost_vs_single"]
+    assert (f"{authors['okddip_branch_4']} s for the 4-student branch-based ResNet-32 group and "
+            f"{authors['single']} s for one ResNet-32") in paragraph
+    assert (f"group costs {cpu_ratio:.2f}× one network where the H200's costs "
+            f"{authors['okddip_branch_4'] / authors['single']:.2f}×") in paragraph

@@ -707,6 +707,12 @@ def test_reproduce_trains_a_kd_cell_after_its_teacher(tmp_path, tfds_data_dir, r
     (("--experiment=table2", "--only=nothing"), "--only='nothing' matches no cell of table2"),
     (("--experiment=table2", "--epochs=0"), "--epochs must be >= 1"),
     ((), "needs --experiment=NAME and --workdir=DIR"),
+    (("--experiment=table2", "--cell_gpus=1"), "--cell_gpus goes with --ray=ADDRESS"),
+    (("--experiment=table2", "--ray=local", "--parallel=2"),
+     "--parallel is for cells on this machine; with --ray, Ray runs"),
+    (("--experiment=table2", "--ray="), "--ray needs an address: auto"),
+    (("--experiment=table2", "--ray=local", "--cell_cpus=few"),
+     "--cell_cpus=few: --cell_cpus=N takes a number"),
 ])
 def test_reproduce_refuses_bad_arguments(tmp_path, run_cli, args, message):
     result = run_cli("reproduce", f"--workdir={tmp_path}", *args, timeout=120)
@@ -718,7 +724,8 @@ def test_reproduce_help(run_cli):
     result = run_cli("reproduce", "--help", timeout=60)
     assert result.returncode == 0
     for flag in ("--experiment=NAME", "--epochs=E", "--seeds=N", "--only=WORDS",
-                 "--report_only", "--parallel=N"):
+                 "--report_only", "--parallel=N", "--ray=ADDRESS", "--cell_cpus=N",
+                 "--cell_gpus=N"):
         assert flag in result.stdout
 
 

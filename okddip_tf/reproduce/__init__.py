@@ -5,7 +5,8 @@
 manifest.py lists the experiments (Tables 1-6; Figures 2, 3) and every cell's run (Table 3's
 ImageNet cells are listed as not available until imagenet2012 is prepared for tfds);
 budget.py scales the paper's schedule to --epochs; runner.py trains each cell as an `okddip train`
-workdir under the experiment's workdir (resumable; finished cells are skipped); report.py and
+workdir under the experiment's workdir (resumable; finished cells are skipped), ray_runner.py
+runs the same cells as Ray tasks on a cluster (--ray); report.py and
 figures.py write report.md, results.json and figures/*.png there. Several experiments given the
 same workdir share their common runs (Table 4 and Figure 2 read Table 2's). `prior_results`
 names an earlier report's results.json (same experiment and budget) whose seeds stand in for
@@ -18,7 +19,7 @@ import os
 
 from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import budget as budgets
-from okddip_tf.reproduce import figures, manifest, report, runner
+from okddip_tf.reproduce import figures, manifest, ray_runner, report, runner
 
 Budget = budgets.Budget
 
@@ -51,10 +52,13 @@ def build_report(experiment, workdir, budget, selected=None, echo=print, report_
 
 
 def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=False,
-              report_dir=None, echo=print, prior_results=None, **runner_options):
+              report_dir=None, echo=print, prior_results=None, cluster=None, **runner_options):
     """Trains what is missing of `experiment` (unless report_only), then writes its report
     (into `report_dir`, by default `workdir`), with the seeds the workdir lacks taken from
     `prior_results` (an earlier results.json of the same experiment and budget) if given.
+
+    `cluster` (a ray_runner.Cluster) runs the cells as Ray tasks there instead of `parallel`
+    at a time on this machine; the report is the same.
 
     Returns (results dict, tasks); a task's `state` says whether it finished or failed.
     """
@@ -68,8 +72,11 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
          f"{budgets.counted(len(runs), 'run')} x {budgets.counted(budget.seeds, 'seed')} = "
          f"{budgets.counted(len(tasks), 'training')} in {workdir}. "
          f"Budget: {budget.describe(experiment.schedule)}.")
-    if not report_only:
+    if not report_only and cluster is None:
         runner.Runner(tasks, budget, workdir, parallel=parallel, echo=echo,
                       **runner_options).run()
+    elif not report_only:
+        echo(cluster.describe())
+        ray_runner.RayRunner(tasks, budget, workdir, cluster, echo=echo, **runner_options).run()
     return build_report(experiment, workdir, budget, selected, echo, report_dir,
                         prior_results), tasks

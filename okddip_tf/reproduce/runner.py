@@ -62,6 +62,32 @@ def train_command(run, budget, seed, workdir, executable=None):
                        for key, value in overrides.items())]
 
 
+def start_training(run, budget, seed, workdir, executable=None, env=None, preexec_fn=None):
+    """Starts one cell's `okddip train` in a child process, its output appended to train.log
+    in the cell's folder after a line with its command; returns (the process, the open log).
+
+    Every runner starts its cells through this, on this machine or on a cluster's worker."""
+    directory = run_dir(workdir, run, seed)
+    os.makedirs(directory, exist_ok=True)
+    record_sitting(directory)  # the CPU of the machine that trains it, this one or a worker
+    command = train_command(run, budget, seed, workdir, executable)
+    log = open(os.path.join(directory, "train.log"), "a", encoding="utf-8")
+    log.write(f"$ {shlex.join(command)}\n")
+    log.flush()
+    try:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=preexec_fn)
+    except BaseException:
+        log.close()
+        raise
+    return process, log
+
+
+def close(log):
+    if log is not None:
+        log.close()
+
+
 def epochs_done(directory):
     """How many epochs the run in `directory` has finished (0: none, or no run)."""
     history = atomic_files.read_json(os.path.join(directory, "history.json"), {})
@@ -152,6 +178,8 @@ def plan(runs, budget, workdir):
 class Runner:
     """Trains the tasks in order, `parallel` at a time, printing a progress line per epoch."""
 
+    where = ""  # where the trainings run, in the starting line ("" here: on this machine)
+
     def __init__(self, tasks, budget, workdir, parallel=1, poll_seconds=POLL_SECONDS,
                  executable=None, echo=print, stop_seconds=None):
         self.tasks, self.budget, self.workdir = tasks, budget, workdir
@@ -221,7 +249,7 @@ class Runner:
                 task.process.kill()
                 task.process.wait()
                 how = f"killed after {self.stop_seconds:g} s"
-            task.log.close()
+            close(task.log)
             task.state, task.reason = "interrupted", f"{how} after epoch " \
                 f"{epochs_done(task.directory)} of {self.budget.epochs}"
             self.echo(f"{self.label(task)}: {task.reason}; rerunning the command resumes it.")
@@ -242,25 +270,32 @@ class Runner:
         return None
 
     def start(self, task, slot):
-        os.makedirs(task.directory, exist_ok=True)
-        command = train_command(task.run, self.budget, task.seed, self.workdir, self.executable)
-        env = dict(os.environ)
-        if self.parallel > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot)  # one accelerator per concurrent cell
         done = epochs_done(task.directory)
         self.echo(f"{self.label(task)}: " + (f"resuming after epoch {done}" if done else
                                                "starting") +
-                  f" of {self.budget.epochs}; log {os.path.join(task.directory, 'train.log')}")
-        record_sitting(task.directory)
-        task.log = open(os.path.join(task.directory, "train.log"), "a", encoding="utf-8")
-        task.log.write(f"$ {shlex.join(command)}\n")
-        task.log.flush()
-        task.process = subprocess.Popen(command, stdout=task.log, stderr=subprocess.STDOUT,
-                                        env=env)
+                  f" of {self.budget.epochs}{self.where}; log "
+                  f"{os.path.join(task.directory, 'train.log')}")
+        task.process, task.log = self.launch(task, slot)
         task.state, task.reported_epochs = "running", done
 
+    def launch(self, task, slot):
+        """Starts the task's `okddip train`; returns (its process, its open log or None).
+
+        The process answers poll(), wait(timeout), send_signal(signum), kill() and returncode,
+        as a subprocess.Popen does; a runner elsewhere (ray_runner) returns its own."""
+        env = dict(os.environ)
+        if self.parallel > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)  # one accelerator per concurrent cell
+        return start_training(task.run, self.budget, task.seed, self.workdir, self.executable,
+                              env)
+
+    def exit_reason(self, task, code):
+        """Why a task whose training exited with `code` has not finished."""
+        tail = last_lines(os.path.join(task.directory, "train.log"), 2)
+        return f"okddip train exited with {code}: {tail}"
+
     def finish(self, task):
-        task.log.close()
+        close(task.log)
         code = task.process.returncode
         if code == 0 and is_finished(task.directory, self.budget.epochs):
             task.state, task.reason = "finished", "finished"
@@ -269,8 +304,7 @@ class Runner:
                       f"({duration(sum(seconds))} of timed epochs).")
             return
         task.state = "failed"
-        tail = last_lines(os.path.join(task.directory, "train.log"), 2)
-        task.reason = f"okddip train exited with {code}: {tail}"
+        task.reason = self.exit_reason(task, code)
         self.echo(f"{self.label(task)}: FAILED ({task.reason}). Rerun to retry it; the other "
                   "cells go on.")
 
