@@ -206,7 +206,10 @@ def serve(tuner, role_, worker_timeout=WORKER_TIMEOUT_S, verbose=1):
     leases = Leases(oracle, worker_timeout)
     leases.install()
     tuner.save()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    # No SO_REUSEPORT (gRPC's default on Linux): a second chief on the port must fail, not
+    # share the workers with this one.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
+                         options=[("grpc.so_reuseport", 0)])
     add_to_server(servicer(oracle), server)
     try:
         bound = server.add_insecure_port(role_.address)

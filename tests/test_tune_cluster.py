@@ -16,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 
 import pytest
 
@@ -82,7 +84,7 @@ class Clock:
         return self.now
 
 
-def leased_oracle(directory, max_trials, timeout=30.0):
+def kerastuner_oracle(directory, max_trials):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("score", "max"),
@@ -90,6 +92,11 @@ def leased_oracle(directory, max_trials, timeout=30.0):
     oracle.hyperparameters.Float("x", 0.0, 1.0)
     oracle.verbose = 0
     oracle._set_project_dir(str(directory), "search")  # what a tuner does with its oracle
+    return oracle
+
+
+def leased_oracle(directory, max_trials, timeout=30.0):
+    oracle = kerastuner_oracle(directory, max_trials)
     clock = Clock()
     leases = tune_cluster.Leases(oracle, timeout, clock)
     leases.install()
@@ -151,6 +158,37 @@ def test_a_lost_idle_worker_is_not_waited_for(tmp_path):
     assert not leases.finished()  # tuner1 was told nothing yet
     clock.now = 40.0
     assert leases.finished() and not oracle.tuner_ids
+
+
+def test_a_second_chief_on_the_port_says_it_cannot_listen(tmp_path):
+    from okddip_tf.errors import InputError  # pylint: disable=import-outside-toplevel
+
+    port = free_port()
+    served, stand_ins = [], []
+    for name in ("first", "second"):  # tuners, as far as `serve` uses them
+        stand_ins.append(types.SimpleNamespace(oracle=kerastuner_oracle(tmp_path / name, 1),
+                                               save=lambda: None))
+    role = tune_cluster.Role(tune_cluster.CHIEF, "127.0.0.1", port)
+    first = threading.Thread(target=lambda: served.append(
+        tune_cluster.serve(stand_ins[0], role, verbose=0)), daemon=True)
+    first.start()
+    deadline = time.monotonic() + 60
+    while not port_open(port):
+        assert time.monotonic() < deadline and first.is_alive(), "the first chief never listened"
+        time.sleep(0.1)
+    with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{port}: the port is in use"):
+        tune_cluster.serve(stand_ins[1], role, verbose=0)
+    oracle = stand_ins[0].oracle  # the first chief's search ends: it stops serving
+    trial = oracle.create_trial("tuner0")
+    end(oracle, trial, 1.0)
+    assert oracle.create_trial("tuner0").status == "STOPPED"
+    first.join(timeout=60)
+    assert served == [None] and not port_open(port)
+
+
+def port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # --- a chief and two workers ----------------------------------------------------------------------
