@@ -66,6 +66,17 @@ def test_worker_timeout_must_outlast_the_heartbeats():
         tune_cluster.check_worker_timeout(5)
 
 
+def test_a_distributed_kd_search_needs_a_teacher_trained_before():
+    config = base.paper_config("cifar100", "kd", "smoke")
+    worker = tune_cluster.Role("tuner0", "127.0.0.1", 8000)
+    with pytest.raises(ConfigError, match=r"every process would train the teacher .* "
+                       r"--config=configs/cifar100_resnet32_baseline.py:smoke"):
+        tuner.check_distributed(config, worker)
+    tuner.check_distributed(config, None)  # one process trains it, as before
+    config.kd.teacher = "runs/teacher"
+    tuner.check_distributed(config, worker)
+
+
 def test_cli_refuses_a_worker_without_the_chiefs_address_before_tensorflow(tmp_path, run_cli):
     result = run_cli("tune", f"--config={SMOKE}", f"--workdir={tmp_path / 'w'}",
                      "--tuner_id=tuner0", timeout=120)
