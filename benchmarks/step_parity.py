@@ -19,6 +19,9 @@ rounding):
 - multiworker: two MultiWorkerMirroredStrategy workers on 127.0.0.1 against one process, 4 steps
   of the tiny group on real CIFAR-100 (tests/test_multiworker.py's processes and differences;
   needs TFDS_DATA_DIR). Its run has no seed to vary: it is measured once per --repeats.
+- multiworker_step: one step of the tiny group on two MultiWorkerMirroredStrategy workers on
+  127.0.0.1 against one process, on a synthetic batch of seed s (tests/test_multiworker.py's
+  one_step_runs, which the default suite's two-worker test runs for seed 0).
 Writes benchmarks/results/step_parity[_NAME].json with the machine, versions, command, date and
 git commit. No timing is taken: these are differences of numbers.
 """
@@ -41,7 +44,7 @@ import tf_group_step  # noqa: E402  (imports okddip_tf, then TensorFlow)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-PARTS = ("jax", "mirrored", "precision", "multiworker")
+PARTS = ("jax", "mirrored", "precision", "multiworker", "multiworker_step")
 
 
 def parse_args():
@@ -173,6 +176,23 @@ def multiworker_part(scratch):
     return result
 
 
+def multiworker_step_part(seed, scratch):
+    import test_multiworker as t  # pylint: disable=import-outside-toplevel
+
+    runs = t.one_step_runs(pathlib.Path(tempfile.mkdtemp(prefix="mw_step_", dir=scratch)), seed)
+    worker, single = runs["worker0"], runs["single"]
+    result = {
+        "workers_bit_identical": all(np.array_equal(a, b) for a, b in
+                                     zip(worker["final"], runs["worker1"]["final"])),
+        **t.update_differences(worker, single),
+        "loss_relative_difference": abs(worker["history"]["loss"][-1]
+                                        - single["history"]["loss"][-1])
+        / abs(single["history"]["loss"][-1]),
+    }
+    print("multiworker_step", seed, json.dumps(result), flush=True)
+    return result
+
+
 def summary(runs):
     """Per part and quantity, the smallest and largest value over every seed and repeat."""
     ranges = {}
@@ -197,7 +217,7 @@ def main():
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; choose from {PARTS}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = []
+    runs, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             for seed in seeds:
@@ -208,12 +228,15 @@ def main():
                         measured = jax_part(seed, scratch)
                     elif part == "multiworker":
                         measured = multiworker_part(scratch)
+                    elif part == "multiworker_step":
+                        measured = multiworker_step_part(seed, scratch)
                     elif part == "mirrored":
                         measured = mirrored_part(seed, scratch)
                     else:
                         measured = precision_part(seed)
                     runs.append({"part": part, "seed": seed, "repeat": repeat, **measured})
     machine = tf_group_step.machine()
+    machine["load_average_before_after"] = [list(load_before), list(os.getloadavg())]
     try:
         import jax  # pylint: disable=import-outside-toplevel
 

@@ -178,10 +178,22 @@ COMMANDS = {
     "tune": Command(
         "Search the config's hyperparameters with KerasTuner; writes the best trial's config.",
         (CONFIG, Flag("workdir", "directory for the trials, their logs and the best config.",
-                      "DIR", required=True)),
+                      "DIR", required=True),
+         Flag("tuner_id", "this process's part in a search on several processes: `chief` "
+              "serves the trials, tuner0, tuner1, ... each train them (sets "
+              "KERASTUNER_TUNER_ID).", "ID", shown_default="$KERASTUNER_TUNER_ID, else one "
+              "process"),
+         Flag("oracle", "the chief's address, where it listens and the workers connect (sets "
+              "KERASTUNER_ORACLE_IP and _PORT).", "HOST:PORT",
+              shown_default="$KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT"),
+         Flag("worker_timeout", "on the chief: seconds without word from a worker before its "
+              "trial goes to another worker.", "SECONDS", default=60, kind="integer")),
         "okddip tune --config=configs/cifar100_resnet32_tune.py:smoke --workdir=runs/search",
         "The search space is the config's tuner section (see okddip_tf/config.py). Running it "
-        "again on the same --workdir keeps the finished trials and goes on."),
+        "again on the same --workdir keeps the finished trials and goes on. On several "
+        "machines: one `--tuner_id=chief --oracle=HOST:PORT` and workers `--tuner_id=tuner0 "
+        "--oracle=HOST:PORT`, ... with the same config and a shared --workdir (README, "
+        "Hyperparameter search)."),
     "reproduce": Command(
         "Run the paper's tables and figures at a budget; reports ours beside the paper's.",
         (Flag("experiment", "the paper's table or figure (table1, table2, table3, table4, "
@@ -559,6 +571,11 @@ def run_command(command, values):
         return reproduce(values)
     if command == "export":
         return export(values)
+    if command == "tune":  # KerasTuner reads its distributed search's roles from the environment
+        from okddip_tf import tune_cluster  # pylint: disable=import-outside-toplevel
+
+        os.environ.update(tune_cluster.environment(values.tuner_id, values.oracle, os.environ))
+        tune_cluster.check_worker_timeout(values.worker_timeout)
     config = load_config(values)
     from okddip_tf import preflight  # pylint: disable=import-outside-toplevel
 
@@ -569,7 +586,7 @@ def run_command(command, values):
         preflight.check_search(config)
         from okddip_tf import tuner  # pylint: disable=import-outside-toplevel
 
-        tuner.search(config, values.workdir)
+        tuner.search(config, values.workdir, worker_timeout=values.worker_timeout)
         return None
     from okddip_tf import train  # pylint: disable=import-outside-toplevel
 

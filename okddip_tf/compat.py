@@ -1,4 +1,5 @@
-"""Every use of a private Keras, TensorFlow or tensorflow-datasets name, each checked where used.
+"""Every use of a private Keras, TensorFlow, tensorflow-datasets or KerasTuner name, each checked
+where used.
 
 okddip_tf needs a few things these libraries offer no public API for; each function below says
 which upstream issue or which missing public API it works round. A private name can be renamed,
@@ -23,8 +24,10 @@ import types
 
 # distribution -> the versions okddip_tf is tested with (pyproject.toml's dependencies)
 TESTED = {"keras": "keras>=3.15,<3.16", "tensorflow": "tensorflow>=2.21,<2.22",
-          "tensorflow-datasets": "tensorflow-datasets==4.9.10"}
-_MODULES = {"keras": "keras", "tensorflow": "tensorflow", "tensorflow-datasets": "tensorflow_datasets"}
+          "tensorflow-datasets": "tensorflow-datasets==4.9.10",
+          "keras-tuner": "keras-tuner==1.4.8"}
+_MODULES = {"keras": "keras", "tensorflow": "tensorflow",
+            "tensorflow-datasets": "tensorflow_datasets", "keras-tuner": "keras_tuner"}
 _VARIANTS = {"tensorflow": ("tensorflow-cpu", "tensorflow-macos")}  # other wheels of one package
 
 
@@ -407,3 +410,65 @@ def download_urls(builder):
     if not isinstance(infos, collections.abc.Mapping):
         raise changed("tensorflow-datasets", name, f"is a {type(infos).__name__}")
     return sorted(infos)
+
+
+# KerasTuner -------------------------------------------------------------------------------------
+
+
+def _undecorated(method):
+    """The function KerasTuner's `synchronized` decorator wraps (it keeps no `__wrapped__`)."""
+    inner = inspect.getclosurevars(method).nonlocals.get("func")
+    return inner if inspect.isfunction(inner) else method
+
+
+def keras_tuner_oracle_service():
+    """KerasTuner's gRPC service of an oracle: (the servicer class, its add-to-server function).
+
+    Missing public API: KerasTuner serves the chief's oracle only from inside `Tuner.search`
+    (`keras_tuner.src.distribute.oracle_chief.start_server`), whose loop looks for the end of the
+    search every 20 s, never stops its server and cannot hand a lost worker's trial to another;
+    okddip_tf.tune_cluster serves the same servicer itself. Checked: the servicer takes the
+    oracle, and answers CreateTrial, GetTrial and EndTrial by calling the oracle's methods of
+    those names (which the chief's `Leases` wrap).
+    """
+    where = "keras_tuner.src.distribute.oracle_chief.OracleServicer"
+    try:
+        # pylint: disable=import-outside-toplevel
+        from keras_tuner.src import protos
+        from keras_tuner.src.distribute import oracle_chief
+    except ImportError as error:
+        raise changed("keras-tuner", "modules keras_tuner.src.protos and "
+                      "keras_tuner.src.distribute.oracle_chief", f"cannot be imported ({error})"
+                      ) from error
+    servicer = getattr(oracle_chief, "OracleServicer", None)
+    add_to_server = getattr(protos.get_service_grpc(), "add_OracleServicer_to_server", None)
+    if not isinstance(servicer, type):
+        raise changed("keras-tuner", where, "is gone")
+    if not callable(add_to_server):
+        raise changed("keras-tuner", "keras_tuner.src.protos service_pb2_grpc."
+                      "add_OracleServicer_to_server", "is gone")
+    if _parameters(servicer.__init__) != ["self", "oracle"]:
+        raise changed("keras-tuner", f"{where}(oracle)", f"takes {_parameters(servicer.__init__)}")
+    for rpc, call in (("CreateTrial", "create_trial"), ("GetTrial", "get_trial"),
+                      ("EndTrial", "end_trial")):
+        if call not in code_names(getattr(servicer, rpc, lambda: None)):
+            raise changed("keras-tuner", f"{where}.{rpc}", f"no longer calls the oracle's {call}")
+    return servicer, add_to_server
+
+
+def requeue_trial(oracle, trial_id):
+    """Puts trial `trial_id` back into `oracle`'s queue of trials to run again, ahead of new ones.
+
+    Missing public API: an oracle requeues a trial only when its tuner ends it as INVALID
+    (counted against `max_retries_per_trial`, and a worker that is gone ends nothing) or when the
+    chief reloads the search; there is no call for "its worker is lost". Checked: the private
+    `_retry_queue` is a list, and `create_trial` still takes trials from it.
+    """
+    name = "Oracle._retry_queue (trial ids create_trial hands out again first)"
+    queue = getattr(oracle, "_retry_queue", None)
+    if not isinstance(queue, list):
+        raise changed("keras-tuner", name, f"is a {type(queue).__name__}, not a list")
+    if "_retry_queue" not in code_names(_undecorated(type(oracle).create_trial)):
+        raise changed("keras-tuner", name, "is no longer read by Oracle.create_trial")
+    if trial_id not in queue:
+        queue.append(trial_id)

@@ -17,12 +17,18 @@ The workdir holds:
 
 Running the same command again resumes the search: finished trials are kept, a trial cut off
 mid-way is run again, and a larger `tuner.max_trials` adds trials.
+
+With KerasTuner's KERASTUNER_* variables set (`okddip tune --tuner_id=ID --oracle=HOST:PORT`), the
+search runs on several processes (okddip_tf.tune_cluster): the chief serves the trials to the
+workers and, when the search is over, prints the summary and writes the best config; a worker
+trains the trials it is given and writes neither.
 """
 
 import ast
 import copy
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -34,7 +40,7 @@ import keras_tuner as kt
 
 from okddip_tf import callbacks as group_callbacks
 from okddip_tf import atomic_files, builders, distribution, methods, rundir, teachers, train
-from okddip_tf import progress
+from okddip_tf import progress, tune_cluster
 from okddip_tf.config import validate_config
 from okddip_tf.errors import ConfigError, DependencyError, InputError
 from okddip_tf.metrics import GroupTrackers
@@ -312,14 +318,34 @@ def check_same_search(workdir, config):
     atomic_files.write_json(path, current)
 
 
-def search(config, workdir):
+def check_distributed(config, role):
+    """What a search on several processes cannot do: train KD's teacher in every process."""
+    method = methods.get_spec(config.model.method)
+    if role is not None and method.needs_teacher and not methods.options_from_config(
+            config)["teacher"]:
+        raise ConfigError(
+            f"model.method={config.model.method!r} in a distributed search: every process "
+            "would train the teacher into the same workdir at once. Train it first (okddip "
+            f"train --config={methods.options_from_config(config)['teacher_config']} "
+            "--workdir=DIR) and give every process --config.kd.teacher=DIR.")
+
+
+def search(config, workdir, worker_timeout=tune_cluster.WORKER_TIMEOUT_S):
     """Runs (or resumes) the search in `workdir`, writes the best config and prints a summary.
 
+    With KerasTuner's KERASTUNER_* variables set this process is the chief or a worker of a
+    distributed search (okddip_tf.tune_cluster); the chief gives a worker silent for
+    `worker_timeout` seconds up for lost.
+
     Returns:
-      A `SearchResult`.
+      A `SearchResult`; None on a worker of a distributed search (the chief writes the results).
     """
+    role = tune_cluster.role()
     validate_config(config)
     check_tuner_config(config)
+    check_distributed(config, role)
+    if role is not None and role.is_chief:
+        tune_cluster.check_worker_timeout(worker_timeout)
     space = search_space(config)
     skipped = sorted(name for name in unused_dimensions(config) if config.tuner[name])
     if skipped:
@@ -342,11 +368,23 @@ def search(config, workdir):
     tuner = make_tuner(config, hypermodel, objective, workdir, None if default else strategy)
     print(f"Search in {workdir}: {config.tuner.algorithm}, trials of up to {config.tuner.epochs} "
           f"epoch(s) each; KerasTuner announces each trial (train.verbose >= 1).", flush=True)
-    tuner.search(train_ds, validation_data=eval_ds, epochs=config.tuner.epochs,
-                 verbose=config.train.verbose, shuffle=False,  # the dataset shuffles itself
-                 callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-                            progress.ProgressLine()])  # as `okddip train` shows it
-    return finish(tuner, config, workdir, space)
+    if role is not None and role.is_chief:
+        tune_cluster.serve(tuner, role, worker_timeout, verbose=config.train.verbose)
+        return finish(tuner, config, workdir, space)
+    run = functools.partial(
+        tuner.search, train_ds, validation_data=eval_ds, epochs=config.tuner.epochs,
+        verbose=config.train.verbose, shuffle=False,  # the dataset shuffles itself
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+                   progress.ProgressLine()])  # as `okddip train` shows it
+    if role is None:
+        run()
+        return finish(tuner, config, workdir, space)
+    with tune_cluster.Worker(tuner, role):
+        run()
+    print(f"Worker {role.tuner_id}: the search has no trial left for it. The chief "
+          f"({role.address}) prints the summary and writes {BEST_CONFIG} when the last trial "
+          "ends.", flush=True)
+    return None
 
 
 def ranked_trials(oracle):

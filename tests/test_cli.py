@@ -29,7 +29,7 @@ COMMAND_FLAGS = {
     "export": ["workdir", "checkpoint", "export_dir", "model_name", "model_version", "overwrite",
                "formats", "eval_examples", "calibration_images", "int8_calibration", "examples",
                "verbose", "tf_logs"],
-    "tune": ["config", "workdir", "verbose", "tf_logs"],
+    "tune": ["config", "workdir", "tuner_id", "oracle", "worker_timeout", "verbose", "tf_logs"],
 }
 
 

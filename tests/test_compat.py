@@ -74,7 +74,7 @@ def test_no_other_module_of_the_package_uses_a_private_library_name():
     private = re.compile(r"keras\.src|tensorflow\.python|tensorflow\.lite\.(python|tools)|_pywrap"
                          r"|tfds\.core\.registered|_keras_history|_inbound_nodes|url_infos"
                          r"|_get_variable_index|_maybe_symbolic_build|_experimental_calibrate_only"
-                         r"|_collective_all_reduce")
+                         r"|_collective_all_reduce|keras_tuner\.src|_retry_queue")
     found = [f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
              for path in sorted(PACKAGE.rglob("*.py")) if path.name != "compat.py"
              for number, line in enumerate(path.read_text().splitlines(), 1)
@@ -452,3 +452,65 @@ def test_download_urls_fail_loudly_where_a_download_needs_them(monkeypatch):
     with loud("url_infos", "tensorflow-datasets"):
         download.ensure_prepared(BuilderWithout(prepared=False), "fake_set", "here")
     download.ensure_prepared(BuilderWithout(prepared=True), "fake_set", "here")  # needs none
+
+
+# ------------------------------------------------------------------------------------ KerasTuner
+
+
+def kerastuner_oracle(tmp_path, max_trials=2):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("score", "max"),
+                                           max_trials=max_trials, seed=1)
+    oracle.hyperparameters.Float("x", 0.0, 1.0)
+    oracle.verbose = 0
+    oracle._set_project_dir(str(tmp_path), "search")
+    return oracle
+
+
+def test_oracle_service_answers_trial_requests_from_the_oracle(tmp_path):
+    from keras_tuner.src import protos  # pylint: disable=import-outside-toplevel
+
+    servicer_class, add_to_server = compat.keras_tuner_oracle_service()
+    assert callable(add_to_server)
+    oracle = kerastuner_oracle(tmp_path)
+    servicer = servicer_class(oracle)
+    answer = servicer.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="tuner0"), None)
+    assert answer.trial.trial_id == "0" and list(oracle.ongoing_trials) == ["tuner0"]
+    got = servicer.GetTrial(protos.get_service().GetTrialRequest(trial_id="0"), None)
+    assert got.trial.trial_id == "0"
+
+
+@pytest.mark.parametrize("break_it", ["servicer", "rpc"])
+def test_oracle_service_fails_loudly(monkeypatch, break_it):
+    from keras_tuner.src.distribute import oracle_chief  # pylint: disable=import-outside-toplevel
+
+    if break_it == "servicer":
+        monkeypatch.delattr(oracle_chief, "OracleServicer")
+    else:
+        monkeypatch.setattr(oracle_chief.OracleServicer, "GetTrial",
+                            lambda self, request, context: None)
+    with loud("OracleServicer", "keras-tuner"):
+        compat.keras_tuner_oracle_service()
+
+
+def test_requeue_trial_makes_create_trial_hand_it_out_again(tmp_path):
+    oracle = kerastuner_oracle(tmp_path)
+    first = oracle.create_trial("tuner0")
+    oracle.ongoing_trials.pop("tuner0")  # as the chief does for a lost worker
+    compat.requeue_trial(oracle, first.trial_id)
+    compat.requeue_trial(oracle, first.trial_id)  # once only
+    again = oracle.create_trial("tuner1")
+    assert (again.trial_id, again.status) == (first.trial_id, "RUNNING")
+    assert oracle.create_trial("tuner2").trial_id != first.trial_id
+
+
+@pytest.mark.parametrize("break_it", ["queue", "create_trial"])
+def test_requeue_trial_fails_loudly(tmp_path, monkeypatch, break_it):
+    oracle = kerastuner_oracle(tmp_path)
+    if break_it == "queue":
+        monkeypatch.setattr(oracle, "_retry_queue", None)
+    else:
+        monkeypatch.setattr(type(oracle), "create_trial", lambda self, tuner_id: None)
+    with loud("Oracle._retry_queue", "keras-tuner"):
+        compat.requeue_trial(oracle, "0")

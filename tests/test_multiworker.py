@@ -28,6 +28,16 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 WORKER = HERE / "_multiworker_worker.py"
 TIMEOUT_S = 420  # about 70 s on an idle 2-core machine; far more when it is loaded
+STEP = HERE / "_multiworker_step.py"
+STEP_TIMEOUT_S = 600  # a step took minutes under a load average of 20
+# The README's bounds for one step of the tiny group on two workers against one process, relative
+# to the update, about 3x the largest of 5 seeds (`python benchmarks/step_parity.py
+# --parts=multiworker_step --seeds=0,1,2,3,4`, results/step_parity_multiworker_step.json):
+# seed 0, this test's, 1.0e-3 whole, 8.1e-3 trainable; seeds 1-4 about 1e-6 and 2e-6; the moving
+# statistics 7e-7 to 8e-7 for every seed. A loss not divided by the replicas doubles the update (a
+# difference of 100%); unsynchronised BatchNorm would give each worker's moving statistics its own
+# half-batch's.
+STEP_BOUNDS = {"all": 3e-3, "trainable_and_other": 2.5e-2, "moving_stats": 1e-5}
 MOVING_STATS = ("moving_mean", "moving_variance")
 
 
@@ -106,7 +116,8 @@ def free_loopback_ports(count):
             sock.close()
 
 
-def start(name, root, workdir, data_dir, strategy, tf_config=None):
+def launch(name, root, script, args, tf_config=None):
+    """Runs `python SCRIPT OUT_DIR ARGS...` with OUT_DIR = root/name, its output in log.txt."""
     out_dir = root / name
     out_dir.mkdir()
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
@@ -115,10 +126,18 @@ def start(name, root, workdir, data_dir, strategy, tf_config=None):
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     log = open(out_dir / "log.txt", "w")
-    process = subprocess.Popen(
-        [sys.executable, str(WORKER), str(out_dir), str(workdir), data_dir, strategy],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(HERE.parent))
+    process = subprocess.Popen([sys.executable, str(script), str(out_dir), *map(str, args)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env,
+                               cwd=str(HERE.parent))
     return {"name": name, "process": process, "log": log, "out": out_dir}
+
+
+def start(name, root, workdir, data_dir, strategy, tf_config=None):
+    return launch(name, root, WORKER, [workdir, data_dir, strategy], tf_config)
+
+
+def worker_config(cluster, index):
+    return {"cluster": cluster, "task": {"type": "worker", "index": index}}
 
 
 def stop(runs):
@@ -166,8 +185,7 @@ def runs(tfds_data_dir, tmp_path_factory):
     try:
         for index in range(2):
             started.append(start(f"worker{index}", root, shared_workdir, tfds_data_dir,
-                                 "multi_worker_mirrored",
-                                 {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+                                 "multi_worker_mirrored", worker_config(cluster, index)))
         started.append(start("single", root, single_workdir, tfds_data_dir, "default"))
         begin = time.monotonic()
         wait_all(started, TIMEOUT_S)
@@ -193,6 +211,69 @@ def relative_update_difference(run, reference, keep):
 
 def is_stat(path):
     return path.rsplit("/", 1)[-1] in MOVING_STATS
+
+
+def update_differences(run, reference):
+    """`relative_update_difference` over all weights, all but the moving statistics, and those."""
+    return {
+        "all": relative_update_difference(run, reference, lambda p: True),
+        "trainable_and_other": relative_update_difference(run, reference,
+                                                          lambda p: not is_stat(p)),
+        "moving_stats": relative_update_difference(run, reference, is_stat),
+    }
+
+
+def one_step_runs(root, seed=0):
+    """One step of tests/_multiworker_step.py on two workers (two processes) and in this process.
+
+    The one-process reference runs here while the workers start, so only two processes load
+    TensorFlow beside the test's own.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    import _multiworker_step as step  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(seed)
+    init_path = root / "init.weights.h5"
+    step.build_group().save_weights(str(init_path))
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_loopback_ports(2)]}
+    started = []
+    try:
+        for index in range(2):
+            started.append(launch(f"worker{index}", root, STEP,
+                                  [init_path, "multi_worker_mirrored", seed],
+                                  worker_config(cluster, index)))
+        (root / "single").mkdir()
+        step.run_step(root / "single", str(init_path), "default", seed)
+        wait_all(started, STEP_TIMEOUT_S)
+    finally:
+        stop(started)
+    runs = {run["name"]: load(run) for run in started}
+    runs["single"] = load({"out": root / "single"})
+    return runs
+
+
+def test_one_step_on_two_workers_matches_one_process(tmp_path):
+    """The default suite's two-worker check: one step of the tiny group on a two-worker cluster
+    on 127.0.0.1 equals one process's step on the same global batch, to the README's bound."""
+    runs = one_step_runs(tmp_path)
+    first, second, single = runs["worker0"], runs["worker1"], runs["single"]
+    assert [first["replicas"], second["replicas"], single["replicas"]] == [2, 2, 1]
+    assert [first["chief"], second["chief"]] == [True, False]
+    assert first["synchronized_bn"] and all(first["synchronized_bn"])
+    assert not any(single["synchronized_bn"])
+    # The in-process reference is this process's second group: Keras numbers its name.
+    assert first["paths"] == second["paths"]
+    assert [p.split("/", 1)[1] for p in first["paths"]] == [
+        p.split("/", 1)[1] for p in single["paths"]]
+    for path, a, b in zip(first["paths"], first["final"], second["final"]):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    for path, a, b in zip(first["paths"], first["initial"], single["initial"]):
+        np.testing.assert_array_equal(a, b, err_msg=f"initial {path}")
+    differences = update_differences(first, single)
+    print("one step, two workers vs one process, relative to the update:", differences)
+    for name, value in differences.items():
+        assert value < STEP_BOUNDS[name], (name, differences)
+    assert first["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-4)
 
 
 WORKERS_DISAGREE = """
@@ -255,11 +336,7 @@ def test_two_workers_match_one_process(runs):
     assert worker["paths"] == single["paths"]
     for path, a, b in zip(worker["paths"], worker["initial"], single["initial"]):
         np.testing.assert_array_equal(a, b, err_msg=f"initial {path}")
-    differences = {
-        "all": relative_update_difference(worker, single, lambda p: True),
-        "trainable_and_other": relative_update_difference(worker, single, lambda p: not is_stat(p)),
-        "moving_stats": relative_update_difference(worker, single, is_stat),
-    }
+    differences = update_differences(worker, single)
     print("two workers vs one process, relative to the update:", differences)
     # The README's bounds. Measured (benchmarks/results/step_parity_multiworker*.json, AVX2, each
     # twice, identical): oneDNN on 4.1e-4 whole, 2.0e-3 trainable, 1.6e-4 moving statistics;
