@@ -57,7 +57,11 @@ def backbone_options(model):
     """
     options = {"split_stage": model.split_stage, "split_at": model.split_at,
                "batchnorm": None if model.batchnorm == "pytorch" else model.batchnorm}
-    if ":" not in model.backbone and "dropout" in models.backbone_options(model.backbone):
+    own = models.names_own_model(model.backbone)
+    models.check_weights(model.backbone, model.get("weights"))
+    if own:
+        options["weights"] = model.get("weights")  # a registered network's are always fresh
+    if not own and "dropout" in models.backbone_options(model.backbone):
         options["dropout"] = config_module.model_dropout(model)
     elif model.get("dropout") is not None:
         raise ConfigError(f"model.dropout={model.dropout} applies to backbones with dropout "
@@ -68,15 +72,17 @@ def backbone_options(model):
 def build_backbone(config, info):
     """The backbone of `config.model`: a registered name (with its options, `backbone_options`)
     or the user's own model ("package.module:factory", called with the dataset's classes and
-    input shape)."""
+    input shape, or a .keras file), given the dataset's number of classes (a model with another
+    number gets a new classification layer, `from_keras`)."""
     model = config.model
     options = backbone_options(model)
-    own = ":" in model.backbone
-    if not own and all(value is None for value in options.values()):
-        return model.backbone  # a name stays a plain name in the saved group
-    factory_kwargs = ({"num_classes": info.num_classes, "input_shape": info.image_shape}
-                      if own else None)
-    return models.resolve_backbone(model.backbone, **options, factory_kwargs=factory_kwargs)
+    if not models.names_own_model(model.backbone):
+        if all(value is None for value in options.values()):
+            return model.backbone  # a name stays a plain name in the saved group
+        return models.resolve_backbone(model.backbone, **options)
+    factory_kwargs = {"num_classes": info.num_classes, "input_shape": info.image_shape}
+    return models.resolve_backbone(model.backbone, **options, factory_kwargs=factory_kwargs,
+                                   num_classes=info.num_classes)
 
 
 def build_group(config, info, method):

@@ -21,7 +21,10 @@ def get_base_config():
 
     config.model = config_dict.ConfigDict()
     config.model.method = "okddip"  # a name in okddip_tf.methods.SPECS
-    config.model.backbone = "resnet32"  # registered name, or package.module:factory (own model)
+    # A registered name, or your own model: package.module:factory or a .keras file.
+    config.model.backbone = "resnet32"
+    # Own model: keep its weights or start fresh (None: keep for a .keras file, fresh for a factory).
+    config.model.weights = placeholder(str)
     config.model.split_stage = placeholder(int)  # first per-student stage (None: the paper's)
     config.model.split_at = placeholder(str)  # own model: the layer the branches start after
     config.model.batchnorm = "pytorch"  # pytorch (momentum 0.9, eps 1e-5) | keras (0.99, 1e-3)
@@ -228,6 +231,8 @@ def validate_config(config):
         (config.model.temperature > 0, "model.temperature must be > 0 (the paper uses 3)"),
         (config.model.get("dropout") is None or 0.0 <= config.model.dropout < 1.0,
          "model.dropout must be in [0, 1), or None for the authors' value"),
+        (config.model.get("weights") in (None, "keep", "fresh"),
+         "model.weights must be keep or fresh (or None: keep for a .keras file, fresh otherwise)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -103,7 +103,7 @@ class GroupModel(keras.Model):
         self.method.check_group(num_students, sharing)
         self.backbone, self.backbone_name, self.method_name = spec, spec.name, self.method.name
         # A name stays a name in the config; anything else is saved as the backbone's config.
-        self._backbone_config = backbone if isinstance(backbone, str) and ":" not in backbone \
+        self._backbone_config = backbone if isinstance(backbone, str) and spec.config is None \
             else spec.get_config()
         self.num_classes, self.num_students, self.sharing = num_classes, num_students, sharing
         self.num_peers = self.method.num_peers(num_students)
@@ -120,7 +120,9 @@ class GroupModel(keras.Model):
             self.trunks = [spec.build_trunk("trunk", sync_bn)]
         else:
             self.trunks = [spec.build_trunk(f"{n}_trunk", sync_bn) for n in names]
-        self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn) for n in names]
+        self.heads = [spec.build_head(f"{n}_head", num_classes, sync_bn,
+                                      deployed=i == self.deployed_index)
+                      for i, n in enumerate(names)]
         context = GroupContext(spec, num_classes, num_students, self.num_peers, sharing, sync_bn,
                                self.image_shape)
         self.method.bound = True  # its layers are this group's from here on

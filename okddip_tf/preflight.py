@@ -30,13 +30,17 @@ def check_config(config):
 
 
 def check_model(config):
-    """The model section and the method's options: a known backbone, option values the method
-    takes, and a group it can train (the method is built as the run builds it, without its
-    teacher)."""
+    """The model section and the method's options: a known backbone (or a model file that is
+    there, a factory that imports), option values the method takes, and a group it can train
+    (the method is built as the run builds it, without its teacher)."""
     # pylint: disable=import-outside-toplevel
     from okddip_tf import builders, models
 
-    models.get_backbone(config.model.backbone)
+    if models.names_own_model(config.model.backbone):
+        with config_errors():  # a .keras file that is there, a factory that imports
+            models.keras_backbone.check_own_model(config.model.backbone)
+    else:
+        models.get_backbone(config.model.backbone)
     builders.backbone_options(config.model)  # e.g. a model.dropout the backbone has no use for
     with config_errors():
         builders.build_method(config)

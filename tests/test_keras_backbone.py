@@ -91,7 +91,7 @@ def test_unsplittable_models_get_clear_errors():
 
 def test_network_copies_are_fresh_and_default_split_shares_all_but_the_classifier():
     user = _user_model.build()
-    backbone = models.from_keras(user)  # split right before the classifier
+    backbone = models.from_keras(user, weights="fresh")  # split right before the classifier
     assert backbone.get_config()["split_at"] == "pool"
     keras.utils.set_random_seed(0)
     group = GroupModel(backbone=backbone, num_classes=10, num_students=3, sharing="network",

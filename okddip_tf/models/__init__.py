@@ -11,12 +11,13 @@ the backbone modules, which register their networks there.
 from okddip_tf.models.backbone import Backbone
 from okddip_tf.models.keras_backbone import from_keras
 from okddip_tf.models.registry import (BACKBONES, COMMON_OPTIONS, backbone_from_config,
-                                       backbone_options, get_backbone, register_backbone,
-                                       resolve_backbone)
+                                       backbone_options, check_weights, get_backbone,
+                                       names_own_model, register_backbone, resolve_backbone)
 
 # Registration happens on import; importing them here means callers never have to.
 from okddip_tf.models import resnet_cifar  # noqa: F401
 from okddip_tf.models import densenet, resnet_imagenet, vgg  # noqa: F401
 
 __all__ = ["BACKBONES", "COMMON_OPTIONS", "Backbone", "backbone_from_config", "backbone_options",
-           "from_keras", "get_backbone", "register_backbone", "resolve_backbone"]
+           "check_weights", "from_keras", "get_backbone", "names_own_model", "register_backbone",
+           "resolve_backbone"]

@@ -16,10 +16,12 @@ class Backbone:
       name: the registry name (for a user's model, its model name).
       build_trunk: `(name, sync_batchnorm) -> keras.Model` mapping normalised images
         [B, H, W, 3] to the trunk's feature map [B, h, w, trunk_channels].
-      build_head: `(name, num_classes, sync_batchnorm) -> keras.Model` mapping the trunk's feature
-        map to `[features, logits]`: the pooled features [B, feature_dim] used by the attention and
-        the logits [B, num_classes]. Branch-based groups share one trunk and give each student its
-        own head; network-based groups give each student its own trunk as well.
+      build_head: `(name, num_classes, sync_batchnorm, deployed=False) -> keras.Model` mapping the
+        trunk's feature map to `[features, logits]`: the pooled features [B, feature_dim] used by
+        the attention and the logits [B, num_classes]. Branch-based groups share one trunk and
+        give each student its own head; network-based groups give each student its own trunk as
+        well. `deployed` marks the head of the student `okddip export` deploys (a user's model
+        with kept weights keeps its classifier there and draws the others afresh, `from_keras`).
       trunk_channels: channels of the trunk's output.
       feature_dim: size of the pooled features.
       options: the (key, value) pairs a registered backbone was configured with.

@@ -145,7 +145,7 @@ def staged_backbone(name, network, split_stage=None, batchnorm="pytorch", option
             x = fn(x, norm)
         return keras.Model(images, x, name=model_name)
 
-    def build_head(model_name, num_classes, sync_batchnorm):
+    def build_head(model_name, num_classes, sync_batchnorm, deployed=False):  # all drawn anew
         norm = norm_settings(sync_batchnorm, batchnorm)
         feature_map = keras.Input(shape=(None, None, trunk_channels), name="trunk_features")
         x = feature_map
