@@ -165,6 +165,9 @@ COMMANDS = {
               kind="integer", shown_default="the run's evaluation split"),
          Flag("calibration_images", "training images calibrating int8.", "N", default=1000,
               kind="integer"),
+         Flag("examples", "an .npz of the leader's inputs (`inputs`, optional `labels`) for "
+              "int8 calibration and parity, instead of the run's data.", "PATH",
+              shown_default="the run's data"),
          Flag("int8_calibration", "int8 activation ranges: 99.999th percentiles, or TFLite's "
               "min/max.", "percentile|minmax", default="percentile", kind="enum",
               choices=("percentile", "minmax"))),
@@ -589,7 +592,7 @@ def export(values):
         values.workdir, values.checkpoint, values.export_dir, model_name=values.model_name,
         version=values.model_version, overwrite=values.overwrite, formats=values.formats,
         eval_examples=values.eval_examples, representative_examples=values.calibration_images,
-        int8_calibration=values.int8_calibration)
+        int8_calibration=values.int8_calibration, examples=values.examples)
     print(parity.format_report(report))
 
 

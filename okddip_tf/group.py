@@ -10,7 +10,7 @@ from okddip_tf import progress
 from okddip_tf.methods import GroupContext, Students, create_method
 from okddip_tf.models import resolve_backbone
 from okddip_tf.normalization import CIFAR100_MEAN, CIFAR100_STD, PixelNormalization
-from okddip_tf.normalization import check_image_shape
+from okddip_tf import inputs as input_specs
 from okddip_tf import fit_checks  # the NaN guard, ramp-up warning and label checks of fit
 
 SHARINGS = ("branch", "network")
@@ -32,12 +32,14 @@ def resolve_sync_batchnorm(sync_batchnorm):
 class GroupModel(keras.Model):
     """A group of m students of one backbone trained together by a method; one is deployed.
 
-    For OKDDip (the default) the group is m - 1 auxiliary peers and a group leader. `group(images)`
-    returns a dict: `leader_logits` [B, C] (the deployed student); with peers, `peer_logits`
+    For OKDDip (the default) the group is m - 1 auxiliary peers and a group leader. The group
+    takes whatever single input its backbone takes (`input_spec`): raw images for the paper's
+    networks, or, from your own model (`okddip_tf.models.from_keras`), images of any shape,
+    token ids [B, T], feature vectors [B, F], frames [B, T, F]. `group(inputs)` returns a dict: `leader_logits` [B, C] (the deployed student); with peers, `peer_logits`
     [B, P, C]; and what the method adds (OKDDip: `attention` [B, P, P], rows summing to 1, and
     `peer_targets` [B, P, C], the attention-mixed peer logits; ONE: `gate` and
     `teacher_logits`; KD: `teacher_logits`). `group.leader` is the deployable functional model
-    (raw images -> logits) that shares the trained weights.
+    (raw inputs -> logits) that shares the trained weights.
 
     On TensorFlow the group runs its own steps, and `predict` returns the leader's logits. Other
     backends (JAX) train through Keras' default steps, with `compute_loss`/`compute_metrics`
@@ -74,8 +76,15 @@ class GroupModel(keras.Model):
         `okddip_tf.methods.Method` instance, used as it is (`okddip train` builds one with
         `builders.build_method`); an instance another group already uses is copied.
       method_options: the method's options by name (e.g. {"attention": "mean"} for OKDDip).
-      image_shape: (H, W, 3) of the inputs the leader is built for; None keeps H, W dynamic.
-      pixel_mean, pixel_std: per-channel normalisation in [0, 255] units (first layer).
+      input_spec: what the group takes (`okddip_tf.inputs.InputSpec` or its config dict:
+        shape without the batch axis, dtype, kind, name); None takes the backbone's
+        (`backbone.inputs()`), with `image_shape` for an image backbone. The group keeps it as
+        `group.example_spec` (Keras' own `input_spec` attribute is another thing).
+      image_shape: (H, W, C) of the images the leader is built for (image backbones; the
+        argument of earlier versions, kept); None: the backbone's, or H, W dynamic.
+      pixel_mean, pixel_std: per-channel normalisation in [0, 255] units, the first layer of
+        image groups whose backbone does not normalise its input itself (`raw_pixels`);
+        other groups have no normalisation (`group.normalizer` is None).
       sync_batchnorm: True, False or "auto" (synchronise under a multi-replica TF strategy).
     """
 
@@ -92,12 +101,11 @@ class GroupModel(keras.Model):
         pixel_mean=CIFAR100_MEAN,
         pixel_std=CIFAR100_STD,
         sync_batchnorm="auto",
+        input_spec=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         spec = resolve_backbone(backbone)
-        if spec.raw_pixels:  # the network normalises its input itself
-            pixel_mean, pixel_std = (0.0,) * len(pixel_mean), (1.0,) * len(pixel_std)
         self.method = create_method(method, method_options)  # an unused instance as it is
         validate_group_args(num_classes, sharing, temperature)
         self.method.check_group(num_students, sharing)
@@ -110,11 +118,13 @@ class GroupModel(keras.Model):
         self.has_leader = self.method.has_leader(num_students)
         self.deployed_index = self.method.deployed_index(num_students)
         self.temperature = float(temperature)
-        self.image_shape = tuple(image_shape) if image_shape else None
+        self.example_spec = resolve_input_spec(spec, input_spec, image_shape)
         self.sync_batchnorm = sync_batchnorm
         sync_bn = resolve_sync_batchnorm(sync_batchnorm)
 
-        self.normalizer = PixelNormalization(pixel_mean, pixel_std, name="normalize")
+        self.normalizer = None
+        if spec.normalizes_pixels:
+            self.normalizer = PixelNormalization(pixel_mean, pixel_std, name="normalize")
         names = [f"peer_{i}" for i in range(self.num_peers)] + ["leader"] * self.has_leader
         if sharing == "branch":
             self.trunks = [spec.build_trunk("trunk", sync_bn)]
@@ -124,7 +134,7 @@ class GroupModel(keras.Model):
                                       deployed=i == self.deployed_index)
                       for i, n in enumerate(names)]
         context = GroupContext(spec, num_classes, num_students, self.num_peers, sharing, sync_bn,
-                               self.image_shape)
+                               self.image_shape, self.example_spec)
         self.method.bound = True  # its layers are this group's from here on
         for name, layer in self.method.build_layers(context).items():
             if hasattr(self, name):
@@ -140,17 +150,32 @@ class GroupModel(keras.Model):
         self.trackers = group_metrics.GroupTrackers(
             self.method.terms, self.num_peers, self.method.distills, self.has_leader)
         object.__setattr__(self, "_leader", None)
-        self.build((None,) + (self.image_shape or (None, None, 3)))
+        self.build((None,) + self.example_spec.shape)
 
     def build(self, input_shape):
-        self.normalizer.build(input_shape)
+        if self.normalizer is not None:
+            self.normalizer.build(input_shape)
         self.built = True
+
+    @property
+    def image_shape(self):
+        """(H, W, C) of an image group (None where H, W are dynamic), None for other inputs."""
+        spec = self.example_spec
+        return spec.shape if spec.is_image and spec.fully_defined else None
+
+    def prepare_inputs(self, inputs):
+        """Checks the batch against `example_spec`; normalised pixels (image groups) or the
+        input cast to the backbone's dtype."""
+        spec = self.example_spec
+        spec.check(inputs.shape, getattr(inputs, "dtype", None))
+        if self.normalizer is not None:
+            return self.normalizer(inputs)
+        return ops.cast(inputs, "float32" if spec.is_image else spec.dtype)
 
     # The forward pass.
 
-    def call(self, images, training=False):
-        check_image_shape(images.shape, len(self.normalizer.mean))
-        x = self.normalizer(images)
+    def call(self, inputs, training=False):
+        x = self.prepare_inputs(inputs)
         shared = None
         if self.sharing == "branch":
             shared = self.trunks[0](x, training=training)
@@ -163,26 +188,29 @@ class GroupModel(keras.Model):
         outputs = {"leader_logits": logits[self.deployed_index]}  # [B, C]
         if self.num_peers:
             outputs["peer_logits"] = ops.stack(logits[:self.num_peers], axis=1)  # [B, P, C]
-        outputs.update(self.method.outputs(Students(images, shared, features, logits), training))
+        outputs.update(self.method.outputs(Students(inputs, shared, features, logits), training))
         return outputs
 
-    def leader_logits(self, images, training=False):
+    def leader_logits(self, inputs, training=False):
         """The deployed student alone: no other student or method layer runs."""
-        x = self.normalizer(images)
+        x = self.prepare_inputs(inputs)
         trunk = self.trunks[0 if self.sharing == "branch" else self.deployed_index]
         _, logits = self.heads[self.deployed_index](trunk(x, training=training), training=training)
         return logits
 
     @property
     def leader(self):
-        """The deployable student ("the leader"): a functional `keras.Model`, raw images -> logits.
+        """The deployable student ("the leader"): a functional `keras.Model`, raw inputs -> logits.
 
-        It shares the group's layer objects (so its weights are the trained ones) and holds
-        nothing of the other students or the method's layers.
+        Its input is named and typed after `example_spec` (`images` float32 [B, H, W, 3],
+        `token_ids` int32 [B, T], `features` float32 [B, F], ...). It shares the group's layer
+        objects (so its weights are the trained ones) and holds nothing of the other students
+        or the method's layers.
         """
         if self._leader is None:
-            images = keras.Input(shape=self.image_shape or (None, None, 3), name="images")
-            leader = keras.Model(images, self.leader_logits(images), name="leader")
+            spec = self.example_spec
+            inputs = keras.Input(shape=spec.shape, dtype=spec.dtype, name=spec.name)
+            leader = keras.Model(inputs, self.leader_logits(inputs), name="leader")
             # Not tracked as a sub-layer: it holds no state of its own and must not change
             # what the group saves.
             object.__setattr__(self, "_leader", leader)
@@ -291,9 +319,9 @@ class GroupModel(keras.Model):
             "temperature": self.temperature,
             "method": self.method_name,
             "method_options": self.method.get_config(),
-            "image_shape": self.image_shape,
-            "pixel_mean": self.normalizer.mean,
-            "pixel_std": self.normalizer.std,
+            "input_spec": self.example_spec.get_config(),
+            "pixel_mean": self.normalizer.mean if self.normalizer else CIFAR100_MEAN,
+            "pixel_std": self.normalizer.std if self.normalizer else CIFAR100_STD,
             "sync_batchnorm": self.sync_batchnorm,
         }
 
@@ -313,6 +341,32 @@ def upgrade_config(config):
     if legacy and config.get("method", "okddip") == "okddip":
         config["method_options"] = {**legacy, **(config.get("method_options") or {})}
     return config
+
+
+def resolve_input_spec(backbone, input_spec, image_shape):
+    """The group's `InputSpec`: the one given, else the backbone's, with `image_shape` for an
+    image backbone (a saved group of earlier versions passes only `image_shape`)."""
+    given = input_specs.spec_from(input_spec)
+    own = backbone.inputs()
+    if given is not None and image_shape:
+        raise ConfigError("Pass input_spec or image_shape, not both (image_shape is the "
+                          "older argument for image groups).")
+    if image_shape:
+        if not own.is_image:
+            raise ConfigError(f"image_shape={tuple(image_shape)} is for image backbones; "
+                              f"{backbone.name!r} takes {own.describe()}. Leave image_shape out "
+                              "(the group takes the backbone's input) or pass input_spec=.")
+        given = own.with_shape(image_shape)
+    if given is None:
+        return own
+    # Convolutional image networks run at any height and width: only the channels must match.
+    compared = zip(given.shape[-1:], own.shape[-1:]) if own.is_image else zip(given.shape,
+                                                                              own.shape)
+    if len(given.shape) != len(own.shape) or any(
+            a is not None and b is not None and a != b for a, b in compared):
+        raise ConfigError(f"The group's input {given.describe()} does not fit the backbone "
+                          f"{backbone.name!r}, which takes {own.describe()}.")
+    return given
 
 
 def scale_for_replicas(loss):

@@ -3,6 +3,8 @@
 import keras
 from keras import layers, ops
 
+from okddip_tf.inputs import image_spec
+
 CIFAR100_MEAN = (129.3105, 124.0575, 112.4295)  # (0.5071, 0.4865, 0.4409) * 255
 CIFAR100_STD = (68.1615, 65.382, 70.431)  # (0.2673, 0.2564, 0.2762) * 255
 
@@ -40,16 +42,4 @@ class PixelNormalization(layers.Layer):
 
 def check_image_shape(shape, channels=3):
     """Raises a ValueError unless `shape` is [batch, height, width, channels]."""
-    shape = tuple(shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"Expected images of shape [batch, height, width, {channels}] (rank 4), got shape "
-            f"{shape}. Batch single images with images[None] and give grayscale images 3 "
-            "channels (e.g. tf.image.grayscale_to_rgb)."
-        )
-    if shape[-1] is not None and shape[-1] != channels:
-        raise ValueError(
-            f"Expected {channels} colour channels in the last axis (channels-last), got shape "
-            f"{shape}. Convert channels-first images with transpose(0, 2, 3, 1) and "
-            "grayscale or RGBA images to RGB."
-        )
+    image_spec(channels=channels).check(shape)

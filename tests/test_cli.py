@@ -27,8 +27,8 @@ TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\]|absl::Initia
 COMMAND_FLAGS = {
     "train": ["config", "workdir", "verbose", "tf_logs"],
     "export": ["workdir", "checkpoint", "export_dir", "model_name", "model_version", "overwrite",
-               "formats", "eval_examples", "calibration_images", "int8_calibration", "verbose",
-               "tf_logs"],
+               "formats", "eval_examples", "calibration_images", "int8_calibration", "examples",
+               "verbose", "tf_logs"],
     "tune": ["config", "workdir", "verbose", "tf_logs"],
 }
 

@@ -16,6 +16,7 @@ Modules, lowest first (each imports only those above it in this list):
   pipeline     the CIFAR-style tf.data pipeline and the helpers the tf.data sources share
   imagenet     the ImageNet-style tf.data pipeline
   sources      the tfds and folder sources and `load_datasets`, which picks source and pipeline
+  synthetic    a synthetic token-id task with a learnable rule (NumPy only)
 """
 
 import importlib
@@ -32,6 +33,7 @@ _EXPORTS = {
     "make_dataset": "pipeline",
     "prepare_dataset": "pipeline",
     "load_datasets": "sources",
+    "marker_tokens": "synthetic",
 }
 
 __all__ = list(_EXPORTS)

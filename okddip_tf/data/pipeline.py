@@ -169,42 +169,63 @@ def _one_epoch(ds, key, *, batch_size, training, augment, shuffle_buffer):
     return ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
 
 
-def make_dataset(images, labels, *, num_classes, batch_size, training, augment=None,
+def make_dataset(inputs, labels, *, num_classes, batch_size, training, augment=None,
                  shuffle_buffer=None, seed=None):
-    """Builds a pipeline (see `prepare_dataset`) from in-memory NumPy arrays.
+    """Builds a pipeline (see `prepare_dataset`) from in-memory NumPy arrays of any input kind.
+
+    Images ``[N, H, W, C]`` (integer or float pixels in ``[0, 255]``, stored as uint8 or
+    float32) get the CIFAR augmentation when training, unless ``augment=False``; any other
+    input (token ids ``[N, T]``, feature vectors ``[N, F]``, frames ``[N, T, F]``) is batched
+    as it is: integers as int32, floats as float32.
 
     Args:
-      images: ``[N, H, W, 3]`` array; integer pixels must lie in ``[0, 255]``
-        (stored as uint8), float pixels too (stored as float32).
+      inputs: ``[N, ...]`` array, one example per row.
       labels: ``[N]`` integer array with values in ``[0, num_classes)``.
       num_classes: number of classes.
-      batch_size, training, augment, shuffle_buffer, seed: as in `prepare_dataset`.
+      batch_size, training, shuffle_buffer, seed: as in `prepare_dataset`.
+      augment: pad-crop-flip images (`augment_image`); None: when training on images. Other
+        inputs have no augmentation here (True for them is an error).
 
     Returns:
       The batched ``tf.data.Dataset``.
     """
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape [N, H, W, 3], got {images.shape}; "
-                         "add a batch axis or convert grayscale/RGBA images to RGB.")
+    inputs, labels = np.asarray(inputs), np.asarray(labels)
+    if inputs.ndim < 2 or inputs.dtype.kind not in "uif":
+        raise ValueError(f"inputs must be a numeric array [N, ...] with one example per row "
+                         f"(images [N, H, W, C], token ids [N, T], features [N, F]), got shape "
+                         f"{inputs.shape} dtype {inputs.dtype}; add a batch axis with x[None].")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) \
-            or len(labels) != len(images):
-        raise ValueError(f"labels must be a 1-D integer array of length {len(images)} "
-                         f"(one per image), got shape {labels.shape} dtype {labels.dtype}.")
+            or len(labels) != len(inputs):
+        raise ValueError(f"labels must be a 1-D integer array of length {len(inputs)} "
+                         f"(one per example), got shape {labels.shape} dtype {labels.dtype}.")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes="
                          f"{num_classes}, found min {labels.min()} max {labels.max()}; "
                          "fix num_classes or remap the labels.")
+    images = inputs.ndim == 4
+    if images:
+        inputs = checked_pixels(inputs)
+    else:
+        if augment:
+            raise ValueError(f"augment=True crops and flips images [N, H, W, C]; these inputs "
+                             f"have shape {inputs.shape}. Augment them before make_dataset, "
+                             "or pass augment=None.")
+        augment = False
+        inputs = inputs.astype(np.float32 if inputs.dtype.kind == "f" else np.int32)
+    if training and len(inputs) < batch_size:
+        raise ValueError(f"{len(inputs)} training examples are fewer than batch_size="
+                         f"{batch_size}; with drop_remainder there would be 0 steps.")
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.int32)))
+    return prepare_dataset(ds, batch_size=batch_size, training=training, augment=augment,
+                           shuffle_buffer=shuffle_buffer, seed=seed)
+
+
+def checked_pixels(images):
+    """Images [N, H, W, C] with pixels in [0, 255], as uint8 (integers) or float32 (floats)."""
     if images.size and (images.min() < 0 or images.max() > 255):
         raise ValueError(f"pixel values must lie in [0, 255], found [{images.min()}, "
                          f"{images.max()}]; rescale images (e.g. multiply [0, 1] floats by 255).")
-    images = images.astype(np.float32 if images.dtype.kind == "f" else np.uint8)
-    if training and len(images) < batch_size:
-        raise ValueError(f"{len(images)} training examples are fewer than batch_size="
-                         f"{batch_size}; with drop_remainder there would be 0 steps.")
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    return prepare_dataset(ds, batch_size=batch_size, training=training, augment=augment,
-                           shuffle_buffer=shuffle_buffer, seed=seed)
+    return images.astype(np.float32 if images.dtype.kind == "f" else np.uint8)
 
 
 def check_batch_size(batch_size):

@@ -82,8 +82,9 @@ def _extreme(values, k, *, largest):
 def narrow_ranges(calibrated_model, images, percentile=DEFAULT_PERCENTILE):
     """Returns `calibrated_model` (TFLite bytes from calibrate-only) with percentile ranges.
 
-    Ranges only ever shrink; the model inputs keep theirs (raw pixels map exactly), and a
-    range's sign structure is kept (a ReLU output's minimum stays 0).
+    `images`: the representative inputs (raw images, or token ids, features, ... of the
+    model's input). Ranges only ever shrink; the model inputs keep theirs (raw pixels map
+    exactly), and a range's sign structure is kept (a ReLU output's minimum stays 0).
     Returns (new model bytes, {tensor name: (old_min, old_max, new_min, new_max)}).
     """
     from okddip_tf.deploy import interpreter as runtime  # pylint: disable=import-outside-toplevel
@@ -99,8 +100,9 @@ def narrow_ranges(calibrated_model, images, percentile=DEFAULT_PERCENTILE):
     # on a ResNet-20, 36 of its 37 narrowed ranges came out the same and one 6e-8 apart.
     interpreter = runtime.make_interpreter(model_content=bytes(calibrated_model),
                                            keep_all_tensors=True)
-    input_index = interpreter.get_input_details()[0]["index"]
-    images = np.asarray(images, np.float32)
+    input_details = interpreter.get_input_details()[0]
+    input_index = input_details["index"]
+    images = np.asarray(images).astype(input_details["dtype"])  # ids stay integers
     trackers = {}
     for start in range(0, len(images), BATCH):
         batch = images[start:start + BATCH]

@@ -20,7 +20,7 @@ import tempfile
 import keras
 import numpy as np
 
-from okddip_tf import atomic_files, progress, quiet
+from okddip_tf import atomic_files, inputs, models, progress, quiet
 from okddip_tf.rundir import LAST_CHECKPOINT
 from okddip_tf.deploy import calibration, parity, savedmodel, tflite
 from okddip_tf.errors import ExistsError, InputError, MissingInputError, UsageError, UserError
@@ -40,36 +40,41 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
 
     Args:
       group_or_leader: a `GroupModel` (its leader is exported and checked to hold exactly one
-        student network's parameters) or a leader `keras.Model` (raw images -> logits).
+        student network's parameters) or a leader `keras.Model` (raw inputs -> logits). Its
+        input (images, token ids, features, ...; see `okddip_tf.inputs`) is what the
+        signatures take, named and typed after it.
       export_dir: the export root; TF Serving's model base path is `<export_dir>/<model_name>`.
       model_name: the TF Serving model name.
       version: the integer version; None writes the next one (latest + 1, or 1).
       overwrite: replace `version` (None: the latest version) if it exists.
       class_names: one label per class (None: the class ids as strings).
-      representative_images: raw training images [N, H, W, 3] to calibrate the int8 file.
-      eval_images, eval_labels: raw test images (and labels) for parity and accuracy; without
-        them parity is measured on the representative (or 64 random) images.
+      representative_images: raw training inputs of the leader's kind (images [N, H, W, 3],
+        token ids [N, T], features [N, F]) to calibrate the int8 file.
+      eval_images, eval_labels: raw test inputs (and labels) for parity and accuracy; without
+        them parity is measured on the representative (or 64 random) inputs.
       formats: subset of `FORMATS` (None: all, less "int8" without representative images).
-      image_shape: (H, W, 3) when the model's input leaves them undefined.
+      image_shape: (H, W, 3) when an image model's input leaves them undefined.
       source: a dict recorded in the report (where the model came from).
       int8_calibration: "percentile" (default) or "minmax": how the int8 file's activation
         ranges are set (see okddip_tf/deploy/calibration.py).
     """
-    leader, image_shape, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
+    leader, spec, num_classes, single_network = resolve_leader(group_or_leader, image_shape)
     formats = resolve_formats(formats, representative_images)
     calibration.check_method(int8_calibration)
     class_names = check_class_names(class_names, num_classes)
     model_dir = os.path.join(export_dir, model_name)
     version = resolve_version(model_dir, version, overwrite)
     probe, labels, probe_name = parity.pick_probe(eval_images, eval_labels,
-                                                  representative_images, image_shape)
-    reference = leader.predict(probe.astype(np.float32), batch_size=BATCH, verbose=0)
-    check_finite_outputs(leader, reference, probe_name, representative_images, model_dir)
+                                                  representative_images, spec)
+    reference = leader.predict(as_leader_input(probe, spec), batch_size=BATCH, verbose=0)
+    check_finite_outputs(leader, spec, reference, probe_name, representative_images, model_dir)
     report = {
-        "model_name": model_name, "version": version, "image_shape": list(image_shape),
+        "model_name": model_name, "version": version,
+        **({"image_shape": list(spec.shape)} if spec.is_image else {}),
+        "input": spec.get_config(),
         "num_classes": num_classes, "class_names_asset": f"assets/{savedmodel.CLASS_NAMES_ASSET}",
-        "signatures": {name: f"images {dtype.name} [batch, {', '.join(map(str, image_shape))}]"
-                       for name, dtype in savedmodel.SIGNATURES.items()},
+        "signatures": {name: f"{spec.name} {dtype.name} [batch, {', '.join(map(str, spec.shape))}]"
+                       for name, dtype in savedmodel.signatures(spec).items()},
         "parameters": {"leader": leader.count_params(), "single_network": single_network},
         "evaluation": {"images": probe_name, "count": len(probe),
                        "keras_accuracy": parity.accuracy(reference, labels)},
@@ -88,9 +93,9 @@ def export_leader(group_or_leader, export_dir, *, model_name="leader", version=N
 def write_artefacts(directory, leader, class_names, formats, representative_images, probe,
                     report, int8_calibration):
     """The SavedModel, the TFLite files and the report, each checked against the Keras leader."""
-    image_shape, parameters = tuple(report["image_shape"]), report["parameters"]["leader"]
+    spec, parameters = inputs.spec_from(report["input"]), report["parameters"]["leader"]
     with progress.step("Writing the SavedModel"):
-        savedmodel.write_saved_model(leader, image_shape, class_names, directory)
+        savedmodel.write_saved_model(leader, spec, class_names, directory)
     outputs = savedmodel.predict(directory, probe[0], batch_size=BATCH)
     saved_parameters = savedmodel.count_parameters(directory)
     if saved_parameters != parameters:
@@ -101,10 +106,11 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
         "size_bytes": savedmodel.size_bytes(directory), "parameters": saved_parameters,
         **parity.compare(outputs, *probe[1:])}
     with tempfile.TemporaryDirectory() as scratch:
-        converted = formats[1:] and tflite.write_conversion_model(leader, image_shape, scratch)
+        converted = formats[1:] and tflite.write_conversion_model(leader, spec, scratch)
         for fmt in formats[1:]:
             path = os.path.join(directory, f"{report['model_name']}_{fmt}.tflite")
-            with progress.step(conversion_message(fmt, representative_images, int8_calibration)):
+            with progress.step(conversion_message(fmt, representative_images, int8_calibration,
+                                                  spec)):
                 with open(path, "wb") as f, quiet.notices_dropped():
                     f.write(tflite.convert(converted, fmt, representative_images,
                                            int8_calibration=int8_calibration))
@@ -121,7 +127,8 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
                 check_int8_smaller(report["artefacts"], parameters)
             if fmt in tflite.NEEDS_REPRESENTATIVE_IMAGES:
                 report["artefacts"][fmt]["calibration"] = {
-                    "images": len(representative_images), "method": int8_calibration,
+                    "images" if spec.is_image else "inputs": len(representative_images),
+                    "method": int8_calibration,
                     "percentile": (calibration.DEFAULT_PERCENTILE
                                    if int8_calibration == "percentile" else None)}
     report_path = os.path.join(directory, REPORT_NAME)
@@ -132,14 +139,19 @@ def write_artefacts(directory, leader, class_names, formats, representative_imag
     os.chmod(report_path, 0o666 & ~umask)
 
 
-def check_finite_outputs(leader, reference, probe_name, representative_images, model_dir):
+def as_leader_input(values, spec):
+    """NumPy inputs as the Keras leader takes them: float32, or int32 token ids."""
+    return np.asarray(values).astype(savedmodel.tensor_dtype(spec))
+
+
+def check_finite_outputs(leader, spec, reference, probe_name, representative_images, model_dir):
     """Refuses (before anything is written) a leader whose logits are NaN or infinite on the
-    parity images or the int8 calibration images: a diverged model is not an export."""
+    parity inputs or the int8 calibration inputs: a diverged model is not an export."""
     checked = [(probe_name, reference)]
     if representative_images is not None and len(representative_images) \
-            and probe_name != "representative (training) images":
-        checked.append(("representative (training) images", leader.predict(
-            np.asarray(representative_images, np.float32), batch_size=BATCH, verbose=0)))
+            and not probe_name.startswith("representative"):
+        checked.append(("representative (training) inputs", leader.predict(
+            as_leader_input(representative_images, spec), batch_size=BATCH, verbose=0)))
     for name, logits in checked:
         bad_rows = ~np.isfinite(logits).all(axis=-1)
         if bad_rows.any():
@@ -161,16 +173,17 @@ def check_int8_smaller(artefacts, parameters):
             "int8 (formats=...) or check the representative images.")
 
 
-def conversion_message(fmt, representative_images, int8_calibration):
+def conversion_message(fmt, representative_images, int8_calibration, spec):
     if fmt not in tflite.NEEDS_REPRESENTATIVE_IMAGES or representative_images is None:
         return f"Converting to TFLite {fmt}"
     return (f"Converting to TFLite {fmt}: calibrating on {len(representative_images)} training "
-            f"images ({int8_calibration} ranges), then quantizing; this takes tens of seconds")
+            f"{'images' if spec.is_image else 'inputs'} ({int8_calibration} ranges), then "
+            "quantizing; this takes tens of seconds")
 
 
 def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name="leader",
                    version=None, overwrite=False, formats=None, eval_examples=None,
-                   representative_examples=1000, int8_calibration="percentile"):
+                   representative_examples=1000, int8_calibration="percentile", examples=None):
     """Exports the leader of a training run (what `okddip export` does); returns the report.
 
     Args:
@@ -181,6 +194,11 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
       eval_examples: test images for the report's accuracy and parity: None uses the
         workdir's evaluation split as it was configured, 0 none (parity on training images).
       representative_examples: first training images used to calibrate the int8 file.
+      examples: a `.npz` file of the leader's inputs (`inputs`: token ids [N, T], features
+        [N, F], images, ...; optional `labels` [N]) used instead of the workdir's data (a
+        group trained in Python has none): its first `representative_examples` inputs
+        calibrate the int8 file, and parity and accuracy (with labels) are measured on its
+        first `eval_examples` (None: all). Give held-out examples.
       model_name, version, overwrite, formats, int8_calibration: as in `export_leader`.
     """
     if workdir is None and checkpoint is None:
@@ -200,7 +218,10 @@ def export_workdir(workdir=None, checkpoint=None, export_dir=None, *, model_name
                     for name in ("config.json", "dataset_info.json"))
     representative = eval_images = eval_labels = None
     calibrate = formats is None or "int8" in formats
-    if config is not None and (calibrate or eval_examples != 0):
+    if examples is not None:
+        representative, eval_images, eval_labels = load_examples_file(
+            examples, representative_examples if calibrate else 0, eval_examples)
+    elif config is not None and (calibrate or eval_examples != 0):
         try:
             representative, eval_images, eval_labels = load_export_data(
                 config["data"], representative_examples if calibrate else 0, eval_examples)
@@ -242,15 +263,17 @@ def load_group(checkpoint):
 
 
 def resolve_leader(group_or_leader, image_shape):
-    """(leader, image_shape, num_classes, parameters of one freshly built student network)."""
+    """(leader, its `InputSpec`, num_classes, parameters of one freshly built student network)."""
     single_network = None
     if isinstance(group_or_leader, GroupModel):
         group = group_or_leader
-        leader, image_shape = group.leader, tuple(image_shape or group.image_shape or ())
+        leader, spec = group.leader, group.example_spec
+        normalizer = group.normalizer
         reference = GroupModel(backbone=group.backbone, num_classes=group.num_classes,
-                               num_students=1, method="baseline", image_shape=group.image_shape,
-                               pixel_mean=group.normalizer.mean,
-                               pixel_std=group.normalizer.std).leader
+                               num_students=1, method="baseline",
+                               input_spec=group.example_spec,
+                               **({"pixel_mean": normalizer.mean, "pixel_std": normalizer.std}
+                                  if normalizer else {})).leader
         shapes = [[tuple(w.shape) for w in m.weights] for m in (leader, reference)]
         if shapes[0] != shapes[1]:
             raise RuntimeError("The leader's weights differ from one freshly built "
@@ -258,13 +281,16 @@ def resolve_leader(group_or_leader, image_shape):
         single_network = reference.count_params()
     elif isinstance(group_or_leader, keras.Model):
         leader = group_or_leader
-        image_shape = tuple(image_shape or leader.input_shape[1:])
+        spec = models.keras_backbone.input_spec_of(leader)
     else:
         raise TypeError(f"Expected a GroupModel or a keras.Model, got {type(group_or_leader)}.")
-    if len(image_shape) != 3 or None in image_shape or image_shape[-1] != 3:
-        raise ValueError(f"The export needs a fixed image shape (H, W, 3), got {image_shape}: "
-                         "pass image_shape= or build the group with image_shape=.")
-    return leader, tuple(int(d) for d in image_shape), int(leader.output_shape[-1]), single_network
+    if image_shape and spec.is_image:
+        spec = spec.with_shape(image_shape)
+    if not spec.fully_defined:
+        raise ValueError(f"The export needs a fixed input shape, got {spec.describe()}: pass "
+                         "image_shape= (H, W, C), or build the group with image_shape= (or "
+                         "input_spec=).")
+    return leader, spec, int(leader.output_shape[-1]), single_network
 
 
 def resolve_formats(formats, representative_images):
@@ -321,6 +347,31 @@ def write_version(build, path, overwrite):
     os.rename(path, old)
     os.rename(staged, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def load_examples_file(path, representative_examples, eval_examples):
+    """(calibration inputs, parity inputs, their labels or None) from an `.npz` file holding
+    `inputs` and optionally `labels` (see `export_workdir`)."""
+    if not os.path.isfile(path):
+        raise MissingInputError(f"No examples file at {path}; pass an .npz file holding "
+                                "`inputs` (and optionally `labels`).")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = dict(arrays)
+    except (OSError, ValueError) as error:
+        raise InputError(f"Could not read {path} as an .npz file ({error}); write it with "
+                         "np.savez(path, inputs=..., labels=...).") from error
+    if "inputs" not in found:
+        raise InputError(f"{path} holds {sorted(found)}, no `inputs`; write it with "
+                         "np.savez(path, inputs=..., labels=...).")
+    values, labels = found["inputs"], found.get("labels")
+    if labels is not None and labels.shape != (len(values),):
+        raise InputError(f"{path}: `labels` has shape {labels.shape}; expected one label per "
+                         f"input, shape ({len(values)},).")
+    count = len(values) if eval_examples is None else eval_examples
+    return (values[:representative_examples] if representative_examples else None,
+            values[:count] if count else None,
+            labels[:count] if count and labels is not None else None)
 
 
 def load_export_data(data_config, representative_examples, eval_examples):

@@ -5,15 +5,29 @@ import numpy as np
 CLEAR_MARGIN_STEPS = 2
 
 
-def pick_probe(eval_images, eval_labels, representative_images, image_shape):
-    """The images parity (and accuracy, with labels) is measured on."""
+def pick_probe(eval_images, eval_labels, representative_images, spec):
+    """The inputs parity (and accuracy, with labels) is measured on: evaluation inputs, else
+    representative ones, else 64 random inputs of `spec` (an `InputSpec`)."""
+    kind = "images" if spec.is_image else "inputs"
     if eval_images is not None and len(eval_images):
         labels = None if eval_labels is None else np.asarray(eval_labels)
-        return np.asarray(eval_images), labels, "evaluation images"
+        return np.asarray(eval_images), labels, f"evaluation {kind}"
     if representative_images is not None and len(representative_images):
-        return np.asarray(representative_images), None, "representative (training) images"
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (64,) + tuple(image_shape), np.uint8), None, "random pixels"
+        return np.asarray(representative_images), None, f"representative (training) {kind}"
+    return random_inputs(spec, 64), None, "random pixels" if spec.is_image else "random inputs"
+
+
+def random_inputs(spec, count, seed=0):
+    """`count` random inputs of `spec`: uniform integers in its value range (pixels, token
+    ids; [0, 2) when it has none), else standard normal floats."""
+    rng = np.random.default_rng(seed)
+    shape = (count,) + tuple(spec.shape)
+    if spec.is_image:
+        return rng.integers(0, 256, shape, np.uint8)
+    if spec.is_integer:
+        low, high = spec.value_range or (0, 2)
+        return rng.integers(low, high, shape).astype(spec.dtype)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def compare(outputs, reference, labels, output_step=None):

@@ -1,7 +1,10 @@
 """The TF Serving SavedModel of a leader: signatures, class-name asset, and running it.
 
-Signatures (both: dynamic batch, the trained height and width, 3 channels, raw pixels [0, 255]):
-  serving_default: images float32        serving_uint8: images uint8
+The signatures take the backbone's input, named and typed after its `InputSpec` (dynamic batch):
+  images (raw pixels [0, 255], the trained height, width and channels):
+    serving_default: images float32        serving_uint8: images uint8
+  token ids:  serving_default: token_ids int32 [B, T]
+  features:   serving_default: features float32 [B, F]    (frames [B, T, F] alike)
   outputs: logits [B, C] float32, probabilities [B, C] float32 (softmax), class_ids [B] int64,
            class_names [B] string (the label of class_ids; its decimal id without names)
 The graph needs only TensorFlow: `tf.saved_model.load` works without okddip_tf or Keras.
@@ -13,15 +16,32 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-SIGNATURES = {"serving_default": tf.float32, "serving_uint8": tf.uint8}
+from okddip_tf.inputs import image_spec
+
+SIGNATURES = {"serving_default": tf.float32, "serving_uint8": tf.uint8}  # of image leaders
 CLASS_NAMES_ASSET = "class_names.txt"
 SAVED_MODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
 
 
-def write_saved_model(leader, image_shape, class_names, directory):
-    """Writes the SavedModel of `leader` (raw images -> logits) with `SIGNATURES`."""
+def signatures(spec):
+    """Signature name -> input dtype for inputs of `spec` (an `InputSpec`)."""
+    if spec.is_image:
+        return dict(SIGNATURES)
+    return {"serving_default": tf.as_dtype(tensor_dtype(spec))}
+
+
+def tensor_dtype(spec):
+    """What the exported graph computes on: float32, or int32 for integer inputs."""
+    return "int32" if spec.is_integer else "float32"
+
+
+def write_saved_model(leader, spec, class_names, directory):
+    """Writes the SavedModel of `leader` (raw inputs -> logits) with `signatures(spec)`.
+
+    `spec` is the leader's `InputSpec` (an image shape (H, W, C) is taken as images)."""
     import keras  # pylint: disable=import-outside-toplevel
 
+    spec = as_spec(spec)
     with tempfile.TemporaryDirectory() as scratch:
         names_file = os.path.join(scratch, CLASS_NAMES_ASSET)  # copied into assets/
         with open(names_file, "w", encoding="utf-8") as f:
@@ -30,8 +50,8 @@ def write_saved_model(leader, image_shape, class_names, directory):
             names_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
             tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
 
-        def serve(images):
-            logits = leader(checked_images(images, image_shape), training=False)
+        def serve(inputs):
+            logits = leader(checked_inputs(inputs, spec), training=False)
             class_ids = tf.argmax(logits, axis=-1)
             return {"logits": logits, "probabilities": tf.nn.softmax(logits),
                     "class_ids": class_ids, "class_names": table.lookup(class_ids)}
@@ -40,36 +60,45 @@ def write_saved_model(leader, image_shape, class_names, directory):
         # Not archive.track(leader): Keras 3.15 then stores every weight twice (under
         # `variables/` and `_all_variables/`). Endpoints track the variables they use.
         archive.track(table)
-        for name, dtype in SIGNATURES.items():
-            spec = tf.TensorSpec((None,) + tuple(image_shape), dtype, name="images")
-            archive.add_endpoint(name, serve, input_signature=[spec])
+        for name, dtype in signatures(spec).items():
+            tensor_spec = tf.TensorSpec((None,) + spec.shape, dtype, name=spec.name)
+            archive.add_endpoint(name, serve, input_signature=[tensor_spec])
         archive.write_out(directory, verbose=False)
 
 
-def checked_images(images, image_shape):
-    """`images` as float32 once their shape is [batch, H, W, C]; else a clear error.
+def as_spec(spec_or_image_shape):
+    """An `InputSpec`; an image shape (H, W, C) (the argument of earlier versions) as images."""
+    if hasattr(spec_or_image_shape, "kind"):
+        return spec_or_image_shape
+    return image_spec(tuple(spec_or_image_shape), channels=spec_or_image_shape[-1])
+
+
+def checked_inputs(inputs, spec):
+    """`inputs` as float32 (int32 for integer specs) once their shape is [batch, *spec.shape];
+    else a clear error.
 
     A signature does not check the shape it is fed (a wrong rank can even abort the process in
     oneDNN's convolution), so the check runs before any layer does.
     """
-    shape = tf.shape(images)
-    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)  # rank < 4 still compares
-    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
-                        tf.reduce_all(tf.equal(padded[1:4], image_shape)))
-    expected = f"[batch, {', '.join(map(str, image_shape))}]"
-    message = (f"Expected images of shape {expected} (raw pixels in [0, 255], channels last), "
-               "got shape")
+    rank = len(spec.shape)
+    shape = tf.shape(inputs)
+    padded = tf.concat([shape, tf.zeros([rank + 1], tf.int32)], axis=0)  # lower ranks compare
+    ok = tf.logical_and(tf.equal(tf.size(shape), rank + 1),
+                        tf.reduce_all(tf.equal(padded[1:rank + 1], spec.shape)))
+    expected = f"[batch, {', '.join(map(str, spec.shape))}]"
+    what = " (raw pixels in [0, 255], channels last)" if spec.is_image else ""
+    message = f"Expected {spec.name} of shape {expected}{what}, got shape"
     with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=8)]):
-        # identity: a float32 -> float32 cast creates no op that could carry the dependency.
-        return tf.identity(tf.cast(images, tf.float32))
+        # identity: a cast to the same dtype creates no op that could carry the dependency.
+        return tf.identity(tf.cast(inputs, tensor_dtype(spec)))
 
 
-def predict(directory, images, signature="serving_default", batch_size=256):
-    """Runs a signature of the SavedModel in `directory` on NumPy images; a dict of arrays."""
+def predict(directory, inputs, signature="serving_default", batch_size=256):
+    """Runs a signature of the SavedModel in `directory` on NumPy inputs; a dict of arrays."""
     serving = tf.saved_model.load(directory).signatures[signature]
-    dtype = SIGNATURES[signature]
-    parts = [serving(images=tf.constant(images[i:i + batch_size], dtype))
-             for i in range(0, len(images), batch_size)]
+    (name, tensor_spec), = serving.structured_input_signature[1].items()
+    parts = [serving(**{name: tf.constant(inputs[i:i + batch_size], tensor_spec.dtype)})
+             for i in range(0, len(inputs), batch_size)]
     return {name: np.concatenate([p[name].numpy() for p in parts]) for name in parts[0]}
 
 

@@ -39,7 +39,8 @@ class GroupContext:
       num_classes, num_students, num_peers: the group's sizes.
       sharing: "branch" or "network".
       sync_batchnorm: whether BatchNorm layers are synchronised across replicas.
-      image_shape: (H, W, 3) the group is built for, or None.
+      image_shape: (H, W, 3) the group is built for, or None (also for other inputs).
+      input_spec: the `okddip_tf.inputs.InputSpec` of what the group takes.
     """
 
     backbone: object
@@ -49,6 +50,7 @@ class GroupContext:
     sharing: str
     sync_batchnorm: bool
     image_shape: Optional[tuple]
+    input_spec: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Students:
     """One forward pass of the students, handed to `Method.outputs`.
 
     Attributes:
-      images: the raw input images [B, H, W, 3].
+      images: the raw input batch (images [B, H, W, 3], or what the backbone takes).
       shared: the shared trunk's output feature map (branch groups), else None.
       features: per student, the pooled features [B, D] that feed its classifier.
       logits: per student, its logits [B, C]. Peers first, then the leader (if any).

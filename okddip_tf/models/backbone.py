@@ -7,6 +7,8 @@ The registry of named backbones is `okddip_tf.models.registry`; a user's own Ker
 import dataclasses
 from typing import Callable, Optional
 
+from okddip_tf.inputs import InputSpec, image_spec
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
@@ -14,8 +16,9 @@ class Backbone:
 
     Attributes:
       name: the registry name (for a user's model, its model name).
-      build_trunk: `(name, sync_batchnorm) -> keras.Model` mapping normalised images
-        [B, H, W, 3] to the trunk's feature map [B, h, w, trunk_channels].
+      build_trunk: `(name, sync_batchnorm) -> keras.Model` mapping the input (normalised images
+        [B, H, W, 3] for the paper's networks; see `input_spec`) to the trunk's output
+        [B, ..., trunk_channels].
       build_head: `(name, num_classes, sync_batchnorm, deployed=False) -> keras.Model` mapping the
         trunk's feature map to `[features, logits]`: the pooled features [B, feature_dim] used by
         the attention and the logits [B, num_classes]. Branch-based groups share one trunk and
@@ -31,6 +34,9 @@ class Backbone:
       linear_init_std: the authors' branch-based model of this network draws every linear layer,
         the attention's W_L and W_E and ONE's gate included, from N(0, linear_init_std) (their
         VGG-16: 0.01); None: PyTorch's default U(+-1/sqrt(fan_in)) for those layers.
+      input_spec: what the network takes (`okddip_tf.inputs.InputSpec`: shape, dtype, kind);
+        None: raw images of any height and width with 3 channels, as the paper's networks.
+        Only image backbones get the group's pixel normalisation (unless `raw_pixels`).
     """
 
     name: str
@@ -42,6 +48,17 @@ class Backbone:
     raw_pixels: bool = False
     config: Optional[dict] = dataclasses.field(default=None, compare=False, repr=False)
     linear_init_std: Optional[float] = None
+    input_spec: Optional[InputSpec] = dataclasses.field(default=None, compare=False)
+
+    def inputs(self):
+        """The `InputSpec` of what the network takes (raw images for the paper's networks)."""
+        return self.input_spec or image_spec()
+
+    @property
+    def normalizes_pixels(self):
+        """Whether the group puts a pixel normalisation before it: image inputs that the
+        network does not normalise itself."""
+        return self.inputs().is_image and not self.raw_pixels
 
     def get_config(self):
         """A JSON-able dict that `backbone_from_config` turns back into this backbone."""

@@ -49,7 +49,7 @@ import os
 import keras
 from keras import layers
 
-from okddip_tf import compat
+from okddip_tf import compat, inputs
 from okddip_tf.errors import MissingInputError
 from okddip_tf.models import transfer
 from okddip_tf.models.backbone import Backbone
@@ -173,10 +173,11 @@ def from_config(config, source=None):
             f"features layer {producer(features).name!r} comes before it ({error}). Pass "
             f"split_at= one of the layers it can be split at, e.g. "
             f"{split_points(template, features, logits)[-8:]}.") from None
+    spec = input_spec_of(template)
     raw = config.get("raw_pixels")
     if raw is None:
         raw = first_layer_normalises(template)
-    input_shape = tuple(template.inputs[0].shape[1:])
+    raw = bool(raw) and spec.is_image  # only images are normalised by the group
     feature_shape = tuple(features.shape[1:])
     num_classes = int(logits.shape[-1])
 
@@ -192,8 +193,11 @@ def from_config(config, source=None):
 
     def build_trunk(name, sync_batchnorm):
         core = student_copy(trunk_template, sync_batchnorm)
-        images = keras.Input(shape=input_shape, name="normalized_images")
-        return keras.Model(images, core(images), name=name)
+        # The trunk reads what the group feeds it: normalised float images, or the input as
+        # it is (token ids stay integers).
+        x = keras.Input(shape=spec.shape, name="normalized_images" if spec.is_image
+                        else spec.name, dtype="float32" if spec.is_image else spec.dtype)
+        return keras.Model(x, core(x), name=name)
 
     def build_head(name, num_classes_wanted, sync_batchnorm, deployed=False):
         if num_classes_wanted != num_classes:
@@ -224,8 +228,8 @@ def from_config(config, source=None):
         keras.ops.prod(feature_shape))
     return Backbone(name=template.name, build_trunk=build_trunk, build_head=build_head,
                     trunk_channels=int(split.shape[-1]), feature_dim=int(feature_dim),
-                    raw_pixels=bool(raw), config={**config, "split_at": split_at,
-                                                  "raw_pixels": bool(raw)})
+                    raw_pixels=raw, input_spec=spec,
+                    config={**config, "split_at": split_at, "raw_pixels": raw})
 
 
 def is_keras_file(model_or_factory):
@@ -296,11 +300,9 @@ def check_functional(model):
                          f"outputs)).{hint}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"Model {model.name!r} has {len(model.inputs)} inputs and "
-                         f"{len(model.outputs)} outputs; a backbone needs one image input and "
+                         f"{len(model.outputs)} outputs; a backbone needs one input (images, token "
+                         "ids, features, ...) and "
                          "one output of class scores.")
-    if len(model.inputs[0].shape) != 4:
-        raise ValueError(f"Model {model.name!r} takes inputs of shape {model.inputs[0].shape}; "
-                         "a backbone needs images [batch, height, width, channels].")
 
 
 def producer(tensor):
@@ -402,10 +404,32 @@ def split_points(template, features, logits):
     return names
 
 
+def input_spec_of(template):
+    """The `InputSpec` of a model's input: its shape and dtype, the kind they suggest.
+
+    An input read by an `Embedding` layer holds token ids (int32, values below its input_dim),
+    whatever dtype its `keras.Input` was declared with.
+    """
+    tensor = template.inputs[0]
+    shape, dtype = tuple(tensor.shape[1:]), inputs.dtype_name(tensor.dtype)
+    embeddings = [layer for layer in consumers_of_input(template)
+                  if isinstance(layer, layers.Embedding)]
+    if embeddings:
+        return inputs.InputSpec(shape, dtype if dtype in inputs.INTEGER_DTYPES else "int32",
+                                kind="tokens",
+                                value_range=(0, min(layer.input_dim for layer in embeddings)))
+    kind = inputs.infer_kind(shape, dtype)
+    return inputs.InputSpec(shape, "float32" if kind == "images" else dtype, kind=kind,
+                            value_range=inputs.PIXEL_RANGE if kind == "images" else None)
+
+
+def consumers_of_input(template):
+    return [layer for layer in template.layers[1:] if any(
+        t is template.inputs[0] for inputs_ in compat.call_inputs(layer) for t in inputs_)]
+
+
 def first_layer_normalises(template):
-    consumers = [layer for layer in template.layers[1:] if any(
-        t is template.inputs[0] for inputs in compat.call_inputs(layer) for t in inputs)]
-    return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers)
+    return any(isinstance(layer, PREPROCESSING_LAYERS) for layer in consumers_of_input(template))
 
 
 def clone(model, sync_batchnorm, unseeded=()):
