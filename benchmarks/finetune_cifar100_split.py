@@ -65,8 +65,8 @@ flags.DEFINE_string("npz", os.environ.get("OKDDIP_CIFAR100_NPZ"),
 flags.DEFINE_string("cache_dir", os.path.join(tempfile.gettempdir(), "okddip_finetune_cifar100"),
                     "Where the pretrained .keras file is kept between runs.")
 flags.DEFINE_integer("pretrain_epochs", 15, "Pretraining epochs (classes 0-49, all images).")
-flags.DEFINE_integer("finetune_per_class", 100, "Fine-tuning training images per new class.")
-flags.DEFINE_integer("epochs", 5, "Fine-tuning epochs.")
+flags.DEFINE_integer("finetune_per_class", 50, "Fine-tuning training images per new class.")
+flags.DEFINE_integer("epochs", 4, "Fine-tuning epochs.")
 flags.DEFINE_integer("batch_size", 64, "Batch size (pretraining and fine-tuning).")
 flags.DEFINE_float("learning_rate", 0.05, "Fine-tuning's initial learning rate (cosine decay).")
 flags.DEFINE_integer("students", 4, "Students of the OKDDip group.")
