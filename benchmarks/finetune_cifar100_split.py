@@ -211,7 +211,9 @@ def summarise(runs):
 
 
 def budget(train):
-    return {"classes": "50-99, labels remapped to 0-49",
+    return {"data": (f"npz {os.path.basename(FLAGS.npz)} (okddip_tf.data.npz)" if FLAGS.npz
+                     else "tfds cifar100"),
+            "classes": "50-99, labels remapped to 0-49",
             "train_images": int(len(train[1])), "per_class": FLAGS.finetune_per_class,
             "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
             "optimizer": f"SGD, Nesterov momentum 0.9, lr {FLAGS.learning_rate} cosine decay "
