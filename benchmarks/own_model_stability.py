@@ -84,7 +84,7 @@ def load(split, count):
 def build_group(seed):
     keras.utils.set_random_seed(seed)
     base = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=100)
-    backbone = okddip_tf.models.from_keras(base, split_at=SPLIT_AT)
+    backbone = okddip_tf.models.from_keras(base, split_at=SPLIT_AT, weights="fresh")
     return okddip_tf.GroupModel(backbone=backbone, num_classes=100, image_shape=(32, 32, 3))
 
 

@@ -193,7 +193,7 @@ def architecture_backbone(name, num_classes, image_size):
     application = getattr(keras.applications, name.rsplit(".", 1)[1])
     model = application(weights=None, input_shape=(image_size, image_size, 3),
                         classes=num_classes)
-    return okddip_tf.models.from_keras(model, split_at="expanded_conv_10_add")
+    return okddip_tf.models.from_keras(model, split_at="expanded_conv_10_add", weights="fresh")
 
 
 def main_architectures():

@@ -2,7 +2,8 @@
 
 Registered backbones are looked up by name, optionally with options (`get_backbone("resnet32",
 split_stage=2, batchnorm="keras")`); `from_keras` turns the user's own functional Keras
-classifier into a backbone. A backbone serialises to a JSON-able dict (`Backbone.get_config`)
+classifier (or a `.keras` file) into a backbone, its weights kept or drawn afresh (`transfer.py`
+moves weights, frozen layers and the classifier into the students' copies). A backbone serialises to a JSON-able dict (`Backbone.get_config`)
 that `backbone_from_config` rebuilds, so a saved group records exactly what it was built from.
 The `Backbone` type lives in `backbone.py`, the registry in `registry.py`; this package imports
 the backbone modules, which register their networks there.

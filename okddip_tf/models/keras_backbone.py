@@ -120,8 +120,12 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
                         "model, or a 'package.module:function' string; got "
                         f"{type(model_or_factory).__name__}.")
     check_functional(model)
+    architecture = keras.saving.serialize_keras_object(model)
+    # How the user compiled it is not the group's (keras-hub models compile themselves, and
+    # rebuilding them from that warns).
+    architecture.pop("compile_config", None)
     # A JSON string: Keras' own config serialisation would mangle a nested model config.
-    serialized = json.dumps(keras.saving.serialize_keras_object(model))
+    serialized = json.dumps(architecture)
     config = {"keras_model": serialized, "split_at": split_at,
               "features_at": features_at, "raw_pixels": raw_pixels, "factory": factory,
               "weights": weights, "num_classes": num_classes,
