@@ -44,15 +44,22 @@ def test_readme_quotes_the_committed_real_data_measurements():
     readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     results = REPO_ROOT / "benchmarks" / "results"
     digits = json.loads((results / "digits_mlp.json").read_text())["summary"]
-    assert f"over {digits['summary']['single']['n']} seeds" in readme
+    assert f"Over {digits['summary']['single']['n']} seeds" in readme
     for variant in ("single", "okddip_network", "okddip_branch"):
         assert f"**{mean_and_std(digits['summary'][variant])}**" in readme, variant
     assert paired(digits["differences"]["okddip_network - single"]) in readme
     finetune = json.loads((results / "finetune_cifar100_split.json").read_text())
     summary = finetune["summary"]
-    assert f"over {summary['summary']['keep_single']['n']} seeds" in readme
+    assert f"Over {summary['summary']['keep_single']['n']} seeds" in readme
     for variant in ("keep_single", "keep_group", "fresh_single"):
         assert f"**{mean_and_std(summary['summary'][variant])}**" in readme, variant
     assert paired(summary["differences"]["keep_group - keep_single"]) in readme
-    pretrained = finetune["pretraining"]["test_accuracy_classes_0_49"]
-    assert f"({percent(pretrained)} on the old classes' test images)" in readme
+    pretraining = finetune["pretraining"]
+    assert f"({percent(pretraining['test_accuracy_classes_0_49'])} on the old classes' test " \
+           "images)" in readme
+    assert f"{pretraining['parameters']:,} parameters" in readme
+    runs = finetune["runs"]
+    ensemble = sum(run["keep_group"]["peer_ensemble_accuracy"] for run in runs) / len(runs)
+    assert f"the peers' ensemble ({percent(ensemble)} on average)" in readme
+    fresh_train = sum(run["fresh_single"]["train_accuracy_last_epoch"] for run in runs) / len(runs)
+    assert f"({percent(fresh_train)} on its last training epoch)" in readme
