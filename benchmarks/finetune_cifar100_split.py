@@ -1,6 +1,6 @@
 """Fine-tuning a pretrained CNN on new classes: one network beside an OKDDip group (issue 23).
 
-    TFDS_DATA_DIR=... python benchmarks/finetune_cifar100_split.py [--seeds=0,1,2]
+    TFDS_DATA_DIR=... python benchmarks/finetune_cifar100_split.py [--seeds=0,1,2,3,4]
     python benchmarks/finetune_cifar100_split.py --npz=cifar100_jpeg.npz   # the compact copy
 
 What a Keras user with a trained classifier does when new classes arrive:
@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from keras import layers  # noqa: E402
 
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds, in order.")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Fine-tuning seeds, in order.")
 flags.DEFINE_string("npz", os.environ.get("OKDDIP_CIFAR100_NPZ"),
                     "CIFAR-100 as an .npz (okddip_tf.data.npz layouts); unset: tfds `cifar100` "
                     "from TFDS_DATA_DIR.")
