@@ -160,6 +160,22 @@ def difference(column, versus):
     return result
 
 
+def compare_seeds(values, pairs):
+    """A benchmark's per-seed numbers, summarised and compared.
+
+    Args:
+      values: {column: {seed: value}}, seeds as strings (e.g. each variant's test accuracy).
+      pairs: (column, versus) pairs to take `difference`s of.
+
+    Returns:
+      {"summary": {column: `summary`}, "differences": {"column - versus": `difference`}}.
+    """
+    return {"summary": {column: summary(list(per_seed.values()))
+                        for column, per_seed in values.items()},
+            "differences": {f"{column} - {versus}": difference(values[column], values[versus])
+                            for column, versus in pairs}}
+
+
 def compared_pairs(columns):
     """(column, versus) pairs: every column against Baseline, the OKDDip columns against all."""
     pairs = [(column, "Baseline") for column in columns
