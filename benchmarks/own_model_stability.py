@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import okddip_tf  # noqa: E402  (first: the oneDNN default)
 import okddip_tf.models  # noqa: E402
-from okddip_tf import atomic_files, machine  # noqa: E402
+from okddip_tf import atomic_files  # noqa: E402
+from okddip_tf.reproduce import machine  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
