@@ -122,6 +122,25 @@ def test_the_deployed_student_is_the_saved_model_and_the_others_get_fresh_classi
                                model.predict(normalized, verbose=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("sharing", ["branch", "network"])
+def test_new_classifier_draws_every_students_classifier_for_as_many_new_classes(saved, sharing):
+    """Fine-tuning on other classes, as many as before: the old scores mean nothing, so even the
+    deployed student gets a fresh classifier; the rest stays the saved model's."""
+    path, reference = saved
+    backbone = models.from_keras(path, split_at="mid_out", num_classes=10, new_classifier=True)
+    group = GroupModel(backbone=backbone, num_classes=10, num_students=3, sharing=sharing,
+                       image_shape=SHAPE)
+    for trunk in group.trunks:
+        assert_layers_equal(core(trunk), reference)
+    for head in group.heads:
+        assert_layers_equal(core(head), reference, skip=("predictions",))
+        classifier = core(head).get_layer("predictions")
+        assert classifier.kernel.shape == (16, 10) and classifier.trainable
+        assert not np.allclose(classifier.kernel.numpy(), reference["predictions"][0])
+    # Saved and loaded, the group's config still asks for it (the architecture is rebuilt).
+    assert group.backbone.get_config()["new_classifier"] is True
+
+
 def test_frozen_layers_and_frozen_batchnorm_do_not_move_in_a_train_step(saved):
     path, reference = saved
     group = GroupModel(backbone=models.from_keras(path, split_at="mid_out", num_classes=5),

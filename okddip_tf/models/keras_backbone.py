@@ -66,7 +66,7 @@ WEIGHTS = ("keep", "fresh")
 
 
 def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=None,
-               factory_kwargs=None, weights=None, num_classes=None):
+               factory_kwargs=None, weights=None, num_classes=None, new_classifier=None):
     """Turns a functional Keras classifier (or a function building one) into a `Backbone`.
 
     ```python
@@ -98,6 +98,9 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
       num_classes: the number of classes the group trains on; if it differs from the model's,
         the classification layer (a Dense or Conv layer) is replaced by a freshly initialised
         one with `num_classes` outputs. None keeps the model's.
+      new_classifier: True draws every student's classifier afresh even where the class count
+        stays (fine-tuning on other classes that happen to be as many: their old scores mean
+        nothing); None replaces it only where `num_classes` differs from the model's.
 
     Returns:
       A `Backbone` that `GroupModel(backbone=...)` accepts.
@@ -107,6 +110,8 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
         at `split_at` (the message lists the layers it can be split at, or says how to split
         inside a nested model).
     """
+    if new_classifier not in (None, True, False):
+        raise ValueError(f"new_classifier must be True, False or None, got {new_classifier!r}.")
     if weights not in (None,) + WEIGHTS:
         raise ValueError(f"weights must be 'keep' or 'fresh' (or None for the default), got "
                          f"{weights!r}.")
@@ -136,6 +141,7 @@ def from_keras(model_or_factory, split_at=None, features_at=None, *, raw_pixels=
     config = {"keras_model": serialized, "split_at": split_at,
               "features_at": features_at, "raw_pixels": raw_pixels, "factory": factory,
               "weights": weights, "num_classes": num_classes,
+              "new_classifier": bool(new_classifier),
               "frozen": transfer.frozen_layers(model)}
     return from_config(config, source=model if weights == "keep" else None)
 
@@ -159,11 +165,12 @@ def from_config(config, source=None):
     classifier, classifier_features, after = classifier_chain(logits_tensor(template))
     given_classes = int(logits_tensor(template).shape[-1])
     new_classes = config.get("num_classes")
-    replaced = new_classes is not None and new_classes != given_classes
+    replaced = (new_classes is not None and new_classes != given_classes) or bool(
+        config.get("new_classifier"))
     if replaced or has_softmax_activation(classifier):
         # The classification layer rebuilt without its softmax, with the new number of classes.
         template = transfer.new_classifier(template, classifier_features, classifier, after,
-                                           new_classes if replaced else None,
+                                           (new_classes or given_classes) if replaced else None,
                                            linear=has_softmax_activation(classifier))
     logits = logits_tensor(template)
     features = (output_of(template, features_at, "features_at") if features_at
