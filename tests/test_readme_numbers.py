@@ -149,3 +149,17 @@ def test_readme_quotes_the_committed_real_data_measurements():
     assert f"the peers' ensemble ({percent(ensemble)} on average)" in readme
     fresh_train = sum(run["fresh_single"]["train_accuracy_last_epoch"] for run in runs) / len(runs)
     assert f"({percent(fresh_train)} on its last training epoch)" in readme
+
+
+def test_readme_quotes_the_committed_test_suite_measurement():
+    """The README's size and time of the default suite are test_suite.json's, as
+    benchmarks/test_suite.py wrote them."""
+    measured = json.loads((REPO_ROOT / "benchmarks" / "results" / "test_suite.json").read_text())
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert measured["exit_code"] == 0 and not measured["failures"]  # "all passing"
+    assert (f"runs the default test suite: {measured['default_tests']} tests when last timed, "
+            f"with {measured['slow_tests']} slow ones skipped") in readme
+    low = min(min(pair) for pair in measured["load_averages_before_after"])
+    high = max(max(pair) for pair in measured["load_averages_before_after"])
+    assert f"{measured['wall_seconds']:.0f} s on a 2-core" in readme
+    assert f"(load average {low:.1f}–{high:.1f} during the run" in readme
