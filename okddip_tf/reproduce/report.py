@@ -29,9 +29,11 @@ EXCLUDED = "not run (excluded by --only)"  # a cell's state when --only left it 
 def seed_result(directory, metric, epochs):
     """One seed's numbers for a cell, or its state when it has not finished."""
     done = runner.epochs_done(directory)
+    # Epochs per CPU: timings compare only within one CPU kind.
+    cpus = runner.sitting_cpus(directory, done)
     if not runner.is_finished(directory, epochs):
         return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done,
-                "cpus": runner.sitting_cpus(directory, done)}
+                "cpus": cpus}
     history = atomic_files.read_json(os.path.join(directory, "history.json"))
     reporting = atomic_files.read_json(os.path.join(directory, "metrics.json"))["reporting"]
     seconds = runner.epoch_seconds(directory)
@@ -41,9 +43,7 @@ def seed_result(directory, metric, epochs):
               "timed_epochs": len(timed),
               # Robust to a few epochs slowed by other work on a shared machine.
               "median_epoch_seconds": float(np.median(timed)) if timed else None,
-              "epoch_seconds": seconds,
-              # Epochs per CPU: timings compare only within one CPU kind.
-              "cpus": runner.sitting_cpus(directory, done)}
+              "epoch_seconds": seconds, "cpus": cpus}
     if metric == "diversity":
         curve = history.get("val_diversity")
         result["curve"] = curve
