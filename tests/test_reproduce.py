@@ -565,7 +565,7 @@ def test_report_of_one_row_leaves_the_excluded_rows_out(tmp_path):
     excluded = [c for c in results["cells"] if c["state"] == "not run (excluded by --only)"]
     assert len(excluded) == len(results["cells"]) - len(selected) > 0
     assert {c["row"] for c in excluded} == set(results["rows"]) - {"ResNet-32"}
-    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    names, note = figures.draw(results, os.path.join(workdir, "figures"))
     text = open(report.write(results, workdir, names, note)).read()
     assert (f"**Cells:** 1 of {len(selected)} finished ({len(excluded)} left out by --only); "
             f"{len(selected) - 1} not: see their state below.") in text
@@ -610,7 +610,7 @@ def test_report_of_a_synthetic_grid_matches_numpy(tmp_path):
     assert fifth["best"] == {"mean": pytest.approx(40.0), "std": None, "n": 1}
     assert sixth["state"] == "not started"
     assert sixth["best"] is None
-    names, note = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    names, note = figures.draw(results, os.path.join(workdir, "figures"))
     path = report.write(results, workdir, names, note)
     text = open(path).read()
     first = text.splitlines()[0]
@@ -641,7 +641,7 @@ def test_figures_2_and_3_from_synthetic_runs(tmp_path):
                   extra={"val_diversity": [0.5 - 0.1 * number, 0.4, 0.3]})
     results = report.collect(diversity, workdir, budget)
     assert results["cells"][0]["last_diversity"]["mean"] == pytest.approx(0.3)
-    names, _ = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    names, _ = figures.draw(results, os.path.join(workdir, "figures"))
     assert names[0] == "figure2.png"
     check_png(os.path.join(workdir, "figures", "figure2.png"))
     sizes = manifest.EXPERIMENTS["figure3"]
@@ -652,7 +652,7 @@ def test_figures_2_and_3_from_synthetic_runs(tmp_path):
     okddip = [c for c in results["cells"] if c["row"] == "OKDDip"]
     assert [round(c["best"]["mean"], 6) for c in okddip] == [round(100 * (0.5 - m / 100), 6)
                                                             for m in range(3, 9)]
-    names, _ = figures.draw(results, workdir, os.path.join(workdir, "figures"))
+    names, _ = figures.draw(results, os.path.join(workdir, "figures"))
     assert names[0] == "figure3.png"
     check_png(os.path.join(workdir, "figures", "figure3.png"))
     assert "| OKDDip | 47.00 (paper" not in report.markdown(results)  # m=3 has no paper number
@@ -662,7 +662,7 @@ def test_figures_2_and_3_from_synthetic_runs(tmp_path):
 def test_report_without_matplotlib_says_how_to_get_figures(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "pyplot", lambda: None)
     results = report.collect(manifest.EXPERIMENTS["table5"], str(tmp_path), Budget(2, 1))
-    names, note = figures.draw(results, str(tmp_path), str(tmp_path / "figures"))
+    names, note = figures.draw(results, str(tmp_path / "figures"))
     assert names == [] and 'pip install -e ".[reproduce]"' in note
     assert note in report.markdown(results, names, note)
 
@@ -769,10 +769,16 @@ def test_readme_quotes_the_committed_cpu_reports():
     for column, count in seeds.items():  # a mean over several seeds says so
         assert (f"{column} {finished[column]:.2f}% (mean of {count} seeds" in paragraph) == \
             (count > 1)
-    measured = {cell["column"]: f"{cell['last_diversity']['mean']:.3f}"
-                for cell in diversity["cells"] if cell["row"] == "ResNet-32"
-                and cell["state"] == "finished"}
-    assert dict(re.findall(r"(Ind|OKDDip|ONE|CL-ILR) (0\.\d{3})", paragraph)) == measured
+    # Figure 2's cells with at least one finished seed (a cell still training more seeds is
+    # "partial"), their mean diversity, and "mean of N seeds" exactly where N > 1.
+    measured = {cell["column"]: cell["last_diversity"] for cell in diversity["cells"]
+                if cell["row"] == "ResNet-32" and cell["last_diversity"]}
+    assert measured, "Figure 2's report has no finished seed"
+    assert dict(re.findall(r"(Ind|OKDDip|ONE|CL-ILR) (0\.\d{3})", paragraph)) == {
+        column: f"{value['mean']:.3f}" for column, value in measured.items()}
+    for column, value in measured.items():
+        assert (f"{column} {value['mean']:.3f} (mean of {value['n']} seeds" in paragraph) == \
+            (value["n"] > 1)
     # The difference it quotes is the report's computed one, and "separated" only if computed so.
     okddip = next(c for c in results["comparisons"] if c["column"] == "OKDDip (branch)"
                   and c["versus"] == "Baseline" and c["measure"] == "last_error")
@@ -969,10 +975,10 @@ def test_report_takes_seeds_from_an_earlier_results_json(tmp_path):
     paired = next(c for c in results["comparisons"] if c["measure"] == "best_error")
     assert paired["test"] == "paired t" and paired["seeds"][0] == ["0", "1", "2"]
     assert cells["ONE"]["state"] == "not started" and "source" not in cells["ONE"]["seeds"]["0"]
-    names, note = figures.draw(results, workdir, str(tmp_path / "figures"))
-    assert note == (f"The curves leave out seed(s) 0 from `{source}` (no per-epoch history); "
-                    "they show the seeds run in the workdir.")
-    assert len(figures.histories(results, workdir, cells["Baseline"])) == 2
+    names, note = figures.draw(results, str(tmp_path / "figures"))
+    assert note == (f"The accuracy curves leave out seed(s) 0 from `{source}` (it kept no "
+                    "per-epoch accuracy); they show every other seed.")
+    assert len(figures.histories(cells["Baseline"])) == 2
     text = report.markdown(results, names, note)
     assert (f"**Seeds:** seed 0 of ResNet-32 / Baseline, ResNet-32 / OKDDip (branch) from "
             f"`{source}`.") in text
@@ -984,6 +990,57 @@ def test_report_takes_seeds_from_an_earlier_results_json(tmp_path):
     baseline = next(c for c in again["cells"] if c["column"] == "Baseline"
                     and c["row"] == "ResNet-32")
     assert "source" not in baseline["seeds"]["0"] and baseline["seeds"]["0"]["best_error"] == 50.0
+
+
+def test_a_seed_from_an_earlier_results_json_keeps_its_curves(tmp_path, monkeypatch):
+    """Figure 2 with seed 0 from an earlier report and seed 1 in the workdir: results.json keeps
+    each seed's test curves, so the figure draws the mean of both seeds' diversity per epoch,
+    and a seed still training is drawn as far as it got."""
+    experiment, budget = manifest.EXPERIMENTS["figure2"], Budget(epochs=3, seeds=3)
+    selected = manifest.select(experiment, "resnet32")
+    earlier_dir, workdir = str(tmp_path / "earlier"), str(tmp_path / "grid")
+    first = {"val_diversity": [0.10, 0.20, 0.30], "val_ensemble_accuracy": [0.3, 0.4, 0.5]}
+    for column in ("OKDDip", "ONE"):
+        write_run(runner.run_dir(earlier_dir, cell("figure2", "ResNet-32", column).run, 0),
+                  [0.3, 0.4, 0.5], extra=first)
+    earlier = report.collect(experiment, earlier_dir, Budget(epochs=3, seeds=1), selected)
+    okddip_earlier = next(c for c in earlier["cells"] if c["column"] == "OKDDip")
+    assert okddip_earlier["seeds"]["0"]["curves"] == {"val_leader_accuracy": [0.3, 0.4, 0.5],
+                                                      **first}
+    path = str(tmp_path / "report" / "results.json")
+    atomic_files.write_json(path, earlier)
+    okddip_run = cell("figure2", "ResNet-32", "OKDDip").run
+    write_run(runner.run_dir(workdir, okddip_run, 1), [0.3, 0.4, 0.5],
+              extra={"val_diversity": [0.30, 0.40, 0.50]})
+    write_run(runner.run_dir(workdir, okddip_run, 2), [0.3], extra={"val_diversity": [0.5]})
+    results = report.collect(experiment, workdir, budget, selected, prior=path)
+    okddip = next(c for c in results["cells"] if c["column"] == "OKDDip")
+    assert okddip["seeds"]["0"]["source"] and okddip["seeds"]["2"]["state"] == "1/3 epochs"
+    drawn = []
+    original = figures.save
+    monkeypatch.setattr(figures, "save", lambda plt, figure, *args, **kwargs: (
+        drawn.append(figure), original(plt, figure, *args, **kwargs))[1])
+    names, note = figures.draw(results, str(tmp_path / "figures"))
+    assert names[0] == "figure2.png" and note == ""
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    # Epoch 1: seeds 0, 1 and the training seed 2; epochs 2 and 3: seeds 0 and 1.
+    assert list(lines["OKDDip (in progress)"].get_ydata()) == pytest.approx([0.3, 0.3, 0.4])
+    # ONE's only seed is the earlier one, finished: not marked as training.
+    assert list(lines["ONE"].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
+    # The accuracy panels: seed 0 kept its leader's accuracy, and ONE's panel is drawn from it.
+    panels = [axis.get_title().split("\n")[0] for axis in drawn[1].axes if axis.get_visible()]
+    assert panels == ["OKDDip (in progress)", "ONE"]
+    # Seeds of a results.json written before `curves`: Figure 2's kept its diversity as `curve`
+    # and is drawn; Table 2's kept no curve and is left out (the note names it).
+    assert figures.seed_curves({"curve": [0.1, 0.2]}) == {"val_diversity": [0.1, 0.2]}
+    assert figures.seed_curves({"state": "finished", "last_error": 45.0}) == {}
+    old = {**results, "cells": [{**c, "seeds": {"0": {"state": "finished", "source": "old.json",
+                                                      "curve": [0.1, 0.2, 0.3]}}}
+                                for c in results["cells"] if c["column"] == "ONE"]}
+    names, note = figures.draw(old, str(tmp_path / "old_figures"))
+    assert names == ["figure2.png"]  # no accuracy panel is left empty
+    assert note == ("The accuracy curves leave out seed(s) 0 from `old.json` (it kept no "
+                    "per-epoch accuracy); they show every other seed.")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -1023,7 +1080,7 @@ def test_curves_highlight_the_line_the_table_reports(tmp_path, monkeypatch):
     original = figures.save
     monkeypatch.setattr(figures, "save", lambda plt, figure, *args, **kwargs: (
         drawn.append(figure), original(plt, figure, *args, **kwargs))[1])
-    names, _ = figures.draw(results, workdir, str(tmp_path / "figures"))
+    names, _ = figures.draw(results, str(tmp_path / "figures"))
     assert "curves_resnet_32.png" in names
     panels = [axis for axis in drawn[-1].axes if axis.get_visible()]
     expected = {"Ind": ("val_student_accuracy", "mean of the students"),

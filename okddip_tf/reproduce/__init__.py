@@ -44,7 +44,7 @@ def build_report(experiment, workdir, budget, selected=None, echo=print, report_
     """
     report_dir = report_dir or workdir
     results = report.collect(experiment, workdir, budget, selected, prior=prior_results)
-    names, note = figures.draw(results, workdir, os.path.join(report_dir, "figures"))
+    names, note = figures.draw(results, os.path.join(report_dir, "figures"))
     path = report.write(results, report_dir, names, note)
     figures_drawn = budgets.counted(len(names), "figure")
     echo(f"Report: {path}, with {figures_drawn}." + (f" {note}" if note else ""))

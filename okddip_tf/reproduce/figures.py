@@ -7,8 +7,10 @@
   mean and the ensembles, the line the table reports highlighted), the mean over the seeds that
   reached each epoch.
 
-Curves come from the seeds' history.json in the workdir: a seed taken from an earlier report's
-results.json (report.py's `prior`) has none, and `draw`'s note says which are left out.
+Curves come from each seed's `curves` in the results (its history's test values per epoch), so a
+seed taken from an earlier report's results.json (report.py's `prior`) is drawn too. A results.json
+written before it kept curves has none (Figure 2's kept the diversity), and `draw`'s note says
+which seeds the accuracy curves leave out.
 """
 
 import os
@@ -16,7 +18,6 @@ import re
 
 import numpy as np
 
-from okddip_tf import atomic_files
 
 MISSING = ("Figures were not drawn: matplotlib is not installed (pip install -e \".[reproduce]\", "
            "then okddip reproduce ... --report_only).")
@@ -48,23 +49,30 @@ def mean_curve(curves):
                      for i in range(length)])
 
 
-def histories(results, workdir, cell):
-    """The history.json of every seed of a cell that has one in the workdir (a seed taken from
-    an earlier report has none there: its numbers are not this folder's run)."""
-    found = []
-    for seed, result in cell["seeds"].items():
-        if "source" in result:
-            continue
-        path = os.path.join(workdir, cell["run"], f"seed{seed}", "history.json")
-        history = atomic_files.read_json(path)
-        if history:
-            found.append(history)
-    return found
+def seed_curves(result):
+    """A seed's per-epoch test curves ({history key: values}); a Figure 2 seed from a results.json
+    written before `curves` existed has its diversity as `curve`."""
+    curves = dict(result.get("curves") or {})
+    if result.get("curve") and "val_diversity" not in curves:
+        curves["val_diversity"] = result["curve"]
+    return curves
+
+
+def histories(cell):
+    """The per-epoch test curves of every seed of a cell that has them, finished or training."""
+    return [curves for curves in map(seed_curves, cell["seeds"].values()) if curves]
+
+
+def draws_accuracy(curves):
+    """Whether a seed's curves hold any accuracy `curves_figure` draws."""
+    return any(curves.get(key) for key, _, _ in CURVES)
 
 
 def name(cell):
-    """The cell's column, marked while it is still training (its curve is shorter)."""
-    return cell["column"] + ("" if cell["state"] == "finished" else " (in progress)")
+    """The cell's column, marked while a seed of it is still training (its curve is shorter)."""
+    training = any(result["state"] != "finished" and seed_curves(result)
+                   for result in cell["seeds"].values())
+    return cell["column"] + (" (in progress)" if training else "")
 
 
 def integer_epochs(axis):
@@ -117,13 +125,12 @@ def errors_figure(plt, results, out_dir):
     return save(plt, figure, out_dir, "errors.png")
 
 
-def diversity_figure(plt, results, workdir, out_dir):
+def diversity_figure(plt, results, out_dir):
     rows = results["shown_rows"]
     figure, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4), squeeze=False)
     for axis, row in zip(axes[0], rows):
         for cell in (c for c in results["cells"] if c["row"] == row):
-            curve = mean_curve([h.get("val_diversity") for h in histories(results, workdir,
-                                                                          cell)])
+            curve = mean_curve([h.get("val_diversity") for h in histories(cell)])
             if curve is not None:
                 axis.plot(np.arange(1, len(curve) + 1), curve, marker=".",
                           label=name(cell))  # the marker shows a one-epoch curve too
@@ -190,20 +197,21 @@ def reported_key(cell):
 
 
 def without_history_note(results):
-    """The figures' note on the finished seeds that have no curves (taken from earlier reports)."""
+    """The figures' note on the finished seeds that have no curves: taken from an earlier
+    results.json written before it kept them."""
     taken = {}
     for cell in results["cells"]:
         for seed, result in cell["seeds"].items():
-            if "source" in result:
+            if "source" in result and not draws_accuracy(seed_curves(result)):
                 taken.setdefault(result["source"], set()).add(int(seed))
-    return " ".join(f"The curves leave out seed(s) {', '.join(map(str, sorted(seeds)))} from "
-                    f"`{source}` (no per-epoch history); they show the seeds run in the workdir."
-                    for source, seeds in sorted(taken.items()))
+    return " ".join(f"The accuracy curves leave out seed(s) {', '.join(map(str, sorted(seeds)))} "
+                    f"from `{source}` (it kept no per-epoch accuracy); they show every other "
+                    "seed." for source, seeds in sorted(taken.items()))
 
 
-def curves_figure(plt, results, workdir, out_dir, row):
+def curves_figure(plt, results, out_dir, row):
     cells = [cell for cell in results["cells"] if cell["row"] == row]
-    cells = [cell for cell in cells if histories(results, workdir, cell)]
+    cells = [cell for cell in cells if any(map(draws_accuracy, histories(cell)))]
     if not cells:
         return None
     columns = min(4, len(cells))
@@ -214,7 +222,7 @@ def curves_figure(plt, results, workdir, out_dir, row):
         axis.set_visible(False)
     labels = {key: label for key, label, _ in CURVES}
     for axis, cell in zip(axes.flat, cells):
-        found = histories(results, workdir, cell)
+        found = [curves for curves in histories(cell) if draws_accuracy(curves)]
         reported = reported_key(cell)
         for key, label, style in CURVES:
             curve = mean_curve([history.get(key) for history in found])
@@ -239,14 +247,19 @@ def curves_figure(plt, results, workdir, out_dir, row):
         legend.update(zip(*axis.get_legend_handles_labels()[::-1]))
     order = [label for _, label, _ in CURVES] + [REPORTED_LINE, PAPER_LINE]
     labels = sorted(legend, key=order.index)
+    # As many entries a line as the panels' width holds (about 2.8 inches each), so that a
+    # row of one or two panels wraps its legend rather than cutting it at the figure's edges.
+    across = max(1, min(len(labels), int(4.2 * columns / 2.8)))
+    legend_lines = -(-len(labels) // across)
     figure.legend([legend[label] for label in labels], labels, loc="lower center",
-                  ncol=len(labels), fontsize=8)
+                  ncol=across, fontsize=8)
     figure.suptitle(f"{results['experiment']}, {row}: test accuracy per epoch (mean over "
                     f"seeds; {results['budget']['headline']})", fontsize=10)
-    return save(plt, figure, out_dir, f"curves_{slug(row)}.png", bottom=0.12 / lines)
+    return save(plt, figure, out_dir, f"curves_{slug(row)}.png",
+                bottom=(0.04 + 0.07 * legend_lines) / lines)
 
 
-def draw(results, workdir, out_dir):
+def draw(results, out_dir):
     """Every figure of the report into `out_dir`; returns (file names, a note or "")."""
     plt = pyplot()
     if plt is None:
@@ -256,10 +269,10 @@ def draw(results, workdir, out_dir):
     if results["kind"] == "table":
         names.append(errors_figure(plt, results, out_dir))
     elif results["kind"] == "diversity":
-        names.append(diversity_figure(plt, results, workdir, out_dir))
+        names.append(diversity_figure(plt, results, out_dir))
     elif results["kind"] == "group_size":
         names.append(group_size_figure(plt, results, out_dir))
     for row in results["shown_rows"]:
-        names.append(curves_figure(plt, results, workdir, out_dir, row))
+        names.append(curves_figure(plt, results, out_dir, row))
     return [name for name in names if name], note
 

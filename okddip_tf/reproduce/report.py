@@ -1,8 +1,8 @@
 """The reproduction's results and report: ours beside the paper's, cell by cell.
 
 `collect` reads every cell's run folders (history.json, metrics.json, timing.json, sittings.json)
-into plain numbers; `write` turns them into `results.json` and `report.md` (and figures, see
-figures.py).
+into plain numbers, each seed's per-epoch test curves with them; `write` turns them into
+`results.json` and `report.md` (and figures, see figures.py).
 Two protocols: the paper's (the best test epoch of each seed, as the authors' code selects it)
 and the honest one (the last epoch). Errors are top-1 in %, mean ± sample std over seeds.
 `comparisons` computes each column's difference from Baseline (and the OKDDip columns' from every
@@ -31,10 +31,13 @@ def seed_result(directory, metric, epochs):
     done = runner.epochs_done(directory)
     # Epochs per CPU: timings compare only within one CPU kind.
     cpus = runner.sitting_cpus(directory, done)
+    history = atomic_files.read_json(os.path.join(directory, "history.json"), {})
+    # The per-epoch test curves travel in results.json, so that a report taking this seed from
+    # it (`prior`) still draws them after the run folder is gone.
+    curves = {key: values for key, values in history.items() if key.startswith("val_")}
     if not runner.is_finished(directory, epochs):
         return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done,
-                "cpus": cpus}
-    history = atomic_files.read_json(os.path.join(directory, "history.json"))
+                "cpus": cpus, "curves": curves}
     reporting = atomic_files.read_json(os.path.join(directory, "metrics.json"))["reporting"]
     seconds = runner.epoch_seconds(directory)
     timed = [s for s in seconds if s is not None]
@@ -43,9 +46,9 @@ def seed_result(directory, metric, epochs):
               "timed_epochs": len(timed),
               # Robust to a few epochs slowed by other work on a shared machine.
               "median_epoch_seconds": float(np.median(timed)) if timed else None,
-              "epoch_seconds": seconds, "cpus": cpus}
+              "epoch_seconds": seconds, "cpus": cpus, "curves": curves}
     if metric == "diversity":
-        curve = history.get("val_diversity")
+        curve = history.get("val_diversity")  # also in `curves`; results.json has kept it here
         result["curve"] = curve
         result["last_diversity"] = curve[-1] if curve else None
         return result
@@ -641,9 +644,8 @@ def seed_sources_text(results):
                      + f" from `{source}`")
     if not texts:
         return ""
-    return ("**Seeds:** " + "; ".join(texts) + ". A results.json keeps each seed's best and last "
-            "numbers and epoch times but no per-epoch curves, so the figures leave those seeds "
-            "out. Every other finished seed is a run in this workdir.")
+    return ("**Seeds:** " + "; ".join(texts) + ". Every other finished seed is a run in this "
+            "workdir.")
 
 
 def write(results, out_dir, figures=(), figures_note=""):
