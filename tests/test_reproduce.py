@@ -783,6 +783,10 @@ def test_readme_quotes_the_committed_cpu_reports():
     okddip = next(c for c in results["comparisons"] if c["column"] == "OKDDip (branch)"
                   and c["versus"] == "Baseline" and c["measure"] == "last_error")
     assert f"OKDDip (branch) − Baseline: {okddip['difference']:+.2f} points" in paragraph
+    if okddip["interval"]:  # its test and interval as computed, once there are seeds to measure
+        low, high = okddip["interval"]
+        assert f"({okddip['test']} over" in paragraph
+        assert f"95% interval {low:+.2f} to {high:+.2f}" in paragraph
     assert ("calls none of them separated" in paragraph) == (
         not any(c["separated"] for c in results["comparisons"]))
 
