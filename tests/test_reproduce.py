@@ -789,6 +789,15 @@ def test_readme_quotes_the_committed_cpu_reports():
         assert f"95% interval {low:+.2f} to {high:+.2f}" in paragraph
     assert ("calls none of them separated" in paragraph) == (
         not any(c["separated"] for c in results["comparisons"]))
+    # The per-seed margins it quotes are Baseline's minus OKDDip's last-epoch error, seed by seed.
+    per_seed = {cell["column"]: cell["seeds"] for cell in results["cells"]
+                if cell["row"] == "ResNet-32" and cell["column"] in ("Baseline", "OKDDip (branch)")}
+    paired = sorted(set(per_seed["Baseline"]) & set(per_seed["OKDDip (branch)"]))
+    baseline, okddip_seeds = per_seed["Baseline"], per_seed["OKDDip (branch)"]
+    margins = [f"{baseline[k]['last_error'] - okddip_seeds[k]['last_error']:.2f}" for k in paired]
+    claim = (f"OKDDip erred less on each of the {words[len(paired)].lower()} seeds "
+             f"(by {', '.join(margins[:-1])} and {margins[-1]} points)")
+    assert (claim in paragraph) == all(float(m) > 0 for m in margins)
 
 
 @pytest.mark.parametrize("one, verdict", [(0.10, "holds here"), (0.40, "does not hold here")])
