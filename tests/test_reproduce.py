@@ -361,6 +361,18 @@ def test_train_seeds_plan_only_those_seeds_in_order(tmp_path):
     assert [task.seed for task in everything] == [0, 0, 1, 1]
 
 
+@pytest.mark.parametrize("kwargs, count", [
+    ({"seeds": 3}, "1 run x 3 seeds = 3 trainings"),
+    ({"seeds": 3, "train_seeds": (1, 2)}, "1 run x 2 seeds (1, 2 of 0 .. 2) = 2 trainings")])
+def test_the_starting_line_counts_the_seeds_it_trains(tmp_path, kwargs, count):
+    import okddip_tf.reproduce as reproducing
+
+    lines = []
+    reproducing.reproduce("table2", str(tmp_path), Budget(epochs=2, **kwargs),
+                          only="cifar100_resnet32_baseline", report_only=True, echo=lines.append)
+    assert f"table2: 1 of 35 cells, {count} in {tmp_path}." in lines[0]
+
+
 # --- the runner --------------------------------------------------------------------------------
 
 FAKE_TRAINER = '''\

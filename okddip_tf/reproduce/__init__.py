@@ -51,6 +51,14 @@ def build_report(experiment, workdir, budget, selected=None, echo=print, report_
     return results
 
 
+def trained_seeds(budget):
+    """"3 seeds", or with --train_seeds "2 seeds (1, 2 of 0 .. 2)": the seeds this run trains."""
+    text = budgets.counted(len(budget.trained_seeds), "seed")
+    if budget.train_seeds:
+        text += f" ({', '.join(map(str, budget.trained_seeds))} of 0 .. {budget.seeds - 1})"
+    return text
+
+
 def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=False,
               report_dir=None, echo=print, prior_results=None, cluster=None, **runner_options):
     """Trains what is missing of `experiment` (unless report_only), then writes its report
@@ -69,7 +77,7 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
                                                    for cell in selected)]
     tasks = runner.plan(runs, budget, workdir)
     echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, "
-         f"{budgets.counted(len(runs), 'run')} x {budgets.counted(budget.seeds, 'seed')} = "
+         f"{budgets.counted(len(runs), 'run')} x {trained_seeds(budget)} = "
          f"{budgets.counted(len(tasks), 'training')} in {workdir}. "
          f"Budget: {budget.describe(experiment.schedule)}.")
     if not report_only and cluster is None:
