@@ -14,11 +14,12 @@ import re
 import shlex
 import stat
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 
-from okddip_tf import atomic_files
+from okddip_tf import atomic_files, checkpoint_files
 from okddip_tf.config import load_config_file
 from okddip_tf.reproduce import (Budget, budget as budgets, figures, machine, manifest, report,
                                   runner)
@@ -494,6 +495,50 @@ def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_p
     text = report.markdown(results)
     line = next(line for line in text.splitlines() if line.startswith("**Epochs trained per CPU"))
     assert f"{here}: 2" in line and "not recorded: 1" in line
+
+
+def keras_like_zip(path):
+    """A file that reads as a .keras checkpoint to checkpoint_files (a zip with its members)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"weights")
+
+
+def test_a_cell_resumes_after_its_checkpoints_epoch_not_its_historys(tmp_path, fake_trainer):
+    """Killed after history.json logged epoch 2 and before its checkpoint was saved, a run
+    goes on after epoch 1 (what `okddip train` reads from checkpoints/): the starting line and
+    sittings.json say so, and a checkpoint saved for epoch 2 before state.json counts."""
+    executable, _ = fake_trainer
+    workdir, budget = str(tmp_path / "grid"), Budget(epochs=3, seeds=1)
+    run = manifest.Run("cifar100", "resnet32", "baseline")
+    directory = runner.run_dir(workdir, run, 0)
+    write_run(directory, [0.1, 0.2])
+    os.remove(os.path.join(directory, "metrics.json"))
+    assert runner.resume_epoch(directory) == 2  # no checkpoint files: history.json's count
+    checkpoints = os.path.join(directory, "checkpoints")
+    os.makedirs(checkpoints)
+    last = os.path.join(checkpoints, "last.keras")
+    keras_like_zip(last)
+    atomic_files.write_json(os.path.join(checkpoints, "state.json"), {
+        "epochs_done": 1, "checkpoint_sha256": checkpoint_files.file_sha256(last)})
+    assert runner.resume_epoch(directory) == 1
+    keras_like_zip(last + ".new")  # the same bytes would hash the same: add a member
+    with zipfile.ZipFile(last + ".new", "a") as archive:
+        archive.writestr("metadata.json", "{}")
+    os.replace(last + ".new", last)
+    assert runner.resume_epoch(directory) == 2  # saved for epoch 2, state.json not yet
+    with open(last, "wb") as f:
+        f.write(b"truncated")  # damaged: the training reports it; the runner reads history
+    assert runner.resume_epoch(directory) == 2
+    keras_like_zip(last)
+    lines = []
+    tasks = runner.plan([run], budget, workdir)
+    runner.Runner(tasks, budget, workdir, executable=executable, poll_seconds=0.05,
+                  echo=lines.append).run()
+    assert any(line.endswith(f"resuming after epoch 1 of 3; log {directory}/train.log")
+               for line in lines), lines
+    sittings = json.load(open(os.path.join(directory, runner.SITTINGS)))
+    assert [s["from_epoch"] for s in sittings] == [1]
 
 
 def test_the_latest_sitting_that_started_at_or_before_an_epoch_trained_it(tmp_path):

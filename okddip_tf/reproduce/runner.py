@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 
-from okddip_tf import atomic_files
-from okddip_tf.errors import MissingInputError
+from okddip_tf import atomic_files, checkpoint_files
+from okddip_tf.errors import InputError, MissingInputError
 from okddip_tf.reproduce import machine, manifest
 
 CONFIG_FILE = os.path.join("configs", "paper.py")
@@ -94,6 +94,21 @@ def epochs_done(directory):
     return len(history.get("loss", []))
 
 
+def resume_epoch(directory):
+    """The epoch the run in `directory` goes on after: its last saved checkpoint's, as `okddip
+    train` reads it (history.json may hold one epoch more, logged just before a kill that came
+    before its checkpoint). history.json's count for a folder without checkpoint files, and for
+    one whose checkpoint is damaged (the training then says what is wrong and how to fix it)."""
+    checkpoints = os.path.join(directory, "checkpoints")
+    if not any(os.path.exists(os.path.join(checkpoints, name))
+               for name in (checkpoint_files.STATE, checkpoint_files.LAST_CHECKPOINT)):
+        return epochs_done(directory)
+    try:
+        return checkpoint_files.checkpoint_epochs(checkpoints)[0]
+    except InputError:
+        return epochs_done(directory)
+
+
 def is_finished(directory, epochs):
     """Whether `directory` holds a run that finished exactly `epochs` epochs (and its metrics)."""
     metrics = atomic_files.read_json(os.path.join(directory, "metrics.json"))
@@ -115,7 +130,7 @@ def record_sitting(directory):
     path = os.path.join(directory, SITTINGS)
     cpu = machine.cpu_kind()
     sittings = atomic_files.read_json(path, [])
-    sittings.append({"from_epoch": epochs_done(directory),
+    sittings.append({"from_epoch": resume_epoch(directory),
                      "cpu": f"{cpu['model_name']} ({cpu['kind']})",
                      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                          timespec="seconds")})
@@ -270,7 +285,7 @@ class Runner:
         return None
 
     def start(self, task, slot):
-        done = epochs_done(task.directory)
+        done = resume_epoch(task.directory)
         self.echo(f"{self.label(task)}: " + (f"resuming after epoch {done}" if done else
                                                "starting") +
                   f" of {self.budget.epochs}{self.where}; log "
