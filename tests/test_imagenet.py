@@ -116,9 +116,16 @@ def test_tfds_source_with_encoded_images(tfds_data_dir):
                                   np.concatenate([l for _, l in reference]))
 
 
-def test_missing_imagenet_is_a_clear_error(tmp_path, folder):
-    with pytest.raises(FileNotFoundError, match="manual download"):
+def test_missing_imagenet_is_a_clear_error(tmp_path, folder, tfds_data_dir):
+    with pytest.raises(FileNotFoundError, match="manual download") as missing:
         data.load_datasets(name="imagenet2012", data_dir=str(tmp_path), pipeline="imagenet")
+    # tfds' own instructions, and the command that prepares the dataset from those files.
+    assert "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in str(missing.value)
+    assert ("`tfds build imagenet2012 --manual_dir=<that folder> --data_dir=<dir>`"
+            in str(missing.value))
+    with pytest.raises(ValueError, match="has no split 'valid'; available"):
+        data.load_datasets(name="cifar100", data_dir=tfds_data_dir, pipeline="imagenet",
+                           eval_split="valid")
     with pytest.raises(ValueError, match="Unknown data pipeline"):
         data.load_datasets(pipeline="coco")
     with pytest.raises(ValueError, match="image_size must be an integer >= 8"):

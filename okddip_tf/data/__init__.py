@@ -14,6 +14,7 @@ Modules, lowest first (each imports only those above it in this list):
   jax_batches  batches made on the accelerator under JAX
   npz          the npz source: arrays from an ``.npz`` file, for the JAX or TensorFlow backend
   pipeline     the CIFAR-style tf.data pipeline and the helpers the tf.data sources share
+  tfds_source  a tfds dataset, prepared, as labelled splits (both pipelines read it)
   imagenet     the ImageNet-style tf.data pipeline
   sources      the tfds and folder sources and `load_datasets`, which picks source and pipeline
   synthetic    a synthetic token-id task with a learnable rule (NumPy only)

@@ -98,8 +98,9 @@ def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOU
       timeout: seconds the reachability check may take.
 
     Raises:
-      FileNotFoundError: the dataset is not prepared and is not downloaded here (downloads
-        off, hosts unreachable, or tfds lists no download URLs to check).
+      FileNotFoundError: the dataset is not prepared and is not downloaded here (it needs a
+        manual download, downloads are off, the hosts are unreachable, or tfds lists no
+        download URLs to check).
     """
     urls, failures = [], {}
 
@@ -108,6 +109,14 @@ def ensure_prepared(builder, name, searched, download=True, timeout=PROBE_TIMEOU
         failures.update(unreachable(urls, timeout) if urls else {})
         return bool(urls) and not failures
 
+    manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)  # tfds' public class field
+    if manual and not builder.is_prepared():
+        raise MissingInputError(
+            f"tfds dataset {name!r} is not prepared in data_dir {searched}, and tfds cannot "
+            f"download it: it needs a manual download. tfds says: {' '.join(manual.split())} "
+            f"Place those files in a folder and run `tfds build {name} --manual_dir=<that "
+            "folder> --data_dir=<dir>`, then set TFDS_DATA_DIR or data.data_dir to <dir>; or "
+            "use data.source=folder with <directory>/<split>/<class_name>/ image files.")
     action = decide(builder.is_prepared(), downloads_allowed(download), reachable)
     if action == LOAD:
         return

@@ -11,22 +11,21 @@ augmented inside tf.data:
 
 Images leave the pipeline as uint8 [0, 255] (the models normalise them, with the ImageNet mean and
 std) and labels as int32. Shuffling and augmentation are a pure function of (seed, epoch), as in
-`okddip_tf.data.pipeline`, so a resumed run sees the batches of a run never stopped. Nothing is
-downloaded: `imagenet2012` must be prepared by the user (its archives need a manual download, see
-`load_datasets`).
+`okddip_tf.data.pipeline`, so a resumed run sees the batches of a run never stopped. The tfds
+source is `okddip_tf.data.tfds_source`, as for the CIFAR pipeline; `imagenet2012` must be prepared
+by the user (its archives need a manual download: the error says what to run).
 
 Select it with `data.pipeline="imagenet"` (see configs/imagenet_resnet34.py).
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf.data import pipeline
+from okddip_tf.data import pipeline, tfds_source
 from okddip_tf.data.info import DatasetInfo
+from okddip_tf.errors import ConfigError
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
@@ -95,7 +94,7 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
                   train_split="train", eval_split="validation", train_examples=None,
                   eval_examples=None, batch_size=256, eval_batch_size=None, augment=True,
                   shuffle_buffer=10_000, cache=False, seed=None, epochs=None, initial_epoch=0,
-                  image_size=224, resize_size=None):
+                  image_size=224, resize_size=None, download=True):
     """The ImageNet-style training and evaluation pipelines and their `DatasetInfo`.
 
     Args:
@@ -103,6 +102,8 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
         (`<directory>/<split>/<class_name>/*.jpg|jpeg|png`, images of any size).
       image_size: the crop size (224); resize_size: the evaluation resize (None: 256 for 224).
       cache: cache the encoded files in memory (ImageNet's 140 GB do not fit: default False).
+      download: download and prepare a missing tfds dataset where tfds can (not imagenet2012,
+        whose archives need a manual download: the error says what to run).
       Other arguments as in `okddip_tf.data.load_datasets`; augment=False trains on the
       evaluation transform.
 
@@ -116,18 +117,18 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
     """
     pipeline.check_batch_size(batch_size)
     if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
+        raise ConfigError(f"image_size must be an integer >= 8, got {image_size!r}.")
     resize_size = resize_size or default_resize_size(image_size)
     if resize_size < image_size:
-        raise ValueError(f"resize_size ({resize_size}) must be >= image_size ({image_size}).")
+        raise ConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size}).")
     if source == "tfds":
         train, evals, meta = load_tfds_encoded(name, data_dir, train_split, eval_split,
-                                               train_examples, eval_examples)
+                                               train_examples, eval_examples, download)
     elif source == "folder":
         train, evals, meta = load_folder_encoded(directory, train_split, eval_split,
                                                  train_examples, eval_examples)
     else:
-        raise ValueError(f"Unknown data source {source!r}; use 'tfds' or 'folder'.")
+        raise ConfigError(f"Unknown data source {source!r}; use 'tfds' or 'folder'.")
     num_train, num_eval = int(train.cardinality()), int(evals.cardinality())
     pipeline.check_enough_examples(num_train, batch_size)
     info = DatasetInfo(name=name, num_train_examples=num_train, num_eval_examples=num_eval,
@@ -160,45 +161,25 @@ def load_datasets(*, source="tfds", name="imagenet2012", data_dir=None, director
     return train_ds, eval_ds, info
 
 
-def load_tfds_encoded(name, data_dir, train_split, eval_split, train_examples, eval_examples):
+def load_tfds_encoded(name, data_dir, train_split, eval_split, train_examples, eval_examples,
+                      download=True):
     """(encoded image bytes, int32 label) datasets of a prepared tfds dataset, and its meta."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"tfds dataset {name!r} is not prepared in data_dir "
-            f"{data_dir or '~/tensorflow_datasets'} (downloads are disabled). ImageNet needs a "
-            "manual download: place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in a "
-            f"folder and run `tfds build {name} --manual_dir=<that folder> --data_dir=<dir>`, "
-            "then set TFDS_DATA_DIR or data.data_dir to <dir>; or use data.source=folder with "
-            "<directory>/<split>/<class_name>/*.JPEG.")
-    splits = []
-    for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
-        if split.split("[")[0] not in builder.info.splits:
-            raise ValueError(f"{name!r} has no split {split!r}; available: "
-                             f"{sorted(builder.info.splits)}.")
-        size = pipeline.subset_size(requested, builder.info.splits[split].num_examples, split)
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
-                                decoders={"image": tfds.decode.SkipDecoding()})
-        splits.append(ds.take(size).map(lambda image, label: (image, tf.cast(label, tf.int32))))
-    label = builder.info.features["label"]
-    meta = dict(num_classes=label.num_classes,
-                class_names=tuple(label.names) if label.names else None)
-    return splits[0], splits[1], meta
+    builder = tfds_source.prepared_builder(name, data_dir, download)
+    train, evals = tfds_source.labelled_splits(
+        builder, name, ((train_split, train_examples), (eval_split, eval_examples)),
+        decoders={"image": tfds.decode.SkipDecoding()})
+    return train, evals, tfds_source.label_meta(builder)
 
 
 def load_folder_encoded(directory, train_split, eval_split, train_examples, eval_examples):
     """(file bytes, int32 label) datasets of `<directory>/<split>/<class>/*` and their meta."""
-    if not directory or not tf.io.gfile.isdir(directory):
-        raise FileNotFoundError(f"Dataset folder {directory!r} does not exist; pass "
-                                "directory=<root> holding <split>/<class_name>/*.jpg.")
-    class_names, *train = pipeline.folder_split(directory, train_split, train_examples)
-    _, *evals = pipeline.folder_split(directory, eval_split, eval_examples, class_names)
+    class_names, *splits = pipeline.folder_splits(directory, train_split, eval_split,
+                                                  train_examples, eval_examples)
     datasets = [tf.data.Dataset.from_tensor_slices((paths, np.int32(labels)))
                 .map(lambda path, label: (tf.io.read_file(path), label),
                      num_parallel_calls=AUTOTUNE)
-                for paths, labels in (train, evals)]
+                for paths, labels in splits]
     return datasets[0], datasets[1], dict(num_classes=len(class_names),
                                           class_names=tuple(class_names))

@@ -278,3 +278,14 @@ def folder_split(directory, split, requested, class_names=None):
     order = np.random.default_rng(0).permutation(len(paths))  # fixed class mixing
     order = order[:subset_size(requested, len(paths), split)]
     return classes, [paths[i] for i in order], [labels[i] for i in order]
+
+
+def folder_splits(directory, train_split, eval_split, train_examples, eval_examples):
+    """(class names, (paths, labels) of the training split, the same of the evaluation split) of
+    the folder dataset ``<directory>/<split>/<class_name>/*``; both splits share the classes."""
+    if not directory or not tf.io.gfile.isdir(directory):
+        raise MissingInputError(f"Dataset folder {directory!r} does not exist; pass "
+                                "directory=<root> holding <split>/<class_name>/*.png|jpg|jpeg.")
+    class_names, *train = folder_split(directory, train_split, train_examples)
+    _, *evals = folder_split(directory, eval_split, eval_examples, class_names)
+    return class_names, tuple(train), tuple(evals)

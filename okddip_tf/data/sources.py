@@ -8,20 +8,15 @@ source to `okddip_tf.data.npz`.
 
 from __future__ import annotations
 
-import difflib
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from okddip_tf import compat, progress
-from okddip_tf.data import download as download_module
-from okddip_tf.data import imagenet, npz
+from okddip_tf import progress
+from okddip_tf.data import imagenet, npz, tfds_source
 from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
 from okddip_tf.data.pipeline import (AUTOTUNE, check_batch_size, check_enough_examples,
-                                     compute_pixel_stats, folder_split, prepare_dataset,
-                                     subset_size)
-from okddip_tf.errors import ConfigError, InputError, MissingInputError
+                                     compute_pixel_stats, folder_splits, prepare_dataset)
+from okddip_tf.errors import ConfigError, InputError
 
 
 def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=None,
@@ -73,7 +68,8 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
             train_split=train_split, eval_split=eval_split, train_examples=train_examples,
             eval_examples=eval_examples, batch_size=batch_size, eval_batch_size=eval_batch_size,
             augment=augment, shuffle_buffer=shuffle_buffer, cache=cache, seed=seed,
-            epochs=epochs, initial_epoch=initial_epoch, image_size=image_size)
+            epochs=epochs, initial_epoch=initial_epoch, image_size=image_size,
+            download=download)
     if pipeline != "cifar":
         raise ConfigError(f"Unknown data pipeline {pipeline!r}; use 'cifar' or 'imagenet'.")
     check_batch_size(batch_size)
@@ -107,38 +103,12 @@ def load_datasets(*, source="tfds", name="cifar100", data_dir=None, directory=No
 
 def _load_tfds(name, data_dir, train_split, eval_split, train_examples, eval_examples,
                download=True):
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    not_found = compat.dataset_not_found_error()  # before the try: a moved class fails every run
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except not_found:
-        close = difflib.get_close_matches(name.split(":")[0], tfds.list_builders(), n=5)
-        raise ConfigError(f"tfds does not know a dataset named {name!r}. Close matches: "
-                          f"{', '.join(close) or 'none'}. List all names with "
-                          "`python -c 'import tensorflow_datasets as tfds; "
-                          "print(tfds.list_builders())'`.") from None
-    searched = data_dir or "the tfds default (~/tensorflow_datasets)"
-    download_module.ensure_prepared(builder, name, searched, download)
-    splits = []
-    for split, requested in ((train_split, train_examples), (eval_split, eval_examples)):
-        if split.split("[")[0] not in builder.info.splits:
-            raise ConfigError(f"{name!r} has no split {split!r}; available: "
-                              f"{sorted(builder.info.splits)}.")
-        size = subset_size(requested, builder.info.splits[split].num_examples, split)
-        if requested is not None and "[" not in split:
-            split = f"{split}[:{size}]"
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        splits.append(ds.take(size))
-    if not {"image", "label"} <= set(builder.info.features):
-        raise InputError(f"{name!r} has features {list(builder.info.features)}; only "
-                         "datasets with 'image' and 'label' features are supported.")
-    label = builder.info.features["label"]
-    meta = dict(num_classes=label.num_classes,
-                image_shape=tuple(builder.info.features["image"].shape),
-                class_names=tuple(label.names) if label.names else None)
-    return splits[0], splits[1], meta
+    builder = tfds_source.prepared_builder(name, data_dir, download)
+    train, evals = tfds_source.labelled_splits(
+        builder, name, ((train_split, train_examples), (eval_split, eval_examples)))
+    meta = dict(tfds_source.label_meta(builder),
+                image_shape=tuple(builder.info.features["image"].shape))
+    return train, evals, meta
 
 
 def _image_size(path):
@@ -154,11 +124,8 @@ def _image_size(path):
 
 
 def _load_folder(directory, train_split, eval_split, train_examples, eval_examples):
-    if not directory or not tf.io.gfile.isdir(directory):
-        raise MissingInputError(f"Dataset folder {directory!r} does not exist; pass "
-                                "directory=<root> holding <split>/<class_name>/*.png.")
-    class_names, *train = folder_split(directory, train_split, train_examples)
-    _, *evals = folder_split(directory, eval_split, eval_examples, class_names)
+    class_names, train, evals = folder_splits(directory, train_split, eval_split,
+                                              train_examples, eval_examples)
     height, width = _image_size(train[0][0])
     for path in train[0] + evals[0]:
         if _image_size(path) != (height, width):
