@@ -495,6 +495,13 @@ def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_p
     text = report.markdown(results)
     line = next(line for line in text.splitlines() if line.startswith("**Epochs trained per CPU"))
     assert f"{here}: 2" in line and "not recorded: 1" in line
+    # The code it trained with: this checkout's commit (with "+changes" if it has any).
+    code = runner.code_version()
+    assert code.split("+")[0] == machine.git_commit(str(REPO_ROOT))
+    assert sittings[0]["code"] == code and seed["code"] == {"not recorded": 1, code: 2}
+    line = next(line for line in text.splitlines()
+                if line.startswith("**Epochs trained per okddip_tf commit"))
+    assert f"{code}: 2" in line and "not recorded: 1" in line
 
 
 def keras_like_zip(path):

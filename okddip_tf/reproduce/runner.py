@@ -122,33 +122,57 @@ def epoch_seconds(directory):
 
 
 def record_sitting(directory):
-    """Appends to `sittings.json` the CPU this sitting trains on and the epoch it starts from.
+    """Appends to `sittings.json` the CPU this sitting trains on, the okddip_tf code it trains
+    with and the epoch it starts from.
 
     A cell trained over several sittings may have moved between machines, and epoch times
-    compare only within one CPU kind, so the report lists the CPUs behind every seed.
+    compare only within one CPU kind, so the report lists the CPUs behind every seed; seeds
+    added to a row later may have trained with newer code, so it lists the code too.
     """
     path = os.path.join(directory, SITTINGS)
     cpu = machine.cpu_kind()
     sittings = atomic_files.read_json(path, [])
     sittings.append({"from_epoch": resume_epoch(directory),
                      "cpu": f"{cpu['model_name']} ({cpu['kind']})",
+                     "code": code_version(),
                      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                          timespec="seconds")})
     atomic_files.write_json(path, sittings)
 
 
-def sitting_cpus(directory, epochs):
-    """The CPUs that trained the first `epochs` epochs in `directory`, and how many epochs each
-    trained ("not recorded" for epochs trained before sittings.json existed)."""
+def code_version():
+    """The okddip_tf that `okddip train` children run: the short commit of its git checkout,
+    with "+changes" when tracked files differ from it; its package version outside a checkout."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = machine.git_commit(package)
+    if commit is None:
+        from importlib import metadata  # pylint: disable=import-outside-toplevel
+        try:
+            return f"okddip_tf {metadata.version('okddip_tf')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
+    return commit + ("+changes" if machine.git_tree_changed(package) else "")
+
+
+def sitting_counts(directory, epochs, field):
+    """How many of the first `epochs` epochs in `directory` each sitting's `field` ("cpu" or
+    "code") trained ("not recorded" for epochs trained before sittings.json kept it)."""
     sittings = atomic_files.read_json(os.path.join(directory, SITTINGS), [])
     # In the order they ran: an epoch was last trained by the latest sitting that started at or
     # before it (a sitting that resumed from an earlier checkpoint trained its epochs again).
-    starts = [(0, "not recorded")] + [(s["from_epoch"], s["cpu"]) for s in sittings]
+    starts = [(0, "not recorded")] + [(s["from_epoch"], s.get(field, "not recorded"))
+                                      for s in sittings]
     trained = {}
     for epoch in range(epochs):
-        cpu = [name for start, name in starts if start <= epoch][-1]
-        trained[cpu] = trained.get(cpu, 0) + 1
+        value = [name for start, name in starts if start <= epoch][-1]
+        trained[value] = trained.get(value, 0) + 1
     return trained
+
+
+def sitting_cpus(directory, epochs):
+    """The CPUs that trained the first `epochs` epochs in `directory`, and how many epochs each
+    trained ("not recorded" for epochs trained before sittings.json existed)."""
+    return sitting_counts(directory, epochs, "cpu")
 
 
 def duration(seconds):
