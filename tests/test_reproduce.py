@@ -862,6 +862,41 @@ def test_readme_quotes_the_committed_cpu_reports():
     claim = (f"OKDDip erred less on each of the {words[len(paired)].lower()} seeds "
              f"(by {', '.join(margins[:-1])} and {margins[-1]} points)")
     assert (claim in paragraph) == all(float(m) > 0 for m in margins)
+    assert_quoted_differences_are_computed(paragraph, results, diversity)
+
+
+def assert_quoted_differences_are_computed(paragraph, results, diversity):
+    """Every "A − B" the paragraph quotes gives the report's last-epoch difference (Table 2's
+    error to 2 decimals, Figure 2's diversity, where OKDDip has no "(branch)", to 3), and where it
+    quotes an interval, the report's test, its 95% interval and "separated" exactly when the
+    interval excludes 0. A quote runs to the end of its sentence or the next quote."""
+    names = r"OKDDip \((?:branch|network)\)|OKDDip|Baseline|Ind|DML|CL-ILR|ONE"
+    quotes = list(re.finditer(rf"({names}) − ({names})", paragraph))
+    assert len(quotes) >= 2, "the paragraph quotes no differences"
+    for number, quote in enumerate(quotes):
+        end = quotes[number + 1].start() if number + 1 < len(quotes) else len(paragraph)
+        sentence_end = paragraph.find(". ", quote.end())
+        text = paragraph[quote.end():end if sentence_end < 0 else min(end, sentence_end)]
+        column, versus = quote.groups()
+        figure2 = column == "OKDDip"
+        comparisons = (diversity if figure2 else results)["comparisons"]
+        measure, decimals = ("last_diversity", 3) if figure2 else ("last_error", 2)
+        found = [c for c in comparisons if (c["column"], c["versus"], c["measure"]) ==
+                 (column, versus, measure)]
+        assert len(found) == 1, f"{quote.group(0)}: the report computes no such difference"
+        computed = found[0]
+        value = re.search(r"[+-]\d+\.\d+", text)
+        assert value and value.group(0) == f"{computed['difference']:+.{decimals}f}", \
+            f"{quote.group(0)} quotes {value and value.group(0)}"
+        claims_separated = re.search(r"(?<!not )separated", text) is not None
+        if "interval" in text:
+            low, high = computed["interval"]
+            assert f"({computed['test']} over" in text, quote.group(0)
+            assert f"95% interval {low:+.{decimals}f} to {high:+.{decimals}f}" in text, \
+                quote.group(0)
+            assert claims_separated == computed["separated"], quote.group(0)
+        else:
+            assert not claims_separated, quote.group(0)
 
 
 @pytest.mark.parametrize("one, verdict", [(0.10, "holds here"), (0.40, "does not hold here")])
