@@ -472,11 +472,23 @@ def parse_flags(command, argv, verbose):
             message = f"{message.split(': Error whilst parsing config file')[0]}: {last}"
         raise errors.UsageError(message) from None
     except (AttributeError, KeyError) as error:
-        converted = config_key_error(error, argv)
+        converted = config_key_error(error, argv) or missing_get_config(error, argv)
         if converted is None:
             raise
         raise converted from None
     return values
+
+
+def missing_get_config(error, argv):
+    """A UsageError for a --config file that defines no get_config (ml_collections fails on
+    `module.get_config` with an AttributeError), else None."""
+    if not (isinstance(error, AttributeError) and getattr(error, "name", None) == "get_config"):
+        return None
+    config = next((arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")), "")
+    return errors.UsageError(
+        f"--config={config}: the file defines no get_config(arg=None), the function that returns "
+        "the config; pass one of configs/ (e.g. configs/quickstart.py), or write get_config in "
+        "yours, starting from okddip_tf.config.get_base_config().")
 
 
 def fail(command, error, verbose):

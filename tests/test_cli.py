@@ -170,6 +170,9 @@ sys.exit(status)
      "reproduce --help` for its flags."),
     (("export", "--workdir=W", "--int8_calibration=max"), "okddip export: flag "
      "--int8_calibration=max: value should be one of <percentile|minmax>"),
+    (("train", "--config=okddip_tf/config.py", "--workdir=W"), "okddip train: "
+     "--config=okddip_tf/config.py: the file defines no get_config(arg=None), the function that "
+     "returns the config; pass one of configs/ (e.g. configs/quickstart.py)"),
 ])
 def test_usage_errors_answer_in_one_line_before_tensorflow(args, message, tmp_path):
     """A command takes only its own flags; every usage error is one line on stderr, exit
