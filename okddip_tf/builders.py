@@ -77,23 +77,39 @@ def build_backbone(config, info):
     model = config.model
     options = backbone_options(model)
     if not models.names_own_model(model.backbone):
+        if info.image_shape is None:
+            raise ConfigError(
+                f"model.backbone={model.backbone!r} is an image network, but data "
+                f"{info.name!r} holds {info.input_dtype} inputs of shape {list(info.input_shape)} "
+                "per example (token ids or features). Train your own model on them: "
+                "--config.model.backbone=FILE.keras or package.module:factory.")
         if all(value is None for value in options.values()):
             return model.backbone  # a name stays a plain name in the saved group
         return models.resolve_backbone(model.backbone, **options)
-    factory_kwargs = {"num_classes": info.num_classes, "input_shape": info.image_shape}
+    factory_kwargs = {"num_classes": info.num_classes, "input_shape": info.example_shape}
     return models.resolve_backbone(model.backbone, **options, factory_kwargs=factory_kwargs,
                                    num_classes=info.num_classes)
 
 
 def build_group(config, info, method):
     """The group model for a dataset: the config's model section, the dataset's shapes and the
-    run's method instance (`build_method`)."""
+    run's method instance (`build_method`). A backbone whose input does not take the dataset's
+    examples is a ConfigError that names both."""
     model = config.model
-    return GroupModel(
+    pixels = (dict(image_shape=info.image_shape, pixel_mean=info.pixel_mean,
+                   pixel_std=info.pixel_std) if info.image_shape is not None else {})
+    group = GroupModel(
         backbone=build_backbone(config, info), num_classes=info.num_classes,
         num_students=model.num_students, sharing=model.sharing, temperature=model.temperature,
-        method=method, image_shape=info.image_shape, pixel_mean=info.pixel_mean,
-        pixel_std=info.pixel_std, sync_batchnorm=model.sync_batchnorm)
+        method=method, sync_batchnorm=model.sync_batchnorm, **pixels)
+    if info.image_shape is None:
+        try:
+            group.example_spec.check((None, *info.input_shape), info.input_dtype)
+        except ValueError as error:
+            raise ConfigError(f"model.backbone={model.backbone!r} does not take the examples of "
+                              f"data {info.name!r} ({info.input_dtype}, shape "
+                              f"{list(info.input_shape)} each): {error}") from error
+    return group
 
 
 def build_optimizer(optim_config, steps_per_epoch):

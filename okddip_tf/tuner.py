@@ -260,7 +260,7 @@ class OKDDipHyperModel(kt.HyperModel):
                                               self.steps_per_epoch,
                                               builders.build_method(config, self.prepared))
         # Every layer built before KerasTuner loads a trial's weights into it.
-        group(keras.ops.zeros((1, *self.info.image_shape), "uint8"))
+        group(keras.ops.zeros((1, *self.info.example_shape), self.info.input_dtype))
         return group
 
     def fit(self, hp, model, *args, **kwargs):

@@ -315,3 +315,72 @@ def test_okddip_export_takes_the_examples_of_a_token_group(tmp_path):
          f"--examples={tmp_path}/bad.npz", "--overwrite"],
         capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1 and "holds ['tokens'], no `inputs`" in result.stderr
+
+
+def test_okddip_train_takes_token_ids_from_an_npz_resumes_and_exports(tmp_path, run_cli):
+    """From the command line: an .npz of token ids and a .keras text model train as a group
+    (data.source=npz, model.backbone=FILE.keras), resume for one more epoch, and export a leader
+    that takes int32 token ids; the export's accuracy on the test split is the one training
+    reported for its last epoch (the same data and the same leader)."""
+    x, y = marker_task(512, seed=11)
+    test_x, test_y = marker_task(200, seed=12)
+    np.savez(tmp_path / "tokens.npz", x_train=x.astype(np.int64), y_train=y, x_test=test_x,
+             y_test=test_y)
+    token_classifier().save(tmp_path / "text.keras")
+    workdir = tmp_path / "run"
+    flags = ["train", "--config=configs/quickstart.py", f"--workdir={workdir}",
+             "--config.data.source=npz", f"--config.data.path={tmp_path}/tokens.npz",
+             "--config.data.name=marker", f"--config.model.backbone={tmp_path}/text.keras",
+             "--config.data.train_examples=512", "--config.data.batch_size=64",
+             "--config.optim.learning_rate=0.02", "--config.model.num_students=3",
+             "--config.export.after_training=False"]
+    first = run_cli(*flags, "--config.train.epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    history = json.loads((workdir / "history.json").read_text())
+    second = run_cli(*flags, "--config.train.epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = json.loads((workdir / "history.json").read_text())
+    assert len(resumed["leader_accuracy"]) == 2
+    assert resumed["leader_accuracy"][0] == history["leader_accuracy"][0]  # epoch 1 kept
+    exported = run_cli("export", f"--workdir={workdir}", "--calibration_images=100")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    info = json.loads((workdir / "dataset_info.json").read_text())
+    assert (info["image_shape"], info["input_shape"], info["input_dtype"]) == (
+        None, [LENGTH], "int32")
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    report = json.loads((workdir / "export" / "leader" / "1" / export.REPORT_NAME).read_text())
+    assert report["evaluation"]["count"] == 200
+    assert report["evaluation"]["keras_accuracy"] == pytest.approx(
+        metrics["final_epoch"]["leader_accuracy"], abs=1e-6)
+    assert report["artefacts"]["int8"]["input_dtype"] == "int32"
+    assert report["artefacts"]["saved_model"]["max_abs_logit_diff"] <= SAVED_MODEL_ATOL
+    assert report["artefacts"]["float32"]["max_abs_logit_diff"] <= FLOAT32_TFLITE_ATOL
+
+
+def test_a_backbone_that_cannot_take_the_npz_inputs_is_a_config_error(tmp_path):
+    """An image network on token ids, a model whose input has another shape, or a token model
+    given floats fails before training with both named and what to do."""
+    from okddip_tf import builders, config as config_module  # pylint: disable=import-outside-toplevel
+    from okddip_tf.data.info import DatasetInfo  # pylint: disable=import-outside-toplevel
+    from okddip_tf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    info = DatasetInfo(name="marker", num_classes=CLASSES, image_shape=None, class_names=None,
+                       num_train_examples=64, num_eval_examples=8, pixel_mean=(), pixel_std=(),
+                       input_shape=(LENGTH,), input_dtype="int32")
+    config = config_module.get_base_config()
+    config.model.backbone = "resnet20"
+    with pytest.raises(ConfigError, match=r"model.backbone='resnet20' is an image network, but "
+                                          r"data 'marker' holds int32 inputs of shape \[16\]"):
+        builders.build_backbone(config, info)
+    feature_classifier().save(tmp_path / "mlp.keras")  # 12 features
+    config.model.backbone = str(tmp_path / "mlp.keras")
+    features = DatasetInfo(**{**info.__dict__, "input_shape": (FEATURES + 1,),
+                              "input_dtype": "float32"})
+    with pytest.raises(ConfigError, match=r"does not take the examples of data 'marker' "
+                                          r"\(float32, shape \[13\] each\).*axis 1 must be 12"):
+        builders.build_group(config, features, builders.build_method(config))
+    token_classifier().save(tmp_path / "text.keras")
+    config.model.backbone = str(tmp_path / "text.keras")
+    floats = DatasetInfo(**{**info.__dict__, "input_dtype": "float32"})
+    with pytest.raises(ConfigError, match=r"\(float32, shape \[16\] each\).*hold integers"):
+        builders.build_group(config, floats, builders.build_method(config))

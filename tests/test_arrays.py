@@ -145,6 +145,61 @@ def test_npz_errors_say_what_is_wrong(tmp_path):
         npz.read_split(str(path), "train")
 
 
+@pytest.mark.parametrize("kind", ["tokens", "features", "frames"])
+def test_npz_source_serves_token_ids_and_features_as_they_are(kind, tmp_path):
+    """x_<split> of token ids [N, T] or features [N, F] / frames [N, T, F] go to the model
+    unaugmented: each training batch is rows of x_train (as int32 or float32) with their labels,
+    every example once an epoch, and the info says what they are (no image shape or pixel
+    statistics)."""
+    rng = np.random.default_rng(3)
+    shape, dtype = {"tokens": ((96, 10), np.int64), "features": ((96, 7), np.float64),
+                    "frames": ((96, 5, 4), np.float64)}[kind]
+    x = (rng.integers(0, 50, shape) if kind == "tokens" else rng.standard_normal(shape))
+    x = x.astype(dtype)
+    y = np.arange(96) % 3
+    path = tmp_path / "arrays.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    train_ds, eval_ds, info = npz.load_datasets(path=str(path), name="mine", batch_size=16,
+                                                augment=True, seed=4, epochs=1)
+    want = "int32" if kind == "tokens" else "float32"
+    assert (info.image_shape, info.input_shape, info.input_dtype) == (None, shape[1:], want)
+    assert info.example_shape == shape[1:] and info.pixel_mean == info.pixel_std == ()
+    rows = {x[i].astype(want).tobytes(): y[i] for i in range(96)}
+    seen = []
+    for batch, labels in train_ds:
+        assert batch.dtype.name == want and batch.shape[1:] == shape[1:]
+        for row, label in zip(batch.numpy(), labels.numpy()):
+            assert rows[row.tobytes()] == label  # a row of x_train, unchanged, with its label
+            seen.append(row.tobytes())
+    assert sorted(seen) == sorted(rows)  # each example once in the epoch
+    evals = np.concatenate([b.numpy() for b, _ in eval_ds])
+    np.testing.assert_array_equal(evals, x[:20].astype(want))
+
+
+def test_npz_errors_for_inputs_that_are_not_images(tmp_path):
+    path, labels = tmp_path / "bad.npz", np.arange(6) % 2
+
+    def read(x, test=None):
+        np.savez(path, x_train=x, y_train=labels, x_test=x if test is None else test,
+                 y_test=labels)
+        return npz.load_arrays(name="bad", path=str(path), train_split="train",
+                               eval_split="test", train_examples=None, eval_examples=None)
+
+    with pytest.raises(ValueError, match=r"x_train has shape \(6,\) and dtype float64; expected"):
+        read(np.zeros(6))
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        read(np.array([[0.0, np.nan]] * 6))
+    with pytest.raises(ValueError, match=r"read as token ids, which must lie in \[0, 2\*\*31\)"):
+        read(np.full((6, 4), -1))
+    with pytest.raises(ValueError, match=r"dtype bool; expected"):
+        read(np.zeros((6, 4), bool))
+    with pytest.raises(ValueError, match=r"x_train is int32 \[N, 4\] but x_test is float32 "
+                                         r"\[N, 4\]; they must match"):
+        read(np.zeros((6, 4), np.int32), np.zeros((6, 4), np.float32))
+    with pytest.raises(ValueError, match="x_train holds 5 examples but y_train 6 labels"):
+        read(np.zeros((5, 4), np.float32))
+
+
 def jpeg_npz(source, tmp_path, count):
     """The first `count` train and test JPEGs of the compact CIFAR-100 file `source`."""
     with np.load(source) as full:

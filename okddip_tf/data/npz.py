@@ -1,14 +1,20 @@
-"""The ``npz`` data source: image classification arrays in one ``.npz`` file, without TensorFlow.
+"""The ``npz`` data source: classification arrays in one ``.npz`` file, without TensorFlow.
 
     okddip train ... --config.data.source=npz --config.data.path=cifar100.npz
 
 Two layouts are read, for each split name (``data.train_split``, ``data.eval_split``):
-  raw:  ``x_<split>`` uint8 ``[N, H, W, 3]`` and ``y_<split>`` integer ``[N]``
-        (``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``);
+  raw:  ``x_<split>`` ``[N, ...]`` and ``y_<split>`` integer ``[N]``
+        (``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``), where ``x`` is
+        uint8 images ``[N, H, W, 3]``, integer token ids ``[N, T]``, float features ``[N, F]``
+        or float frames ``[N, T, F]``;
   JPEG: ``<split>_jpeg`` uint8 (all JPEG files concatenated), ``<split>_offsets`` int64
         ``[N + 1]`` (file i is ``jpeg[offsets[i]:offsets[i + 1]]``) and ``y_<split>``, the
         compact CIFAR-100 copy's layout. The images are decoded once per process with Pillow.
 Optional keys: ``num_classes`` (else the largest label + 1) and ``class_names``.
+
+Images get the CIFAR crop-and-flip when training and a pixel normalisation in the model; token
+ids (as int32) and features (as float32) go to the model as they are, which must then be your
+own (``model.backbone`` a ``.keras`` file or ``package.module:factory``).
 
 Training order and augmentation are host-side random draws that depend only on (seed, epoch)
 (`okddip_tf.data.epochs`), so a resumed run sees the batches of a run that never stopped; the
@@ -25,12 +31,14 @@ import os
 
 import numpy as np
 
+from okddip_tf import inputs
 from okddip_tf.data.epochs import crop_flip, epoch_batches, epoch_numbers
 from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
 
 STATS_EXAMPLES = 5000  # leading training images whose pixels give an unknown dataset's mean/std
-LAYOUT_HELP = ("an .npz with x_<split> (uint8 [N, H, W, 3]) and y_<split> (integer [N]), or the "
-               "JPEG layout <split>_jpeg, <split>_offsets and y_<split>")
+LAYOUT_HELP = ("an .npz with x_<split> (uint8 images [N, H, W, 3], integer token ids [N, T], float "
+               "features [N, F] or frames [N, T, F]) and y_<split> (integer [N]), or the JPEG "
+               "layout <split>_jpeg, <split>_offsets and y_<split>")
 
 
 def check_npz(path):
@@ -60,31 +68,61 @@ def split_size(data, split, path):
 
 @functools.lru_cache(maxsize=4)
 def _read_split(path, mtime_ns, size_bytes, split, count):
-    """(images, labels) of the first `count` examples; cached per file version."""
+    """(inputs, labels) of the first `count` examples; cached per file version."""
     del mtime_ns, size_bytes  # part of the cache key only
     with check_npz(path) as data:
         split_size(data, split, path)
         labels = np.asarray(data[f"y_{split}"][:count])
         if f"x_{split}" in data.files:
-            images = np.asarray(data[f"x_{split}"][:count])
+            examples = np.asarray(data[f"x_{split}"][:count])
         else:
-            images = decode_jpegs(data[f"{split}_jpeg"], data[f"{split}_offsets"], count, path)
+            examples = decode_jpegs(data[f"{split}_jpeg"], data[f"{split}_offsets"], count, path)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: y_{split} must be a 1-D integer array of class ids, got shape "
                          f"{labels.shape} dtype {labels.dtype}.")
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
-        raise ValueError(f"{path}: the {split} images must be [N, H, W, 3] with N = "
-                         f"{len(labels)} labels, got shape {images.shape}.")
+    if len(examples) != len(labels):
+        raise ValueError(f"{path}: x_{split} holds {len(examples)} examples but y_{split} "
+                         f"{len(labels)} labels; they must match.")
+    if examples.ndim == 4:
+        examples = check_pixels(examples, path, split)
+    else:
+        examples = check_other_inputs(examples, path, split)
+    examples.setflags(write=False)
+    labels = labels.astype(np.int32)
+    labels.setflags(write=False)
+    return examples, labels
+
+
+def check_pixels(images, path, split):
+    """uint8 images [N, H, W, 3] from integer pixels in [0, 255], or a clear error."""
+    if images.shape[-1] != 3:
+        raise ValueError(f"{path}: the {split} images must be [N, H, W, 3], got shape "
+                         f"{images.shape}.")
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.integer) or (
                 images.size and (images.min() < 0 or images.max() > 255)):
             raise ValueError(f"{path}: the {split} images must be uint8 pixels in [0, 255], got "
                              f"dtype {images.dtype}; convert them, e.g. (x * 255).astype('uint8').")
         images = images.astype(np.uint8)
-    images.setflags(write=False)
-    labels = labels.astype(np.int32)
-    labels.setflags(write=False)
-    return images, labels
+    return images
+
+
+def check_other_inputs(array, path, split):
+    """Token ids [N, T] as int32, or features [N, F] and frames [N, T, F] as float32."""
+    if array.ndim not in (2, 3) or not (np.issubdtype(array.dtype, np.integer)
+                                        or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{path}: x_{split} has shape {array.shape} and dtype {array.dtype}; "
+                         f"expected {LAYOUT_HELP}.")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{path}: x_{split} holds NaN or infinite values; fill or drop "
+                             "them before training.")
+        return array.astype(np.float32)
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{path}: x_{split} is integer, read as token ids, which must lie in "
+                         f"[0, 2**31), found [{array.min()}, {array.max()}]; store features "
+                         "as floats (x.astype('float32')).")
+    return array.astype(np.int32)
 
 
 def decode_jpegs(blob, offsets, count, path=""):
@@ -110,7 +148,8 @@ def decode_jpegs(blob, offsets, count, path=""):
 
 
 def read_split(path, split, count=None):
-    """(uint8 images [N, H, W, 3], int32 labels [N]) of the first `count` (None: all) examples.
+    """(inputs, int32 labels [N]) of the first `count` (None: all) examples: uint8 images
+    [N, H, W, 3], int32 token ids [N, T], or float32 features [N, F] or frames [N, T, F].
 
     Decoded JPEGs are kept for the process: training and its resumption read them once.
     """
@@ -166,24 +205,39 @@ class HostBatches:
 
 
 def load_arrays(*, name, path, train_split, eval_split, train_examples, eval_examples):
-    """(train (images, labels), eval (images, labels), DatasetInfo) of an npz file."""
+    """(train (inputs, labels), eval (inputs, labels), DatasetInfo) of an npz file."""
     train = read_split(path, train_split, train_examples)
     evals = read_split(path, eval_split, eval_examples)
-    if train[0].shape[1:] != evals[0].shape[1:]:
-        raise ValueError(f"{path}: {train_split} images are {train[0].shape[1:]} but "
-                         f"{eval_split} images are {evals[0].shape[1:]}; they must match.")
+    if train[0].shape[1:] != evals[0].shape[1:] or train[0].dtype != evals[0].dtype:
+        raise ValueError(f"{path}: x_{train_split} is {describe(train[0])} but x_{eval_split} "
+                         f"is {describe(evals[0])}; they must match.")
     num_classes = num_classes_of(path, (train_split, eval_split))
     for split, (_, labels) in ((train_split, train), (eval_split, evals)):
         if labels.min() < 0 or labels.max() >= num_classes:
             raise ValueError(f"{path}: {split} labels must lie in [0, {num_classes}), found "
                              f"[{labels.min()}, {labels.max()}]; fix the labels or num_classes.")
-    # A known dataset gets its standard constants, as from tfds; others are measured.
-    mean, std = KNOWN_PIXEL_STATS.get(name) or pixel_stats(train[0])
-    info = DatasetInfo(name=name, num_classes=num_classes, image_shape=tuple(train[0].shape[1:]),
-                       class_names=class_names_of(path), num_train_examples=len(train[1]),
-                       num_eval_examples=len(evals[1]), pixel_mean=tuple(mean),
-                       pixel_std=tuple(std))
+    shape = tuple(train[0].shape[1:])
+    common = dict(name=name, num_classes=num_classes, class_names=class_names_of(path),
+                  num_train_examples=len(train[1]), num_eval_examples=len(evals[1]))
+    if is_images(train[0]):
+        # A known dataset gets its standard constants, as from tfds; others are measured.
+        mean, std = KNOWN_PIXEL_STATS.get(name) or pixel_stats(train[0])
+        info = DatasetInfo(image_shape=shape, pixel_mean=tuple(mean), pixel_std=tuple(std),
+                           **common)
+    else:
+        info = DatasetInfo(image_shape=None, pixel_mean=(), pixel_std=(), input_shape=shape,
+                           input_dtype=str(train[0].dtype), **common)
     return train, evals, info
+
+
+def is_images(array):
+    """Whether the source's arrays are images (uint8 [N, H, W, 3]), which get augmented."""
+    return inputs.infer_kind(array.shape[1:], array.dtype.name) == "images"
+
+
+def describe(array):
+    """E.g. "int32 [N, 16]"."""
+    return f"{array.dtype} [N, {', '.join(map(str, array.shape[1:]))}]"
 
 
 def load_datasets(*, name="cifar100", path=None, train_split="train", eval_split="test",
@@ -213,8 +267,10 @@ def load_datasets(*, name="cifar100", path=None, train_split="train", eval_split
                          "Use more train_examples or a smaller batch_size.")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
+    # The crop-and-flip is for images; token ids and features go in as they are.
     options = dict(batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
-                   augment=augment, seed=seed, epochs=epochs, initial_epoch=initial_epoch)
+                   augment=augment and info.image_shape is not None, seed=seed, epochs=epochs,
+                   initial_epoch=initial_epoch)
     backend = keras.backend.backend()
     if backend == "jax":
         # Imported here: JAX is only needed (and installed) for the JAX backend.
@@ -235,7 +291,7 @@ def tf_datasets(train, evals, *, batch_size, eval_batch_size, augment, seed, epo
     images, labels = train
     batches = HostBatches(images, labels, batch_size=batch_size, augment=augment, seed=seed,
                           epochs=epochs, initial_epoch=initial_epoch)
-    signature = (tf.TensorSpec([batch_size, *images.shape[1:]], tf.uint8),
+    signature = (tf.TensorSpec([batch_size, *images.shape[1:]], tf.as_dtype(images.dtype)),
                  tf.TensorSpec([batch_size], tf.int32))
     train_ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
     num_epochs = 1 if epochs is None else epochs - initial_epoch
