@@ -462,7 +462,10 @@ def parse_flags(command, argv, verbose):
         except flags.IllegalFlagValueError as error:
             raise errors.UsageError(bad_value(command, str(error))) from None
         if config_args:  # a config file is plain data: loading it starts no framework
+            config_args, unset = none_overrides(config_args)
             values([argv[0], *config_args])
+            for key in unset:
+                unset_key(values.config, key)
     except flags.Error as error:
         message = str(error)
         if "Error whilst parsing config file" in message:  # ml_collections' text of a traceback
@@ -477,6 +480,47 @@ def parse_flags(command, argv, verbose):
             raise
         raise converted from None
     return values
+
+
+def none_overrides(config_args):
+    """(the other config arguments, the keys given as None): `--config.KEY=None` (or `none`)
+    unsets a key, which ml_collections would parse as a value of the key's type."""
+    kept, unset, args = [], [], list(config_args)
+    while args:
+        arg = args.pop(0)
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+        else:
+            key, value = arg, args[0] if args and not args[0].startswith("-") else ""
+            if value:
+                args.pop(0)
+        if key.startswith("--config.") and value.lower() == "none":
+            unset.append(key[len("--config."):])
+        else:
+            kept += [arg] if "=" in arg or not value else [arg, value]
+    return kept, unset
+
+
+def unset_key(config, key):
+    """Sets `key` ("data.train_examples") of the loaded config to None, where its default is
+    None (an optional setting); other keys need a value."""
+    from okddip_tf import config as config_module  # pylint: disable=import-outside-toplevel
+
+    *parents, name = key.split(".")
+    section, default = config, config_module.get_base_config()
+    for part in parents:
+        if part not in section or part not in default:
+            raise errors.ConfigError(f"--config.{key}: the config has no such key. Every key "
+                                     "and its default: okddip_tf/config.py.")
+        section, default = section[part], default[part]
+    if name not in section or name not in default:
+        raise errors.ConfigError(f"--config.{key}: the config has no such key. Every key and "
+                                 "its default: okddip_tf/config.py.")
+    if default[name] is not None:
+        raise errors.UsageError(f"--config.{key}=None: {key} needs a value (default "
+                                f"{default[name]!r}); None unsets only the keys whose default "
+                                "is None, e.g. data.train_examples.")
+    section[name] = None
 
 
 def missing_get_config(error, argv):

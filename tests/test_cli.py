@@ -8,6 +8,7 @@ errors that need TensorFlow run two at a time in one fixture.
 """
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import re
@@ -170,6 +171,9 @@ sys.exit(status)
      "reproduce --help` for its flags."),
     (("export", "--workdir=W", "--int8_calibration=max"), "okddip export: flag "
      "--int8_calibration=max: value should be one of <percentile|minmax>"),
+    (("train", SMOKE, "--workdir=W", "--config.data.batch_size=None"), "okddip train: "
+     "--config.data.batch_size=None: data.batch_size needs a value (default 128); None unsets "
+     "only the keys whose default is None, e.g. data.train_examples."),
     (("train", "--config=okddip_tf/config.py", "--workdir=W"), "okddip train: "
      "--config=okddip_tf/config.py: the file defines no get_config(arg=None), the function that "
      "returns the config; pass one of configs/ (e.g. configs/quickstart.py)"),
@@ -184,6 +188,31 @@ def test_usage_errors_answer_in_one_line_before_tensorflow(args, message, tmp_pa
     assert result.stdout.splitlines()[-1] == "imported: []", result.stdout
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+# Parses an `okddip train` command line in-process and prints three of the config's keys.
+PARSE_PROBE = """\
+import json, sys
+from okddip_tf import cli
+sys.argv = ["okddip", *sys.argv[1:]]
+data = cli.parse_flags("train", sys.argv, False).config.data
+print(json.dumps([data.train_examples, data.shuffle_buffer, data.batch_size]))
+"""
+
+
+@pytest.mark.parametrize("override, parsed", [
+    (["--config.data.train_examples=None"], [None, 25_000, 64]),
+    (["--config.data.train_examples", "none"], [None, 25_000, 64]),
+    ([], [25_000, 25_000, 64]),
+])
+def test_none_unsets_a_key_whose_default_is_none(override, parsed):
+    """quickstart.py sets data.train_examples=25000; `=None` (the key's default) restores the
+    whole split, as ml_collections alone cannot (it parses "None" as an int); the file's other
+    settings and the other overrides still apply."""
+    result = python(PARSE_PROBE, "train", "--config=configs/quickstart.py", "--workdir=w",
+                    *override, "--config.data.batch_size=64", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == parsed
 
 
 def test_shared_flags_and_space_separated_values_are_accepted(tmp_path):
@@ -230,6 +259,8 @@ def test_no_command_prints_our_usage_only():
      "--config.train.epochs=abc"),
     (("train", SMOKE, "--workdir=W", "--config.train.epochs=0"), "train", 2,
      "train.epochs must be >= 1"),
+    (("train", SMOKE, "--workdir=W", "--config.data.no_such=None"), "train", 2,
+     "--config.data.no_such: the config has no such key."),
 ])
 def test_argument_and_config_errors_are_one_message(args, command, status, message, tmp_path):
     args = [arg.replace("--workdir=W", f"--workdir={tmp_path / 'w'}") for arg in args]
