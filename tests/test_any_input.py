@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import okddip_tf
-from okddip_tf import data, inputs, models
+from okddip_tf import builders, config as config_module, data, inputs, models
+from okddip_tf.data.info import DatasetInfo
 from okddip_tf.deploy import export, savedmodel, tflite
+from okddip_tf.errors import ConfigError
 from okddip_tf.group import GroupModel
 
 VOCAB, LENGTH, FEATURES, CLASSES = 40, 16, 12, 4
@@ -360,10 +362,6 @@ def test_okddip_train_takes_token_ids_from_an_npz_resumes_and_exports(tmp_path, 
 def test_a_backbone_that_cannot_take_the_npz_inputs_is_a_config_error(tmp_path):
     """An image network on token ids, a model whose input has another shape, or a token model
     given floats fails before training with both named and what to do."""
-    from okddip_tf import builders, config as config_module  # pylint: disable=import-outside-toplevel
-    from okddip_tf.data.info import DatasetInfo  # pylint: disable=import-outside-toplevel
-    from okddip_tf.errors import ConfigError  # pylint: disable=import-outside-toplevel
-
     info = DatasetInfo(name="marker", num_classes=CLASSES, image_shape=None, class_names=None,
                        num_train_examples=64, num_eval_examples=8, pixel_mean=(), pixel_std=(),
                        input_shape=(LENGTH,), input_dtype="int32")

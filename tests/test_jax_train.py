@@ -64,14 +64,14 @@ def write_npz(path, train=96, test=40):
     return path
 
 
-def run_jax_cli(workdir, npz, epochs, extra_env=None):
+def run_jax_cli(workdir, npz, epochs, extra_env=None, backbone="tiny"):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", NPZ=str(npz),
                **(extra_env or {}))
     env.setdefault("XLA_FLAGS", XLA_FAST_COMPILE)  # halves XLA's CPU compile time
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     args = ["train", "--config=configs/cifar100_resnet32_okddip.py", f"--workdir={workdir}",
             "--config.data.source=npz", f"--config.data.path={npz}", "--config.data.name=tiny",
-            "--config.model.backbone=tiny", "--config.data.batch_size=32",
+            f"--config.model.backbone={backbone}", "--config.data.batch_size=32",
             "--config.data.eval_batch_size=32", f"--config.train.epochs={epochs}",
             "--config.train.verbose=2", "--config.train.probe_images=16",
             "--config.rampup.length=2"]
@@ -136,6 +136,27 @@ def test_jax_checkpoint_loads_on_tensorflow_with_the_same_leader(jax_run):
     jax_logits = np.load(jax_logits_path)
     assert jax_logits.shape == (40, CLASSES)
     np.testing.assert_allclose(tf_logits, jax_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_jax_trains_token_ids_from_an_npz_without_tensorflow(tmp_path):
+    """The npz source's token ids on JAX (device batches, no augmentation): a .keras text model
+    trains as a group with TensorFlow blocked, and the info records the input."""
+    rng = np.random.default_rng(1)
+    length, vocabulary = 12, 30
+    np.savez(tmp_path / "tokens.npz", x_train=rng.integers(0, vocabulary, (96, length)),
+             y_train=rng.integers(0, CLASSES, 96), x_test=rng.integers(0, vocabulary, (40, length)),
+             y_test=rng.integers(0, CLASSES, 40))
+    token_ids = keras.Input((length,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(vocabulary, 8)(token_ids))
+    keras.Model(token_ids, keras.layers.Dense(CLASSES)(pooled)).save(tmp_path / "text.keras")
+    output = run_jax_cli(tmp_path / "run", tmp_path / "tokens.npz", 1,
+                         backbone=tmp_path / "text.keras")
+    assert "leader_accuracy" in output
+    info = json.loads((tmp_path / "run" / "dataset_info.json").read_text())
+    assert (info["image_shape"], info["input_shape"], info["input_dtype"]) == (
+        None, [length], "int32")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
 
 
 def test_jax_workdir_exports_on_tensorflow_with_parity(jax_run, tmp_path):
