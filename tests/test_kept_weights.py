@@ -7,7 +7,6 @@ The reference is the saved model itself: every comparison reads its weights back
 """
 
 import os
-import types
 
 import keras
 import numpy as np
@@ -17,6 +16,7 @@ from keras import layers
 from okddip_tf import GroupModel, builders, models, preflight, train
 from okddip_tf.deploy import export
 from okddip_tf.config import apply_smoke, get_base_config, validate_config
+from okddip_tf.data.info import DatasetInfo
 from okddip_tf.errors import ConfigError, MissingInputError
 from okddip_tf.optim import CoupledSGD
 
@@ -218,7 +218,9 @@ def test_the_config_builds_a_keras_file_backbone_for_the_datasets_classes(saved)
     path, reference = saved
     config = apply_smoke(get_base_config())
     config.model.backbone, config.model.split_at = path, "mid_out"
-    info = types.SimpleNamespace(num_classes=100, image_shape=SHAPE)
+    info = DatasetInfo(name="t", num_classes=100, image_shape=SHAPE, class_names=None,
+                       num_train_examples=1, num_eval_examples=1, pixel_mean=(0.0,) * 3,
+                       pixel_std=(1.0,) * 3)
     backbone = builders.build_backbone(config, info)
     assert backbone.get_config()["weights"] == "keep"  # the default for a file
     head = backbone.build_head("head", 100, False, deployed=True)
