@@ -191,6 +191,9 @@ def test_npz_errors_for_inputs_that_are_not_images(tmp_path):
         read(np.array([[0.0, np.nan]] * 6))
     with pytest.raises(ValueError, match=r"read as token ids, which must lie in \[0, 2\*\*31\)"):
         read(np.full((6, 4), -1))
+    with pytest.raises(ValueError, match=r"integer \(6, 8, 8\): integer inputs are token ids "
+                                         r"\[N, T\]. Store images as uint8 \[N, H, W, 3\]"):
+        read(np.zeros((6, 8, 8), np.uint8))  # grayscale images without a channel axis
     with pytest.raises(ValueError, match=r"dtype bool; expected"):
         read(np.zeros((6, 4), bool))
     with pytest.raises(ValueError, match=r"x_train is int32 \[N, 4\] but x_test is float32 "

@@ -113,6 +113,10 @@ def check_other_inputs(array, path, split):
                                         or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(f"{path}: x_{split} has shape {array.shape} and dtype {array.dtype}; "
                          f"expected {LAYOUT_HELP}.")
+    if array.ndim == 3 and np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{path}: x_{split} is integer {array.shape}: integer inputs are token "
+                         "ids [N, T]. Store images as uint8 [N, H, W, 3] (grayscale: "
+                         "np.repeat(x[..., None], 3, axis=-1)) and frames as floats.")
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ValueError(f"{path}: x_{split} holds NaN or infinite values; fill or drop "
