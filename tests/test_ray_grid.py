@@ -43,9 +43,8 @@ RAY_START_SECONDS = 180
 
 STAND_IN = '''\
 #!{python}
-"""Stands in for `python -m okddip_tf.cli train`: the seconds in {seconds_file!r} an epoch
-({epoch_seconds} unless a test rewrites it), resuming after the epochs history.json holds, as
-okddip train resumes from its checkpoint."""
+"""Stands in for `python -m okddip_tf.cli train`: {epoch_seconds} s an epoch, resuming after the
+epochs history.json holds, as okddip train resumes from its checkpoint."""
 import json, os, sys, time
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
 workdir, epochs = args["workdir"], int(args["config.train.epochs"])
@@ -61,7 +60,7 @@ with open(os.path.join(workdir, "sittings.jsonl"), "a") as f:
     f.write(json.dumps({{"pid": os.getpid(), "after": len(history["loss"])}}) + "\\n")
 cell = sum(map(ord, os.path.basename(os.path.dirname(workdir)))) % 50  # differs by cell
 for epoch in range(len(history["loss"]), epochs):
-    time.sleep(float(open({seconds_file!r}).read()))
+    time.sleep({epoch_seconds})
     history["loss"].append(1.0 / (epoch + 1))
     history["val_leader_accuracy"].append((cell + 10 * epoch) / 100)
     write("history.json", history)
@@ -133,13 +132,8 @@ def cluster(ray_address):
 
 
 def stand_in(tmp_path, epoch_seconds):
-    """The stand-in trainer's path; `tmp_path / "epoch_seconds"` holds its pace (each epoch
-    reads it, so a test can change it between runs)."""
-    seconds_file = tmp_path / "epoch_seconds"
-    seconds_file.write_text(str(epoch_seconds))
     path = tmp_path / "stand_in_trainer"
-    path.write_text(STAND_IN.format(python=sys.executable, epoch_seconds=epoch_seconds,
-                                    seconds_file=str(seconds_file)))
+    path.write_text(STAND_IN.format(python=sys.executable, epoch_seconds=epoch_seconds))
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
 
@@ -268,11 +262,8 @@ def test_a_killed_worker_is_retried_and_its_cell_resumes(tmp_path, cluster):
 
 def test_ctrl_c_stops_a_cell_on_ray_and_a_rerun_resumes_it(tmp_path, cluster):
     """Ctrl-C on the command stops the running task (it passes SIGINT on to its training, as
-    the local runner does) and names it; the same command again resumes the cell.
-
-    The interrupted run's epochs take 3 s, so the stop has 33 s to arrive before the cell
-    would finish, even beside other tests on a busy machine; the resumed run's take 0.05 s."""
-    executable, budget = stand_in(tmp_path, 3.0), Budget(epochs=12, seeds=1)
+    the local runner does) and names it; the same command again resumes the cell."""
+    executable, budget = stand_in(tmp_path, 0.5), Budget(epochs=12, seeds=1)
     workdir = tmp_path / "grid"
     tasks = table5_tasks(workdir, budget, cells=CELLS[:1])
     directory = pathlib.Path(tasks[0].directory)
@@ -295,7 +286,6 @@ def test_ctrl_c_stops_a_cell_on_ray_and_a_rerun_resumes_it(tmp_path, cluster):
     pid = json.loads((directory / "sittings.jsonl").read_text().splitlines()[0])["pid"]
     assert is_gone(pid)  # stopped, not left training
     done = epochs_in(directory / "history.json", "loss")
-    (tmp_path / "epoch_seconds").write_text("0.05")
     again = table5_tasks(workdir, budget, cells=CELLS[:1])
     ray_runner.RayRunner(again, budget, str(workdir), cluster, executable=executable,
                          poll_seconds=0.1, echo=[].append).run()
