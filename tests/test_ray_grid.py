@@ -45,7 +45,8 @@ STAND_IN = '''\
 #!{python}
 """Stands in for `python -m okddip_tf.cli train`: {epoch_seconds} s an epoch, resuming after the
 epochs history.json holds, as okddip train resumes from its checkpoint."""
-import json, os, sys, time
+import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as okddip train's own handler does
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
 workdir, epochs = args["workdir"], int(args["config.train.epochs"])
 def write(name, value):
@@ -260,6 +261,17 @@ def test_a_killed_worker_is_retried_and_its_cell_resumes(tmp_path, cluster):
     assert history["loss"] == [1.0 / (epoch + 1) for epoch in range(budget.epochs)]
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's SIGINT handler for the test. `_thread.interrupt_main()` runs SIGINT's handler,
+    and a process started with SIGINT ignored (a background job of a shell script, e.g. a
+    nohup'd suite) has none, so the simulated Ctrl-C would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_stops_a_cell_on_ray_and_a_rerun_resumes_it(tmp_path, cluster):
     """Ctrl-C on the command stops the running task (it passes SIGINT on to its training, as
     the local runner does) and names it; the same command again resumes the cell."""

@@ -77,6 +77,10 @@ def train_cell(run, budget, seed, workdir, executable=None):
     SIGKILL rather than a gentle signal for a lost parent: the retried task may start the cell
     again at once, and a checkpoint is renamed into place whole, so nothing is lost.
     """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A worker of a cluster started with SIGINT ignored (`ray start` from a background job
+        # of a script) would never see ray.cancel, which arrives as SIGINT's handler.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     process, log = runner.start_training(run, budget, seed, workdir, executable,
                                          preexec_fn=child_setup())
     try:
