@@ -221,14 +221,12 @@ def unset_key(config, key):
 
     *parents, name = key.split(".")
     section, default = config, config_module.get_base_config()
-    for part in parents:
+    for depth, part in enumerate([*parents, name]):
         if part not in section or part not in default:
             raise errors.ConfigError(f"--config.{key}: the config has no such key. Every key "
                                      "and its default: okddip_tf/config.py.")
-        section, default = section[part], default[part]
-    if name not in section or name not in default:
-        raise errors.ConfigError(f"--config.{key}: the config has no such key. Every key and "
-                                 "its default: okddip_tf/config.py.")
+        if depth < len(parents):
+            section, default = section[part], default[part]
     if default[name] is not None:
         raise errors.UsageError(f"--config.{key}=None: {key} needs a value (default "
                                 f"{default[name]!r}); None unsets only the keys whose default "

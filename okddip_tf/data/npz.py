@@ -31,7 +31,6 @@ import os
 
 import numpy as np
 
-from okddip_tf import inputs
 from okddip_tf.data.epochs import crop_flip, epoch_batches, epoch_numbers
 from okddip_tf.data.info import KNOWN_PIXEL_STATS, DatasetInfo
 
@@ -235,8 +234,9 @@ def load_arrays(*, name, path, train_split, eval_split, train_examples, eval_exa
 
 
 def is_images(array):
-    """Whether the source's arrays are images (uint8 [N, H, W, 3]), which get augmented."""
-    return inputs.infer_kind(array.shape[1:], array.dtype.name) == "images"
+    """Whether the source's arrays are images (uint8 [N, H, W, 3], as `_read_split` reads every
+    4-D array), which get augmented."""
+    return array.ndim == 4
 
 
 def describe(array):
