@@ -99,10 +99,10 @@ def check_arguments(command_name, argv):
         name, has_value = flag_name(arg)
         if name.startswith("config.") and command.has_config:
             # ml_collections checks the key against the config. Without "=", a word after the
-            # key is its value (a bool key may stand alone).
-            value = [args.pop(0)] if not has_value and args and not args[0].startswith("-") \
-                and args[0] != command_name else []
-            config_args += [arg, *value]
+            # key is its value (a bool key may stand alone); it is passed on as KEY=VALUE.
+            if not has_value and args and not args[0].startswith("-") and args[0] != command_name:
+                arg = f"{arg}={args.pop(0)}"
+            config_args.append(arg)
             continue
         flag = owned(command, name)
         if flag is None:
@@ -197,20 +197,17 @@ def parse_flags(command, argv, verbose):
 
 def none_overrides(config_args):
     """(the other config arguments, the keys given as None): `--config.KEY=None` (or `none`)
-    unsets a key, which ml_collections would parse as a value of the key's type."""
-    kept, unset, args = [], [], list(config_args)
-    while args:
-        arg = args.pop(0)
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-        else:
-            key, value = arg, args[0] if args and not args[0].startswith("-") else ""
-            if value:
-                args.pop(0)
+    unsets a key, which ml_collections would parse as a value of the key's type.
+
+    `check_arguments` has written every override with a value as one KEY=VALUE argument.
+    """
+    kept, unset = [], []
+    for arg in config_args:
+        key, _, value = arg.partition("=")
         if key.startswith("--config.") and value.lower() == "none":
             unset.append(key[len("--config."):])
         else:
-            kept += [arg] if "=" in arg or not value else [arg, value]
+            kept.append(arg)
     return kept, unset
 
 
