@@ -163,3 +163,32 @@ def test_readme_quotes_the_committed_test_suite_measurement():
     high = max(max(pair) for pair in measured["load_averages_before_after"])
     assert f"{measured['wall_seconds']:.0f} s on a 2-core" in readme
     assert f"(load average {low:.1f}–{high:.1f} during the run" in readme
+
+
+def test_readme_says_what_the_code_version_checks_measured():
+    """The README compares Table 2's seeds trained at different commits on the strength of
+    code_version_parity*.json (benchmarks/code_version_parity.py) and
+    running_variance_effect.json (benchmarks/running_variance_effect.py): every cell's batches
+    and weights equal at both old commits, the logged losses within the quoted rounding, the
+    moving-variance updates in the ratio n/(n-1), and the quoted largest effect of that ratio on
+    a finished seed's error."""
+    results = REPO_ROOT / "benchmarks" / "results"
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    worst_loss = 0.0
+    for name in ("code_version_parity.json", "code_version_parity_83f1171.json"):
+        parity = json.loads((results / name).read_text())
+        summaries = [cell["summary"] for cell in parity["cells"]]
+        assert len(summaries) == 6 and not parity["cells_without_a_config"]
+        assert all(s["data_equal"] for s in summaries)  # "draw the same batches"
+        assert all(s["max_weight_relative_difference"] == 0 for s in summaries)  # "same weights"
+        assert all(s["unbiased_now_biased_before"] == s["moving_variance_layers"]
+                   and s["max_update_ratio_error"] < 1e-5 for s in summaries)
+        worst_loss = max([worst_loss] + [s["max_log_relative_difference"] for s in summaries])
+        assert f"at {parity['old_commit']}" in readme
+        assert f"first {parity['steps']} training steps" in readme
+    assert f"at most {worst_loss:.0e} of their value" in readme
+    effect = json.loads((results / "running_variance_effect.json").read_text())
+    assert effect["max_abs_recorded_vs_saved_points"] < 1e-9  # the re-evaluation is the run's
+    assert (f"re-evaluating the {len(effect['seeds'])} finished seeds of the workdir with the "
+            "other side's moving variance moves their errors by at most "
+            f"{effect['max_abs_difference_points']:.2f} points") in readme
