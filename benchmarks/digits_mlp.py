@@ -21,7 +21,7 @@ The distillation weight ramps up over the first third of the epochs (`DistillWei
 
 Writes benchmarks/results/digits_mlp.json: every seed's test accuracy for each variant (and the
 groups' peer ensemble), the mean and sample std, and each group's paired difference from
-`single` with a 95% t interval over the seeds (`okddip_tf.reproduce.report.difference`, which
+`single` with a 95% t interval over the seeds (`okddip_tf.reproduce.statistics.difference`, which
 says whether the seeds separate it from zero).
 """
 
@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import okddip_tf  # noqa: E402  (first: the oneDNN default)
 import okddip_tf.models  # noqa: E402
 from okddip_tf import atomic_files  # noqa: E402
-from okddip_tf.reproduce import machine, report  # noqa: E402
+from okddip_tf.reproduce import machine, statistics  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
@@ -106,7 +106,7 @@ def summarise(runs, variants):
     """Mean and std per variant; each group's paired difference from `single` over the seeds."""
     accuracies = {v: {str(run["seed"]): run[v]["accuracy"] for run in runs} for v in variants}
     pairs = [(v, "single") for v in variants if v != "single" and "single" in variants]
-    return report.compare_seeds(accuracies, pairs)
+    return statistics.compare_seeds(accuracies, pairs)
 
 
 def run(seeds, *, epochs, batch_size, students, variants=VARIANTS, out=None):

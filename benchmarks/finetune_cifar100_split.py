@@ -36,7 +36,7 @@ What a Keras user with a trained classifier does when new classes arrive:
 
 Writes benchmarks/results/finetune_cifar100_split.json after every seed (an interrupted run keeps
 the seeds it finished): per-seed accuracies, their mean and sample std, the paired differences
-with a 95% t interval (`okddip_tf.reproduce.report.difference`), the budget, the pretraining's
+with a 95% t interval (`okddip_tf.reproduce.statistics.difference`), the budget, the pretraining's
 own accuracy, the machine and its load averages.
 """
 
@@ -52,7 +52,7 @@ import okddip_tf  # noqa: E402  (first: the oneDNN default)
 import okddip_tf.models  # noqa: E402
 from okddip_tf import atomic_files, data  # noqa: E402
 from okddip_tf.data import npz  # noqa: E402
-from okddip_tf.reproduce import machine, report  # noqa: E402
+from okddip_tf.reproduce import machine, statistics  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -207,7 +207,7 @@ def summarise(runs):
                   for v in FLAGS.variants}
     pairs = [pair for pair in (("keep_group", "keep_single"), ("keep_single", "fresh_single"))
              if set(pair) <= set(FLAGS.variants)]
-    return report.compare_seeds(accuracies, pairs)
+    return statistics.compare_seeds(accuracies, pairs)
 
 
 def budget(train):
