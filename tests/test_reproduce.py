@@ -505,10 +505,14 @@ def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_p
 
 
 def keras_like_zip(path):
-    """A file that reads as a .keras checkpoint to checkpoint_files (a zip with its members)."""
+    """A file that reads as a .keras checkpoint to checkpoint_files (a zip with its members).
+
+    Its members carry a fixed date, as Keras writes them: two calls give the same bytes (hence
+    the same hash) even when a 2-second step of the zip clock falls between them.
+    """
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", "{}")
-        archive.writestr("model.weights.h5", b"weights")
+        for name, data in (("config.json", "{}"), ("model.weights.h5", b"weights")):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 def test_a_cell_resumes_after_its_checkpoints_epoch_not_its_historys(tmp_path, fake_trainer):
