@@ -192,3 +192,18 @@ def test_readme_says_what_the_code_version_checks_measured():
     assert (f"re-evaluating the {len(effect['seeds'])} finished seeds of the workdir with the "
             "other side's moving variance moves their errors by at most "
             f"{effect['max_abs_difference_points']:.2f} points") in readme
+
+
+def test_readme_quotes_the_committed_nan_guard_cost():
+    """The README's cost of fit's default NaNGuard is nan_guard_cost_tensorflow.json's, as
+    benchmarks/nan_guard_cost.py wrote it."""
+    measured = json.loads((REPO_ROOT / "benchmarks" / "results" /
+                           "nan_guard_cost_tensorflow.json").read_text())
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    ratios = measured["median_ratio_to_none"]
+    assert (f"before every step ({measured['bytes_copied_per_step_keep'] / 1e6:.1f} MB for the "
+            "4-student ResNet-32 group)") in readme
+    assert (f"a step took {ratios['keep']:.2f} times a plain fit's with the copy and "
+            f"{ratios['guard']:.2f} times with the guard's per-step read-back alone (medians of "
+            f"{measured['rounds_counted']} interleaved rounds") in readme
+    assert measured["machine"]["cpu_count"] == 2  # "on a 2-core CPU"
