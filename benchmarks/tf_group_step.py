@@ -21,6 +21,7 @@ from okddip_tf.reproduce import machine as machine_info
 BATCH, CLASSES = 128, 100
 VARIANTS = {
     "okddip_branch_4": dict(method="okddip", num_students=4, sharing="branch"),
+    "okddip_network_4": dict(method="okddip", num_students=4, sharing="network"),
     "single": dict(method="baseline", num_students=1),
 }
 
