@@ -207,3 +207,18 @@ def test_readme_quotes_the_committed_nan_guard_cost():
             f"{ratios['guard']:.2f} times with the guard's per-step read-back alone (medians of "
             f"{measured['rounds_counted']} interleaved rounds") in readme
     assert measured["machine"]["cpu_count"] == 2  # "on a 2-core CPU"
+
+
+def test_readme_quotes_the_committed_cells_at_once_measurement():
+    """The README's advice on --parallel on a CPU rests on cpu_cells_at_once.json's ratios, as
+    benchmarks/cpu_cells_at_once.py wrote them."""
+    measured = json.loads((REPO_ROOT / "benchmarks" / "results" /
+                           "cpu_cells_at_once.json").read_text())
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    ratios = measured["ratio_to_one"]
+    default, single = sorted(ratios["two"]), sorted(ratios["two_single_thread"])
+    assert measured["machine"]["cpu_count"] == 2 and measured["variant"] == "okddip_network_4"
+    assert (f"trained {default[0]:.2f}–{default[-1]:.2f} times the images per second of one at a "
+            "time with TensorFlow's default threads, which `--parallel` leaves them, and "
+            f"{single[0]:.2f}–{single[-1]:.2f} times with one thread each: "
+            f"{len(measured['rounds'])} rounds of `benchmarks/cpu_cells_at_once.py`") in readme
