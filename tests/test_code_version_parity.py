@@ -1,22 +1,11 @@
 """benchmarks/code_version_parity.py's comparison, on synthetic runs whose differences are known:
 the README's claim that two commits train alike rests on it."""
 
-import importlib.util
-import pathlib
-
 import ml_collections
 import numpy as np
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from _benchmarks import load_benchmark
 
 parity = load_benchmark("code_version_parity")
 MOMENTUM, N, STEPS = 0.9, 128, 2

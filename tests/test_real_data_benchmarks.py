@@ -1,20 +1,10 @@
 """The issue-23 real-data benchmarks: the digits script runs end to end on a tiny budget."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_benchmark(name):
-    """A benchmarks/ script as a module (its main() is not run)."""
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _benchmarks import load_benchmark
 
 
 def test_digits_benchmark_trains_every_variant_and_writes_its_report(tmp_path):
