@@ -6,13 +6,24 @@ import pathlib
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+
+def readme_words():
+    """The README with every run of whitespace as one space (quotes may wrap across lines)."""
+    return " ".join((REPO_ROOT / "README.md").read_text().split())
+
+
+def result(name):
+    """benchmarks/results/<name>, parsed."""
+    return json.loads((RESULTS / name).read_text())
 
 
 def test_readme_quotes_the_committed_quickstart_measurement():
     """The README's quickstart time and accuracies are quickstart.json's, as
     benchmarks/quickstart.py wrote them."""
     measured = json.loads((REPO_ROOT / "benchmarks" / "results" / "quickstart.json").read_text())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     minutes, seconds = divmod(round(measured["wall_clock_seconds"]), 60)
     final = measured["test_split_final_epoch"]
     assert f"**{minutes} min {seconds} s** wall clock" in readme
@@ -26,7 +37,7 @@ def test_readme_quotes_the_committed_token_learning_measurement():
     benchmarks/token_learning.py wrote it, with the test's threshold."""
     measured = json.loads((REPO_ROOT / "benchmarks" / "results" /
                            "token_learning.json").read_text())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     summary, runs = measured["summary"], measured["runs"]
     assert summary["min"] == summary["max"]  # the README states one value for every seed
     assert (f"the leader classified **{100 * summary['min']:.1f}%** of 512 held-out sequences "
@@ -53,7 +64,7 @@ def test_readme_quotes_the_grids_gpu_hours_and_they_count_the_manifest():
     rows = {row["run"]: row["h200_epoch_seconds"] for row in grid["runs"]}
     assert rows["cifar100_resnet32_baseline"]["from_single"] == pytest.approx(4.8)
     assert rows["cifar100_resnet32_okddip_branch"]["from_okddip_branch_4"] == pytest.approx(11.7)
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     start = readme.index("**The whole grid in GPU-hours.**")
     paragraph = readme[start:readme.index("**", start + 40)]
     cifar, imagenet = grid["cifar"], grid["imagenet"]
@@ -85,7 +96,7 @@ def test_readme_states_the_two_worker_step_bounds_the_test_asserts_and_their_mea
     import test_multiworker  # pylint: disable=import-outside-toplevel
 
     bounds = test_multiworker.STEP_BOUNDS
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     assert (f"less than {short(bounds['all'], 0)} of the update "
             f"({short(bounds['trainable_and_other'])} for the trainable weights alone, "
             f"{short(bounds['moving_stats'], 0)} for the BatchNorm moving statistics)") in readme
@@ -127,7 +138,7 @@ def test_readme_quotes_the_committed_real_data_measurements():
     """The README's digits and fine-tuning numbers (issue 23) are those of digits_mlp.json and
     finetune_cifar100_split.json, as benchmarks/digits_mlp.py and
     benchmarks/finetune_cifar100_split.py wrote them."""
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     results = REPO_ROOT / "benchmarks" / "results"
     digits = json.loads((results / "digits_mlp.json").read_text())["summary"]
     assert f"Over {digits['summary']['single']['n']} seeds" in readme
@@ -155,7 +166,7 @@ def test_readme_quotes_the_committed_test_suite_measurement():
     """The README's size and time of the default suite are test_suite.json's, as
     benchmarks/test_suite.py wrote them."""
     measured = json.loads((REPO_ROOT / "benchmarks" / "results" / "test_suite.json").read_text())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     assert measured["exit_code"] == 0 and not measured["failures"]  # "all passing"
     assert (f"runs the default test suite: {measured['default_tests']} tests when last timed, "
             f"with {measured['slow_tests']} slow ones skipped") in readme
@@ -172,11 +183,10 @@ def test_readme_says_what_the_code_version_checks_measured():
     and weights equal at both old commits, the logged losses within the quoted rounding, the
     moving-variance updates in the ratio n/(n-1), and the quoted largest effect of that ratio on
     a finished seed's error."""
-    results = REPO_ROOT / "benchmarks" / "results"
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = readme_words()
     worst_loss = 0.0
     for name in ("code_version_parity.json", "code_version_parity_83f1171.json"):
-        parity = json.loads((results / name).read_text())
+        parity = result(name)
         summaries = [cell["summary"] for cell in parity["cells"]]
         assert len(summaries) == 6 and not parity["cells_without_a_config"]
         assert all(s["data_equal"] for s in summaries)  # "draw the same batches"
@@ -187,7 +197,7 @@ def test_readme_says_what_the_code_version_checks_measured():
         assert f"at {parity['old_commit']}" in readme
         assert f"first {parity['steps']} training steps" in readme
     assert f"at most {worst_loss:.0e} of their value" in readme
-    effect = json.loads((results / "running_variance_effect.json").read_text())
+    effect = result("running_variance_effect.json")
     assert effect["max_abs_recorded_vs_saved_points"] < 1e-9  # the re-evaluation is the run's
     assert (f"re-evaluating the {len(effect['seeds'])} finished seeds of the workdir with the "
             "other side's moving variance moves their errors by at most "
@@ -197,9 +207,8 @@ def test_readme_says_what_the_code_version_checks_measured():
 def test_readme_quotes_the_committed_nan_guard_cost():
     """The README's cost of fit's default NaNGuard is nan_guard_cost_tensorflow.json's, as
     benchmarks/nan_guard_cost.py wrote it."""
-    measured = json.loads((REPO_ROOT / "benchmarks" / "results" /
-                           "nan_guard_cost_tensorflow.json").read_text())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    measured = result("nan_guard_cost_tensorflow.json")
+    readme = readme_words()
     ratios = measured["median_ratio_to_none"]
     assert (f"before every step ({measured['bytes_copied_per_step_keep'] / 1e6:.1f} MB for the "
             "4-student ResNet-32 group)") in readme
@@ -212,9 +221,8 @@ def test_readme_quotes_the_committed_nan_guard_cost():
 def test_readme_quotes_the_committed_cells_at_once_measurement():
     """The README's advice on --parallel on a CPU rests on cpu_cells_at_once.json's ratios, as
     benchmarks/cpu_cells_at_once.py wrote them."""
-    measured = json.loads((REPO_ROOT / "benchmarks" / "results" /
-                           "cpu_cells_at_once.json").read_text())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    measured = result("cpu_cells_at_once.json")
+    readme = readme_words()
     ratios = measured["ratio_to_one"]
     default, single = sorted(ratios["two"]), sorted(ratios["two_single_thread"])
     assert measured["machine"]["cpu_count"] == 2 and measured["variant"] == "okddip_network_4"
