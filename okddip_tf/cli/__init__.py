@@ -182,9 +182,15 @@ def reproduce(values):
     except ValueError:
         raise errors.UsageError(f"--train_seeds takes comma-separated whole numbers, got "
                                 f"{','.join(values.train_seeds)!r}.") from None
+    if values.npz is not None and not os.path.isfile(values.npz):
+        raise errors.MissingInputError(
+            f"--npz={values.npz}: no such file. Give an .npz of x_train/y_train/x_test/y_test "
+            "(or the compact JPEG layout; README, The JAX backend), or leave --npz out to read "
+            "tensorflow-datasets.")
     budget = reproducing.Budget(epochs=values.epochs, seeds=values.seeds,
                                 train_seeds=train_seeds or None,
-                                train_examples=values.train_examples, smoke=values.smoke)
+                                train_examples=values.train_examples, smoke=values.smoke,
+                                npz=values.npz and os.path.abspath(values.npz))
     if values.parallel < 1:
         raise errors.UsageError(f"--parallel must be >= 1, got {values.parallel}.")
     check_ray_flags(values)

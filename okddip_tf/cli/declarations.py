@@ -186,8 +186,14 @@ COMMANDS = {
          Flag("only", "comma-separated words; only the cells whose row, column, dataset, "
               "backbone, method or run id is one of them.", "WORDS",
               shown_default="every cell"),
-         Flag("parallel", "cells trained at once on this machine (one GPU each).", "N",
+         Flag("parallel", "cells trained at once on this machine (one GPU each; with "
+              "CUDA_VISIBLE_DEVICES set, they share the GPUs it names).", "N",
               default=1, kind="integer"),
+         Flag("npz", "read the cells' data from this .npz (data.source=npz) instead of "
+              "tensorflow-datasets, e.g. on a JAX machine without TensorFlow; every selected "
+              "cell must train on its dataset.", "PATH", shown_default="tensorflow-datasets",
+              in_config="{command} takes it from the config: --config.data.source=npz "
+              "--config.data.path=PATH"),
          Flag("ray", "run each cell as a Ray task: on the cluster `ray start` runs here (auto), "
               "on one started on this machine (local), or on the cluster at HOST:PORT; the "
               "workdir must be shared by every worker. Needs pip install -e \".[ray]\".",

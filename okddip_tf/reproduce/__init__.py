@@ -75,6 +75,11 @@ def reproduce(experiment, workdir, budget, only=None, parallel=1, report_only=Fa
         report.load_prior(prior_results, experiment, budget)
     runs = [run for run in experiment.runs() if any(cell.run == run or cell.run.teacher == run
                                                    for cell in selected)]
+    datasets = sorted({run.dataset for run in runs})
+    if budget.npz and len(datasets) > 1:
+        raise ConfigError(f"--npz gives every cell one dataset, but the selected cells train on "
+                          f"{' and '.join(datasets)}: keep one with --only (e.g. "
+                          f"--only={datasets[-1]}), and give each its own --npz and --workdir.")
     tasks = runner.plan(runs, budget, workdir)
     echo(f"{experiment.name}: {len(selected)} of {len(experiment.cells)} cells, "
          f"{budgets.counted(len(runs), 'run')} x {trained_seeds(budget)} = "

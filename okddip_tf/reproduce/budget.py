@@ -9,6 +9,7 @@ functions: `okddip reproduce` turns them into --config overrides.
 
 import dataclasses
 import math
+import os
 from typing import Optional
 
 from okddip_tf.errors import ConfigError
@@ -47,6 +48,10 @@ class Budget:
       smoke: tiny backbone and data (configs/paper.py's `smoke`), for tests of the harness.
       train_seeds: the seeds this invocation trains (None: all of 0 .. seeds - 1), e.g. (1, 2)
         to add seeds to a row whose seed 0 was trained before; the report still reads them all.
+      npz: an .npz the cells read their data from (data.source=npz, data.path) instead of
+        tensorflow-datasets: how a machine with JAX and no TensorFlow reproduces (okddip_tf/data/
+        npz.py reads it). It holds one dataset, so the cells must all train on that one. An
+        absolute path: the cells' trainings keep it in their configs.
     """
 
     epochs: Optional[int] = None
@@ -54,6 +59,7 @@ class Budget:
     train_examples: Optional[int] = None
     smoke: bool = False
     train_seeds: Optional[tuple] = None
+    npz: Optional[str] = None
 
     def __post_init__(self):
         if self.epochs is None:  # frozen: set the default the one way a frozen dataclass allows
@@ -99,6 +105,8 @@ class Budget:
                   "rampup.length": rampup, "train.seed": seed}
         if self.train_examples is not None:
             result["data.train_examples"] = self.train_examples
+        if self.npz is not None:
+            result.update({"data.source": "npz", "data.path": self.npz})
         return result
 
     def describe(self, schedule="cifar"):
@@ -113,6 +121,8 @@ class Budget:
                 f"epochs {first} and {second} (0-indexed; the paper: {paper_drops[0]} and "
                 f"{paper_drops[1]}); distillation ramp-up over {rampup} epochs (the "
                 f"paper: {paper_rampup}); {data}; {seeds}")
+        if self.npz is not None:
+            text += f"; data read from {os.path.basename(self.npz)} (data.source=npz)"
         return text + ("; smoke: the tiny backbone, a check of the harness and not a measurement"
                        if self.smoke else "")
 

@@ -1,6 +1,7 @@
 """What a measurement ran on: the CPU's model and vector extensions (they decide the kernels),
 and the commit of the code that measured."""
 
+import glob
 import os
 import platform
 import subprocess
@@ -30,6 +31,32 @@ def cpu_kind():
             else "AVX2" if "avx2" in flags else "unknown vector extensions")
     return {"model_name": model, "kind": kind, "avx2": "avx2" in flags, "avx512_flags": avx512,
             "amx": sorted(flag for flag in flags if flag.startswith("amx"))}
+
+
+def gpu_names():
+    """The NVIDIA GPUs of this machine by model name ([] where there are none), read without a
+    framework: from the driver's /proc files, else from `nvidia-smi`.
+
+    `okddip reproduce` records them beside the CPU of every sitting: a cell trained on a GPU
+    must say so, and the parent process that records it starts no framework.
+    """
+    names = []
+    for path in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                names += [line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("Model:")]
+        except OSError:
+            continue
+    if names:
+        return names
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines()
+            if line.strip()] if out.returncode == 0 else []
 
 
 def describe():

@@ -32,6 +32,7 @@ def seed_result(directory, metric, epochs):
     done = runner.epochs_done(directory)
     # Epochs per CPU: timings compare only within one CPU kind.
     cpus = runner.sitting_cpus(directory, done)
+    gpus = runner.sitting_counts(directory, done, "gpus")  # "none": trained on the CPU alone
     code = runner.sitting_counts(directory, done, "code")  # seeds added later: newer code?
     history = atomic_files.read_json(os.path.join(directory, "history.json"), {})
     # The per-epoch test curves travel in results.json, so that a report taking this seed from
@@ -39,7 +40,7 @@ def seed_result(directory, metric, epochs):
     curves = {key: values for key, values in history.items() if key.startswith("val_")}
     if not runner.is_finished(directory, epochs):
         return {"state": f"{done}/{epochs} epochs" if done else "not started", "epochs": done,
-                "cpus": cpus, "code": code, "curves": curves}
+                "cpus": cpus, "gpus": gpus, "code": code, "curves": curves}
     reporting = atomic_files.read_json(os.path.join(directory, "metrics.json"))["reporting"]
     seconds = runner.epoch_seconds(directory)
     timed = [s for s in seconds if s is not None]
@@ -48,7 +49,8 @@ def seed_result(directory, metric, epochs):
               "timed_epochs": len(timed),
               # Robust to a few epochs slowed by other work on a shared machine.
               "median_epoch_seconds": float(np.median(timed)) if timed else None,
-              "epoch_seconds": seconds, "cpus": cpus, "code": code, "curves": curves}
+              "epoch_seconds": seconds, "cpus": cpus, "gpus": gpus, "code": code,
+              "curves": curves}
     if metric == "diversity":
         curve = history.get("val_diversity")  # also in `curves`; results.json has kept it here
         result["curve"] = curve
@@ -441,17 +443,19 @@ def cell_rows(results):
 
 
 def trained_on_text(results):
-    """The report's lines on which CPUs, and which okddip_tf code, trained the finished seeds'
-    epochs (the cells may have trained over several sittings, on other machines than the one
-    writing the report and with other commits)."""
+    """The report's lines on which CPUs (and GPUs, where any trained), and which okddip_tf code,
+    trained the finished seeds' epochs (the cells may have trained over several sittings, on
+    other machines than the one writing the report and with other commits)."""
     lines = []
-    for field, what in (("cpus", "CPU"), ("code", "okddip_tf commit")):
+    for field, what in (("cpus", "CPU"), ("gpus", "GPU"), ("code", "okddip_tf commit")):
         epochs = {}
         for cell in results["cells"]:
             for seed in cell["seeds"].values():
                 if seed["state"] == "finished" and "source" not in seed:
                     for value, count in seed.get(field, {}).items():
                         epochs[value] = epochs.get(value, 0) + count
+        if field == "gpus" and set(epochs) <= {"none", "not recorded"}:
+            continue  # every epoch on CPUs: the CPU line says it all
         if epochs:
             listed = "; ".join(f"{value}: {count}" for value, count in sorted(epochs.items()))
             lines += [f"**Epochs trained per {what}** (finished seeds of this workdir, from each "

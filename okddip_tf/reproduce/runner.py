@@ -69,7 +69,7 @@ def start_training(run, budget, seed, workdir, executable=None, env=None, preexe
     Every runner starts its cells through this, on this machine or on a cluster's worker."""
     directory = run_dir(workdir, run, seed)
     os.makedirs(directory, exist_ok=True)
-    record_sitting(directory)  # the CPU of the machine that trains it, this one or a worker
+    record_sitting(directory, env)  # the CPU and GPUs that train it, here or on a worker
     command = train_command(run, budget, seed, workdir, executable)
     log = open(os.path.join(directory, "train.log"), "a", encoding="utf-8")
     log.write(f"$ {shlex.join(command)}\n")
@@ -121,23 +121,36 @@ def epoch_seconds(directory):
     return timing.get("epoch_seconds", [])
 
 
-def record_sitting(directory):
-    """Appends to `sittings.json` the CPU this sitting trains on, the okddip_tf code it trains
-    with and the epoch it starts from.
+def record_sitting(directory, env=None):
+    """Appends to `sittings.json` the CPU and GPUs this sitting trains on (`env`: the training's
+    environment, whose CUDA_VISIBLE_DEVICES picks them), the okddip_tf code it trains with and
+    the epoch it starts from.
 
     A cell trained over several sittings may have moved between machines, and epoch times
-    compare only within one CPU kind, so the report lists the CPUs behind every seed; seeds
-    added to a row later may have trained with newer code, so it lists the code too.
+    compare only within one CPU or GPU kind, so the report lists the CPUs and GPUs behind every
+    seed; seeds added to a row later may have trained with newer code, so it lists the code too.
     """
     path = os.path.join(directory, SITTINGS)
     cpu = machine.cpu_kind()
     sittings = atomic_files.read_json(path, [])
     sittings.append({"from_epoch": resume_epoch(directory),
                      "cpu": f"{cpu['model_name']} ({cpu['kind']})",
+                     "gpus": ", ".join(visible_gpus(env)) or "none",
                      "code": code_version(),
                      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                          timespec="seconds")})
     atomic_files.write_json(path, sittings)
+
+
+def visible_gpus(env=None):
+    """The machine's GPUs that CUDA_VISIBLE_DEVICES in `env` (default: this process's
+    environment) leaves to a training: all of them where it is unset."""
+    names = machine.gpu_names()
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return names
+    indices = [int(i) for i in visible.split(",") if i.strip().isdigit()]
+    return [names[i] for i in indices if i < len(names)]
 
 
 def code_version():
@@ -155,8 +168,8 @@ def code_version():
 
 
 def sitting_counts(directory, epochs, field):
-    """How many of the first `epochs` epochs in `directory` each sitting's `field` ("cpu" or
-    "code") trained ("not recorded" for epochs trained before sittings.json kept it)."""
+    """How many of the first `epochs` epochs in `directory` each sitting's `field` ("cpu", "gpus"
+    or "code") trained ("not recorded" for epochs trained before sittings.json kept it)."""
     sittings = atomic_files.read_json(os.path.join(directory, SITTINGS), [])
     # In the order they ran: an epoch was last trained by the latest sitting that started at or
     # before it (a sitting that resumed from an earlier checkpoint trained its epochs again).
