@@ -472,8 +472,10 @@ def test_runner_skips_finished_resumes_partial_and_trains_teachers_first(tmp_pat
 
 
 def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_path,
-                                                                           fake_trainer):
+                                                                           fake_trainer,
+                                                                           monkeypatch):
     executable, _ = fake_trainer
+    monkeypatch.setattr(machine, "gpu_names", lambda: [])  # a CPU-only machine
     workdir, budget = str(tmp_path / "grid"), Budget(epochs=3, seeds=1)
     run = manifest.Run("cifar100", "resnet32", "baseline")
     directory = runner.run_dir(workdir, run, 0)
@@ -502,6 +504,82 @@ def test_each_sitting_records_its_cpu_and_the_report_counts_epochs_per_cpu(tmp_p
     line = next(line for line in text.splitlines()
                 if line.startswith("**Epochs trained per okddip_tf commit"))
     assert f"{code}: 2" in line and "not recorded: 1" in line
+    assert sittings[0]["gpus"] == "none" and seed["gpus"] == {"not recorded": 1, "none": 2}
+    assert "**Epochs trained per GPU" not in text  # trained on CPUs alone: the CPU line says it
+
+
+def test_each_sitting_records_the_gpus_its_training_sees(tmp_path, fake_trainer, monkeypatch):
+    """Two cells at once (--parallel=2) each get one GPU of the two, and record that one;
+    where CUDA_VISIBLE_DEVICES is set, a cell records the GPUs it names. The report counts the
+    epochs per GPU."""
+    executable, _ = fake_trainer
+    monkeypatch.setattr(machine, "gpu_names", lambda: ["GPU zero", "GPU one"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    workdir, budget = str(tmp_path / "grid"), Budget(epochs=3, seeds=1)
+    runs = [manifest.Run("cifar100", "resnet32", "baseline"),
+            manifest.Run("cifar100", "resnet32", "okddip")]
+    tasks = runner.plan(runs, budget, workdir)
+    runner.Runner(tasks, budget, workdir, parallel=2, executable=executable, poll_seconds=0.05,
+                  echo=lambda line: None).run()
+    assert [task.state for task in tasks] == ["finished", "finished"]
+    recorded = [json.load(open(os.path.join(task.directory, runner.SITTINGS)))[0]["gpus"]
+                for task in tasks]
+    assert sorted(recorded) == ["GPU one", "GPU zero"]
+    text = report.markdown(report.collect(manifest.EXPERIMENTS["table2"], workdir, budget))
+    line = next(line for line in text.splitlines() if line.startswith("**Epochs trained per GPU"))
+    assert "GPU one: 3" in line and "GPU zero: 3" in line
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == ["GPU one"]
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}) == ["GPU zero", "GPU one"]
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert runner.visible_gpus({}) == ["GPU zero", "GPU one"]
+
+
+def test_gpu_names_reads_the_drivers_files_else_nvidia_smi(tmp_path, monkeypatch):
+    info = tmp_path / "information"
+    info.write_text("Model: \t\t NVIDIA H200\nIRQ:   \t 42\nGPU UUID: \t GPU-1\n")
+    monkeypatch.setattr(machine.glob, "glob", lambda pattern: [str(info)])
+    assert machine.gpu_names() == ["NVIDIA H200"]
+    monkeypatch.setattr(machine.glob, "glob", lambda pattern: [])
+
+    class Answer:
+        returncode, stdout = 0, "NVIDIA H100 80GB HBM3\nNVIDIA H100 80GB HBM3\n"
+
+    monkeypatch.setattr(machine.subprocess, "run", lambda *args, **kwargs: Answer())
+    assert machine.gpu_names() == ["NVIDIA H100 80GB HBM3"] * 2
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(machine.subprocess, "run", missing)
+    assert machine.gpu_names() == []
+
+
+def test_npz_budget_reads_every_cell_from_the_file(tmp_path):
+    npz = str(tmp_path / "cifar100.npz")
+    budget = Budget(epochs=15, seeds=1, npz=npz)
+    config = run_config(manifest.Run("cifar100", "resnet32", "okddip"), budget)
+    assert config.data.source == "npz" and config.data.path == npz
+    assert config.data.name == "cifar100"  # its normalisation constants stay CIFAR-100's
+    assert budget.describe().endswith("; data read from cifar100.npz (data.source=npz)")
+    assert "data.source" not in Budget(epochs=15).overrides(0)
+
+
+def test_npz_refuses_cells_of_two_datasets_before_training(tmp_path):
+    npz = tmp_path / "cifar100.npz"
+    npz.write_bytes(b"")
+    import okddip_tf.reproduce as reproducing
+
+    with pytest.raises(ValueError, match="train on cifar10 and cifar100: keep one with --only"):
+        reproducing.reproduce("table6", str(tmp_path / "grid"),  # Table 6: CIFAR-10 and -100
+                              Budget(epochs=2, seeds=1, npz=str(npz)), only="resnet32")
+    assert not (tmp_path / "grid").exists()
+
+
+def test_cli_npz_that_is_not_there_says_so(tmp_path, run_cli):
+    result = run_cli("reproduce", "--experiment=table2", f"--workdir={tmp_path}",
+                     f"--npz={tmp_path / 'absent.npz'}", "--only=cifar100", timeout=120)
+    assert result.returncode != 0
+    assert "absent.npz: no such file" in result.stderr and "leave --npz out" in result.stderr
 
 
 def keras_like_zip(path):
@@ -867,6 +945,57 @@ def test_readme_quotes_the_committed_cpu_reports():
              f"(by {', '.join(margins[:-1])} and {margins[-1]} points)")
     assert (claim in paragraph) == all(float(m) > 0 for m in margins)
     assert_quoted_differences_are_computed(paragraph, results, diversity)
+
+
+def test_readme_quotes_the_committed_gpu_report():
+    """The README's paragraph on the committed 60-epoch GPU report names the device and budget the
+    report records, quotes every finished cell's last- and best-epoch error, the report's computed
+    differences (no interval where a cell has one seed), the gaps to the paper and to the CPU
+    row's means as ranges, and each cell's epoch times, all as the results.json files have them."""
+    folder = REPO_ROOT / "benchmarks" / "results" / "reproduce"
+    gpu, cpu = (json.loads((folder / name / "results.json").read_text()) for name in
+                ("table2_cifar100_resnet32_60_epochs_h200_jax",
+                 "table2_cifar100_resnet32_15_epochs"))
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    start = readme.index("**What the committed GPU report shows.**")
+    paragraph = readme[start:readme.index("## ", start)]
+    assert gpu["machine"]["backend"] == "jax" and "with the JAX backend" in paragraph
+    (device,) = gpu["machine"]["accelerators"]
+    assert f"on one {device} (" in paragraph
+    budget = gpu["budget"]
+    assert f"at {budget['epochs']} of 300 epochs" in paragraph and budget["seeds"] == 1
+    assert "one seed each" in paragraph and budget["train_examples"] is None
+    cells = {cell["column"]: cell for cell in gpu["cells"] if cell["last"]}
+    assert len(cells) == 4 and all(cell["last"]["n"] == 1 for cell in cells.values())
+    order = sorted(cells, key=lambda column: cells[column]["last"]["mean"])
+    last = ", ".join(f"{c} {cells[c]['last']['mean']:.2f}%" for c in order[:-1])
+    assert f"At the last epoch {last} and {order[-1]} {cells[order[-1]]['last']['mean']:.2f}%" \
+        in paragraph
+    best = ", ".join(f"{cells[c]['best']['mean']:.2f}%" for c in order[:-1])
+    assert f"(best epoch: {best} and {cells[order[-1]]['best']['mean']:.2f}%)" in paragraph
+
+    def span(values, decimals):
+        return f"{min(values):.{decimals}f}–{max(values):.{decimals}f}"
+
+    above_paper = [cell["last"]["mean"] - cell["paper"]["error"] for cell in cells.values()]
+    assert f"{span(above_paper, 1)} points above the paper's" in paragraph
+    cpu_means = {cell["column"]: cell["last"]["mean"] for cell in cpu["cells"]
+                 if cell["row"] == "ResNet-32" and cell["last"]}
+    below_cpu = [cpu_means[column] - cell["last"]["mean"] for column, cell in cells.items()]
+    assert f"{span(below_cpu, 1)} points below the 15-epoch CPU row's means" in paragraph
+    assert all(c["interval"] is None for c in gpu["comparisons"])
+    assert "these differences have no interval" in paragraph
+    assert_quoted_differences_are_computed(paragraph, gpu, {"comparisons": []})
+    medians = {column: cell["median_epoch_seconds"]["mean"] for column, cell in cells.items()}
+    groups = [seconds for column, seconds in medians.items() if column != "Baseline"]
+    assert (f"a Baseline epoch took {medians['Baseline']:.1f} s and a 4-student group epoch "
+            f"{span(groups, 1)} s") in paragraph
+    walls = ", ".join(f"{column} {runner.duration(cells[column]['wall_seconds_per_seed']['mean'])}"
+                      for column in ("Baseline", "Ind", "ONE", "OKDDip (branch)"))
+    assert f"60 epochs: {walls})" in paragraph
+    codes = {code for cell in cells.values() for seed in cell["seeds"].values()
+             for code in seed["code"]}
+    assert codes == {"4256450+changes"} and '"4256450+changes"' in paragraph
 
 
 def assert_quoted_differences_are_computed(paragraph, results, diversity):
