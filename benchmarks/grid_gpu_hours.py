@@ -7,7 +7,8 @@ What is measured and what is assumed:
 
 * The only GPU epoch times at hand are the authors' PyTorch code's on an H200 (CIFAR-100,
   batch 128), as quoted in issue 24: 4.8 s for one ResNet-32, 11.7 s for the 4-student
-  branch-based ResNet-32 group. No okddip_tf epoch has been timed on a GPU yet.
+  branch-based ResNet-32 group. No okddip_tf epoch has been timed alone on a GPU yet: the
+  60-epoch Table 2 report (benchmarks/results/reproduce/) trained four cells sharing one H200.
 * Every other run is priced relative to those two by the committed CPU measurement of every
   backbone's training step, one network and the branch-based group of 4
   (benchmarks/results/train_throughput_architectures.json, seconds per image). Its
