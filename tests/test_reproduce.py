@@ -534,6 +534,33 @@ def test_each_sitting_records_the_gpus_its_training_sees(tmp_path, fake_trainer,
     assert runner.visible_gpus({}) == ["GPU zero", "GPU one"]
 
 
+def test_cells_sharing_gpus_take_only_the_memory_they_use(tmp_path, monkeypatch):
+    """--parallel with CUDA_VISIBLE_DEVICES set: the cells share those GPUs, so neither JAX nor
+    TensorFlow may take a GPU's memory at start (a value the user set stays); with one GPU per
+    cell, or one cell at a time, the environment is left alone."""
+    seen = []
+    monkeypatch.setattr(runner, "start_training", lambda *args: seen.append(dict(args[5])))
+    task = runner.plan([manifest.Run("cifar100", "resnet32", "baseline")], Budget(epochs=1),
+                       str(tmp_path))[0]
+
+    def launched(parallel, **env):
+        for key in ("CUDA_VISIBLE_DEVICES", *runner.SHARED_GPU_ENV):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        runner.Runner([task], Budget(epochs=1), str(tmp_path), parallel=parallel).launch(task, 1)
+        return {key: seen[-1].get(key) for key in ("CUDA_VISIBLE_DEVICES", *runner.SHARED_GPU_ENV)}
+
+    assert launched(4, CUDA_VISIBLE_DEVICES="0") == {
+        "CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    assert launched(2, CUDA_VISIBLE_DEVICES="0", XLA_PYTHON_CLIENT_PREALLOCATE="true")[
+        "XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    assert launched(2) == {"CUDA_VISIBLE_DEVICES": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": None,
+                           "TF_FORCE_GPU_ALLOW_GROWTH": None}
+    assert launched(1, CUDA_VISIBLE_DEVICES="0")["XLA_PYTHON_CLIENT_PREALLOCATE"] is None
+
+
 def test_gpu_names_reads_the_drivers_files_else_nvidia_smi(tmp_path, monkeypatch):
     info = tmp_path / "information"
     info.write_text("Model: \t\t NVIDIA H200\nIRQ:   \t 42\nGPU UUID: \t GPU-1\n")

@@ -24,6 +24,10 @@ from okddip_tf.reproduce import machine, manifest
 CONFIG_FILE = os.path.join("configs", "paper.py")
 SITTINGS = "sittings.json"
 POLL_SECONDS = 10
+# Cells sharing GPUs (--parallel with CUDA_VISIBLE_DEVICES set) each take only the memory they
+# use, unless the environment says otherwise: by default JAX takes 75% of a GPU's memory at its
+# start and TensorFlow nearly all of it, so the second cell on a GPU would run out of memory.
+SHARED_GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 # How long a signal's stop waits for the running trainings (each stops within a training step and
 # exits) before killing them.
 STOP_SECONDS = 30
@@ -338,6 +342,8 @@ class Runner:
         env = dict(os.environ)
         if self.parallel > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = str(slot)  # one accelerator per concurrent cell
+        elif self.parallel > 1:
+            env.update({key: value for key, value in SHARED_GPU_ENV.items() if key not in env})
         return start_training(task.run, self.budget, task.seed, self.workdir, self.executable,
                               env)
 
