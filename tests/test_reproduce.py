@@ -532,6 +532,10 @@ def test_each_sitting_records_the_gpus_its_training_sees(tmp_path, fake_trainer,
     assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}) == ["GPU zero", "GPU one"]
     assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert runner.visible_gpus({}) == ["GPU zero", "GPU one"]
+    # GPUs named by UUID: which ones is not known here; the machine's models, each once, stand
+    # for them.
+    monkeypatch.setattr(machine, "gpu_names", lambda: ["NVIDIA H200"] * 8)
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-5f2a,GPU-77b1"}) == ["NVIDIA H200"]
 
 
 def test_cells_sharing_gpus_take_only_the_memory_they_use(tmp_path, monkeypatch):

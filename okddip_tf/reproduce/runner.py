@@ -153,8 +153,10 @@ def visible_gpus(env=None):
     visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return names
-    indices = [int(i) for i in visible.split(",") if i.strip().isdigit()]
-    return [names[i] for i in indices if i < len(names)]
+    entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+    if not all(entry.isdigit() for entry in entries):  # UUIDs: which GPUs is not known here,
+        return sorted(set(names))  # so the machine's models, each once, stand for them
+    return [names[int(entry)] for entry in entries if int(entry) < len(names)]
 
 
 def code_version():
