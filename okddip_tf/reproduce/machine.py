@@ -1,5 +1,5 @@
 """What a measurement ran on: the CPU's model and vector extensions (they decide the kernels),
-and the commit of the code that measured."""
+the machine's GPUs, and the commit of the code that measured."""
 
 import glob
 import os
