@@ -946,6 +946,11 @@ def test_readme_quotes_the_committed_cpu_reports():
     for column, count in seeds.items():  # a mean over several seeds says so
         assert (f"{column} {finished[column]:.2f}% (mean of {count} seeds" in paragraph) == \
             (count > 1)
+    # The gap to the paper's 300-epoch numbers, as the range over the finished cells' means.
+    above_paper = [cell["last"]["mean"] - cell["paper"]["error"] for cell in results["cells"]
+                   if cell["row"] == "ResNet-32" and cell["last"]]
+    assert (f"top-1 error, {min(above_paper):.1f}–{max(above_paper):.1f} points above the "
+            "paper's 300-epoch numbers") in paragraph
     # Figure 2's cells with at least one finished seed (a cell still training more seeds is
     # "partial"), their mean diversity, and "mean of N seeds" exactly where N > 1.
     measured = {cell["column"]: cell["last_diversity"] for cell in diversity["cells"]
