@@ -931,10 +931,9 @@ def test_readme_quotes_the_committed_cpu_reports():
     results, diversity = (json.loads((folder / name / "results.json").read_text()) for name in
                           ("table2_cifar100_resnet32_15_epochs", "figure2_resnet32_15_epochs"))
     # Cells with at least one finished seed; their means over the finished seeds.
-    finished = {cell["column"]: cell["last"]["mean"] for cell in results["cells"]
-                if cell["row"] == "ResNet-32" and cell["last"]}
-    seeds = {cell["column"]: cell["last"]["n"] for cell in results["cells"]
-             if cell["row"] == "ResNet-32" and cell["last"]}
+    cells = [cell for cell in results["cells"] if cell["row"] == "ResNet-32" and cell["last"]]
+    finished = {cell["column"]: cell["last"]["mean"] for cell in cells}
+    seeds = {cell["column"]: cell["last"]["n"] for cell in cells}
     readme = (REPO_ROOT / "README.md").read_text()
     start = readme.index("**What the committed CPU report shows.**")
     paragraph = " ".join(readme[start:readme.index("\n\n", start)].split())
@@ -947,8 +946,7 @@ def test_readme_quotes_the_committed_cpu_reports():
         assert (f"{column} {finished[column]:.2f}% (mean of {count} seeds" in paragraph) == \
             (count > 1)
     # The gap to the paper's 300-epoch numbers, as the range over the finished cells' means.
-    above_paper = [cell["last"]["mean"] - cell["paper"]["error"] for cell in results["cells"]
-                   if cell["row"] == "ResNet-32" and cell["last"]]
+    above_paper = [cell["last"]["mean"] - cell["paper"]["error"] for cell in cells]
     assert (f"top-1 error, {min(above_paper):.1f}–{max(above_paper):.1f} points above the "
             "paper's 300-epoch numbers") in paragraph
     # Figure 2's cells with at least one finished seed (a cell still training more seeds is
