@@ -1086,6 +1086,7 @@ def test_figure2_report_ranks_diversity_against_the_papers_claim(tmp_path, one, 
     assert (f"  - OKDDip − ONE: last epoch {0.25 - one:+.3f}; one seed in OKDDip and in ONE: the "
             "seed-to-seed spread is not measured, so there is no interval.") in text
     assert "separated" not in text and "noise" not in text
+    assert "no correction for their number" not in text  # no interval, so no caution about many
     assert "best-epoch error" not in text and "ResNet-110, highest" not in text
     assert f"| ResNet-32 / ONE | `cifar100_resnet32_one_branch` | finished | {one:.3f} (1 seed) |" \
         in text
@@ -1126,6 +1127,10 @@ def test_report_says_separated_exactly_where_the_interval_excludes_zero(tmp_path
                 + (", separated from 0)" if entry["separated"] else ")")) in line
     excluding = sum(bool(entry["separated"]) for entry in results["comparisons"])
     assert text.count("separated") == excluding
+    # Three intervals per measure, each at 95%: the report says how many exclude 0 by chance.
+    assert ("The report computes 3 such intervals per measure, each at 95% with no correction "
+            "for their number: if no cell truly differed from another, about 0.15 of them would "
+            "still exclude 0 by chance") in " ".join(text.split())
     if spread == 0.05:
         assert excluding == 6  # 0.5 and 1.0 points apart with a spread of 0.05
     if spread == 3.0:

@@ -11,6 +11,7 @@ measure.
 A cell's seeds missing from the workdir can come from an earlier report's results.json (`prior`).
 """
 
+import collections
 import datetime
 import os
 import platform
@@ -350,7 +351,20 @@ def comparison_method(results):
             "confidence interval, Student's t over the per-seed differences where both cells "
             "finished the same seeds, Welch's t (Welch–Satterthwaite degrees of freedom) "
             "otherwise. A cell with one seed measures no seed-to-seed spread, so its differences "
-            "get no interval.")
+            "get no interval." + many_intervals(results["comparisons"]))
+
+
+def many_intervals(comparisons):
+    """The caution a reader owes a list of 95% intervals: with k of them and no correction for
+    their number, about 0.05 k exclude 0 by chance even where no cell differs from another."""
+    counts = collections.Counter(c["measure"] for c in comparisons if c.get("interval"))
+    if not counts:
+        return ""
+    k = max(counts.values())
+    return (f" The report computes {k} such interval{'s' if k > 1 else ''} per measure, each at "
+            f"95% with no correction for their number: if no cell truly differed from another, "
+            f"about {0.05 * k:.2f} of them would still exclude 0 by chance, so one interval that "
+            "does is weaker evidence than it would be alone.")
 
 
 def diversity_findings(results):
