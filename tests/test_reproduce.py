@@ -1161,6 +1161,7 @@ def test_report_takes_seeds_from_an_earlier_results_json(tmp_path):
                                         "last_error": earlier[column] + 0.1,
                                         "wall_seconds": 100.0, "median_epoch_seconds": 50.0}}}
                        for column in columns]}
+    prior["cells"][0]["seeds"]["0"]["cpus"] = {"Earlier CPU (AVX2)": 2}  # Baseline's is recorded
     path = str(tmp_path / "earlier" / "results.json")
     atomic_files.write_json(path, prior)
     budget = Budget(epochs=2, seeds=3)
@@ -1188,6 +1189,10 @@ def test_report_takes_seeds_from_an_earlier_results_json(tmp_path):
     assert (f"**Seeds:** seed 0 of ResNet-32 / Baseline, ResNet-32 / OKDDip (branch) from "
             f"`{source}`.") in text
     assert note in text
+    # Every finished seed's epochs are counted: the earlier report's as it recorded them
+    # (OKDDip's seed 0 has no record), the workdir's 8 without a sittings.json as not recorded.
+    line = next(l for l in text.splitlines() if l.startswith("**Epochs trained per CPU"))
+    assert line.endswith("Earlier CPU (AVX2): 2; not recorded: 10.")
     # A seed the workdir finished is its own, not the earlier report's.
     write_run(runner.run_dir(workdir, cell("table2", "ResNet-32", "Baseline").run, 0),
               [0.5, 0.5])

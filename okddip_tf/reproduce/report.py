@@ -459,22 +459,25 @@ def cell_rows(results):
 def trained_on_text(results):
     """The report's lines on which CPUs (and GPUs, where any trained), and which okddip_tf code,
     trained the finished seeds' epochs (the cells may have trained over several sittings, on
-    other machines than the one writing the report and with other commits)."""
+    other machines than the one writing the report and with other commits). A seed taken from
+    an earlier report counts as that report recorded it; one it kept no record of counts as
+    "not recorded"."""
     lines = []
     for field, what in (("cpus", "CPU"), ("gpus", "GPU"), ("code", "okddip_tf commit")):
         epochs = {}
         for cell in results["cells"]:
             for seed in cell["seeds"].values():
-                if seed["state"] == "finished" and "source" not in seed:
-                    for value, count in seed.get(field, {}).items():
+                if seed["state"] == "finished":
+                    counts = seed.get(field) or {runner.NOT_RECORDED: seed["epochs"]}
+                    for value, count in counts.items():
                         epochs[value] = epochs.get(value, 0) + count
-        if field == "gpus" and set(epochs) <= {"none", "not recorded"}:
+        if field == "gpus" and set(epochs) <= {"none", runner.NOT_RECORDED}:
             continue  # every epoch on CPUs: the CPU line says it all
         if epochs:
             listed = "; ".join(f"{value}: {count}" for value, count in sorted(epochs.items()))
-            lines += [f"**Epochs trained per {what}** (finished seeds of this workdir, from each "
-                      f"run's sittings.json; \"not recorded\": trained before it was kept): "
-                      f"{listed}.", ""]
+            lines += [f"**Epochs trained per {what}** (every finished seed, from its run's "
+                      "sittings.json, or as the earlier report it comes from recorded it; \"not "
+                      f"recorded\": trained before sittings.json kept it): {listed}.", ""]
     return lines
 
 

@@ -23,6 +23,7 @@ from okddip_tf.reproduce import machine, manifest
 
 CONFIG_FILE = os.path.join("configs", "paper.py")
 SITTINGS = "sittings.json"
+NOT_RECORDED = "not recorded"  # epochs trained before sittings.json kept their sitting
 POLL_SECONDS = 10
 # Cells sharing GPUs (--parallel with CUDA_VISIBLE_DEVICES set) each take only the memory they
 # use, unless the environment says otherwise: by default JAX takes 75% of a GPU's memory at its
@@ -179,8 +180,8 @@ def sitting_counts(directory, epochs, field):
     sittings = atomic_files.read_json(os.path.join(directory, SITTINGS), [])
     # In the order they ran: an epoch was last trained by the latest sitting that started at or
     # before it (a sitting that resumed from an earlier checkpoint trained its epochs again).
-    starts = [(0, "not recorded")] + [(s["from_epoch"], s.get(field, "not recorded"))
-                                      for s in sittings]
+    starts = [(0, NOT_RECORDED)] + [(s["from_epoch"], s.get(field, NOT_RECORDED))
+                                    for s in sittings]
     trained = {}
     for epoch in range(epochs):
         value = [name for start, name in starts if start <= epoch][-1]
