@@ -941,8 +941,20 @@ def test_readme_quotes_the_committed_cpu_reports():
                              r"(\d+\.\d\d)%", paragraph))
     assert quoted == {column: f"{error:.2f}" for column, error in finished.items()}
     words = ("No", "One", "Two", "Three", "Four", "Five", "Six")
-    assert (f"{words[len(finished)]} of its seven cells have a finished seed" if len(finished) < 7
-            else "All seven of its cells have a finished seed") in paragraph
+    if len(finished) < 7:
+        coverage = f"{words[len(finished)]} of its seven cells have a finished seed"
+    elif len(set(seeds.values())) == 1 and min(seeds.values()) > 1:  # every cell, as many seeds
+        coverage = f"All seven of its cells have {words[min(seeds.values())].lower()} finished seeds"
+    else:
+        coverage = "All seven of its cells have a finished seed"
+    assert coverage in paragraph
+    # The order it states is the means' and the paper's, and the spread of the first three.
+    ours = sorted(finished, key=finished.get)
+    papers = [c["column"] for c in sorted(cells, key=lambda c: c["paper"]["error"])]
+    assert (f"By the means, lowest error first: {', '.join(ours)}; the paper's order: "
+            f"{', '.join(papers)}.") in paragraph
+    assert (f"The first three lie within {finished[ours[2]] - finished[ours[0]]:.2f} points of "
+            "each other") in paragraph
     for column, count in seeds.items():  # a mean over several seeds says so
         assert (f"{column} {finished[column]:.2f}% (mean of {count} seeds" in paragraph) == \
             (count > 1)
@@ -979,6 +991,25 @@ def test_readme_quotes_the_committed_cpu_reports():
     claim = (f"OKDDip erred less on each of the {words[len(paired)].lower()} seeds "
              f"(by {', '.join(margins[:-1])} and {margins[-1]} points)")
     assert (claim in paragraph) == all(float(m) > 0 for m in margins)
+    # The network group's margins over Baseline and DML, seed by seed, where it quotes them.
+    network = {cell["column"]: cell["seeds"] for cell in results["cells"]
+               if cell["row"] == "ResNet-32"}
+    for versus, claim in (("Baseline", "The network group erred less than Baseline on each of "
+                                       "the three seeds (by {} points)"),
+                          ("DML", "and less than DML on each (by {} points)")):
+        margins = [network[versus][k]["last_error"] - network["OKDDip (network)"][k]["last_error"]
+                   for k in ("0", "1", "2")]
+        listed = ", ".join(f"{m:.2f}" for m in margins[:-1]) + f" and {margins[-1]:.2f}"
+        assert (claim.format(listed) in paragraph) == (min(margins) > 0), versus
+    # How many of the report's intervals exclude 0 for the network group, of how many computed.
+    intervals = [c for c in results["comparisons"]
+                 if c["measure"] == "last_error" and c["interval"]]
+    separated = sum(c["separated"] for c in intervals if "OKDDip (network)" in
+                    (c["column"], c["versus"]))
+    assert (f"These are {separated} of the {len(intervals)} last-epoch intervals the report "
+            "computes, each at 95% with no correction for their number: if no method differed "
+            f"from another, about {0.05 * len(intervals):.2f} of them would exclude 0 by chance"
+            ) in paragraph
     assert_quoted_differences_are_computed(paragraph, results, diversity)
 
 
