@@ -918,6 +918,7 @@ def test_report_only_trains_nothing_and_writes_where_asked(tmp_path, run_cli):
     text = (elsewhere / "report.md").read_text()
     assert "**Cells:** 1 of 6 finished" in text and "| 25.00 (paper 25.63; -0.63) |" in text
     assert (elsewhere / "figures" / "errors.png").is_file()
+    assert not (elsewhere / "figures" / "differences.png").exists()  # one seed: no interval
     assert str(tmp_path) not in text  # no path of the machine in a report that may be shared
     assert sorted(p.name for p in workdir.iterdir()) == ["cifar100_resnet32_okddip_branch"]
 
@@ -944,7 +945,8 @@ def test_readme_quotes_the_committed_cpu_reports():
     if len(finished) < 7:
         coverage = f"{words[len(finished)]} of its seven cells have a finished seed"
     elif len(set(seeds.values())) == 1 and min(seeds.values()) > 1:  # every cell, as many seeds
-        coverage = f"All seven of its cells have {words[min(seeds.values())].lower()} finished seeds"
+        each = words[min(seeds.values())].lower()
+        coverage = f"All seven of its cells have {each} finished seeds"
     else:
         coverage = "All seven of its cells have a finished seed"
     assert coverage in paragraph
@@ -1007,9 +1009,12 @@ def test_readme_quotes_the_committed_cpu_reports():
     separated = sum(c["separated"] for c in intervals if "OKDDip (network)" in
                     (c["column"], c["versus"]))
     assert (f"These are {separated} of the {len(intervals)} last-epoch intervals the report "
-            "computes, each at 95% with no correction for their number: if no method differed "
-            f"from another, about {0.05 * len(intervals):.2f} of them would exclude 0 by chance"
+            "computes") in paragraph
+    assert ("each at 95% with no correction for their number: if no method differed from "
+            f"another, about {0.05 * len(intervals):.2f} of them would exclude 0 by chance"
             ) in paragraph
+    for link in re.findall(r"\]\((benchmarks/[^)]+)\)", paragraph):  # the files it points to
+        assert (REPO_ROOT / link).is_file(), link
     assert_quoted_differences_are_computed(paragraph, results, diversity)
 
 
@@ -1158,6 +1163,14 @@ def test_report_says_separated_exactly_where_the_interval_excludes_zero(tmp_path
                 + (", separated from 0)" if entry["separated"] else ")")) in line
     excluding = sum(bool(entry["separated"]) for entry in results["comparisons"])
     assert text.count("separated") == excluding
+    # The differences figure draws each last-epoch interval, marked as the report computed it.
+    names, _ = figures.draw(results, str(tmp_path / "figures"))
+    assert names[:2] == ["errors.png", "differences.png"]
+    check_png(str(tmp_path / "figures" / "differences.png"))
+    entries = figures.interval_entries(results, "ResNet-32", "last_error")
+    last = [found[(column, versus, "last_error")] for column, versus in pairs]
+    assert entries == [(f"{column} − {versus}", entry["difference"], *entry["interval"],
+                        entry["separated"]) for (column, versus), entry in zip(pairs, last)]
     # Three intervals per measure, each at 95%: the report says how many exclude 0 by chance.
     assert ("The report computes 3 such intervals per measure, each at 95% with no correction "
             "for their number: if no cell truly differed from another, about 0.15 of them would "

@@ -1,6 +1,8 @@
 """The report's PNG figures (matplotlib, the optional `reproduce` extra).
 
 - `errors.png` (tables): per row, the paper's error beside ours at the best and the last epoch.
+- `differences.png` (tables, once cells have the seeds for intervals): per row, each computed
+  last-epoch difference with its 95% interval, beside 0.
 - `figure2.png`: peer diversity per epoch, one panel per architecture, a line per method.
 - `figure3.png`: error against the group size, a line per method, the paper's points marked.
 - `curves_<row>.png`: test accuracy per epoch of every cell of a row (the leader, the students'
@@ -123,6 +125,44 @@ def errors_figure(plt, results, out_dir):
                     f"ours: {results['budget']['headline']}; the paper: 300 epochs, 3 seeds",
                     fontsize=10)
     return save(plt, figure, out_dir, "errors.png")
+
+
+def interval_entries(results, row, measure):
+    """The row's differences under `measure` that have an interval, in the report's order:
+    (label, difference, low, high, separated)."""
+    return [(f"{c['column']} − {c['versus']}", c["difference"], *c["interval"], c["separated"])
+            for c in results.get("comparisons", [])
+            if c["row"] == row and c["measure"] == measure and c["interval"]]
+
+
+def differences_figure(plt, results, out_dir, measure="last_error"):
+    """Per row, each difference the report computes with its 95% interval, beside 0: what a
+    reader deciding between methods needs, and what `errors.png` cannot show (its bars span
+    tens of points; the differences are a point or two). None when no pair of cells has the
+    seeds for an interval."""
+    rows = [row for row in results["shown_rows"] if interval_entries(results, row, measure)]
+    if not rows:
+        return None
+    heights = [len(interval_entries(results, row, measure)) for row in rows]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(9, max(3.0, 1.2 + 0.32 * sum(heights))),
+                                squeeze=False, gridspec_kw={"height_ratios": heights})
+    for axis, row in zip(axes[:, 0], rows):
+        entries = interval_entries(results, row, measure)[::-1]  # the first at the top
+        y = np.arange(len(entries))
+        for position, (_, difference, low, high, separated) in zip(y, entries):
+            colour = "tab:blue" if separated else "grey"
+            axis.plot([low, high], [position, position], color=colour, linewidth=2)
+            axis.plot([difference], [position], "o", color=colour,
+                      markerfacecolor=colour if separated else "white")
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        axis.set_yticks(y, [entry[0] for entry in entries], fontsize=8)
+        axis.set_title(f"{row}: difference and 95% interval (filled, blue: excludes 0)",
+                       fontsize=9)
+        axis.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("last-epoch top-1 error, first minus second (points; negative: the "
+                           "first errs less)")
+    figure.suptitle(f"{results['experiment']}: {results['budget']['headline']}", fontsize=10)
+    return save(plt, figure, out_dir, "differences.png")
 
 
 def diversity_figure(plt, results, out_dir):
@@ -268,6 +308,7 @@ def draw(results, out_dir):
     note = without_history_note(results)
     if results["kind"] == "table":
         names.append(errors_figure(plt, results, out_dir))
+        names.append(differences_figure(plt, results, out_dir))
     elif results["kind"] == "diversity":
         names.append(diversity_figure(plt, results, out_dir))
     elif results["kind"] == "group_size":
