@@ -1160,9 +1160,27 @@ def test_report_says_separated_exactly_where_the_interval_excludes_zero(tmp_path
         assert entry["separated"] is bool(low > 0 or high < 0)
         line = next(l for l in text.splitlines() if l.startswith(f"  - {column} − {versus} ("))
         assert (f"best epoch {per_seed.mean():+.2f} (95% CI {low:+.2f} to {high:+.2f}"
-                + (", separated from 0)" if entry["separated"] else ")")) in line
+                + (", separated from 0;" if entry["separated"] else ";")) in line
     excluding = sum(bool(entry["separated"]) for entry in results["comparisons"])
     assert text.count("separated") == excluding
+    # Each interval's p is SciPy's paired t; Holm's correction runs over a measure's three, as
+    # its adjusted p-values (NumPy) say, and the text marks it beside each separated difference.
+    stats = pytest.importorskip("scipy.stats")
+    holding = 0
+    for measure in ("best_error", "last_error"):
+        p = np.array([stats.ttest_rel(errors[column], errors[versus]).pvalue
+                      for column, versus in pairs])
+        order = np.argsort(p)
+        adjusted = np.maximum.accumulate(np.minimum(1.0, (3 - np.arange(3)) * p[order]))
+        expected = np.empty(3, dtype=bool)
+        expected[order] = adjusted <= 0.05
+        for (column, versus), value, holds in zip(pairs, p, expected):
+            entry = found[(column, versus, measure)]
+            assert entry["p_value"] == pytest.approx(value, rel=1e-7)
+            assert entry["holm_separated"] is bool(holds)
+            holding += bool(holds)
+    assert text.count("holds under Holm's correction too") == holding
+    assert text.count("not under Holm's correction") == excluding - holding
     # The differences figure draws each last-epoch interval, marked as the report computed it.
     names, _ = figures.draw(results, str(tmp_path / "figures"))
     assert names[:2] == ["errors.png", "differences.png"]

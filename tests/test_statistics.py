@@ -83,3 +83,40 @@ def test_one_seed_in_a_cell_gives_a_difference_without_interval():
         assert found["test"] is None and found["interval"] is None
         assert found["separated"] is None and found["difference"] == pytest.approx(
             np.mean(list(column.values())) - 41.0)
+
+
+def test_p_values_match_scipy_and_agree_with_the_interval():
+    """The two-sided p-value is SciPy's for the same test, and below 0.05 exactly where the 95%
+    interval excludes 0."""
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shift, spread = rng.uniform(-1.5, 1.5), rng.uniform(0.05, 1.0)
+        a = 45.0 + spread * rng.standard_normal(3)
+        b = a - shift + spread * rng.standard_normal(3)
+        paired = statistics.difference(dict(zip("012", a)), dict(zip("012", b)))
+        assert paired["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-7)
+        welch = statistics.difference(dict(zip("012", a)), dict(zip("345", b[:2] if trial % 2
+                                                                       else b)))
+        expected = stats.ttest_ind(a, b[:2] if trial % 2 else b, equal_var=False).pvalue
+        assert welch["p_value"] == pytest.approx(expected, rel=1e-7)
+        for found in (paired, welch):
+            assert found["separated"] is bool(found["p_value"] < 0.05)
+    assert statistics.difference({"0": 1.0}, {"0": 2.0})["p_value"] is None  # no spread measured
+
+
+def test_holm_rejects_as_its_adjusted_p_values_say():
+    """Holm's step-down against a hand example and against the adjusted p-values,
+    max over the smaller p's of min(1, (m - rank) p), computed with NumPy."""
+    assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert statistics.holm([0.04]) == [True] and statistics.holm([]) == []
+    assert statistics.holm([0.02, 0.02], family_error=0.05) == [True, True]  # 0.025, then 0.05
+    rng = np.random.default_rng(11)
+    for m in (1, 2, 5, 15):
+        for _ in range(50):
+            p = rng.uniform(0, 0.1, m) ** 2
+            order = np.argsort(p)
+            adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+            expected = np.empty(m, dtype=bool)
+            expected[order] = adjusted <= 0.05
+            assert statistics.holm(list(p)) == list(expected)

@@ -91,7 +91,7 @@ def difference(column, versus):
     b = np.array([versus[seed] for seed in seeds[1]], dtype=float)
     result = {"difference": float(a.mean() - b.mean()), "n": [len(a), len(b)], "seeds": seeds,
               "test": None, "df": None, "confidence": CONFIDENCE, "interval": None,
-              "separated": None}
+              "separated": None, "p_value": None}
     if seeds[0] == seeds[1] and len(a) >= 2:
         differences = a - b
         df = len(a) - 1
@@ -107,8 +107,28 @@ def difference(column, versus):
         return result
     half = error * t_quantile(0.5 + CONFIDENCE / 2, df) if error > 0 else 0.0
     low, high = result["difference"] - half, result["difference"] + half
-    result.update({"df": df, "interval": [low, high], "separated": bool(low > 0 or high < 0)})
+    # Two-sided: the chance of a difference this far from 0 were the cells' means equal.
+    p_value = (2.0 * t_tail(abs(result["difference"]) / error, df) if error > 0
+               else float(result["difference"] == 0))
+    result.update({"df": df, "interval": [low, high], "separated": bool(low > 0 or high < 0),
+                   "p_value": p_value})
     return result
+
+
+def holm(p_values, family_error=1 - CONFIDENCE):
+    """Holm's step-down correction: which of the hypotheses with these p-values are rejected
+    while the chance of rejecting any true one stays at most `family_error`.
+
+    The smallest p is held to family_error / m, the next to family_error / (m - 1), and so on;
+    the first that fails stops the rejections (Holm, Scand. J. Statist. 6, 1979).
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > family_error / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
 
 
 def compare_seeds(values, pairs):
