@@ -1013,6 +1013,19 @@ def test_readme_quotes_the_committed_cpu_reports():
     assert ("each at 95% with no correction for their number: if no method differed from "
             f"another, about {0.05 * len(intervals):.2f} of them would exclude 0 by chance"
             ) in paragraph
+    # Which of them hold under Holm's correction, with the p-values the report computed.
+    held = [c for c in intervals if c["holm_separated"]]
+    assert [(c["column"], c["versus"]) for c in held] == [("OKDDip (network)", "DML")]
+    others = [c["p_value"] for c in intervals if c["separated"] and not c["holm_separated"]]
+    assert (f"Under Holm's step-down correction over the {len(intervals)}, which keeps the "
+            "chance of any false exclusion among them at 5%, one of them holds, the network "
+            f"group's difference from DML (p = {held[0]['p_value']:.2g}); the other separated "
+            f"ones do not (p from {min(others):.2g} to {max(others):.2g})") in paragraph
+    tested = [c for c in diversity["comparisons"] if c["interval"]]
+    assert all(c["holm_separated"] for c in tested)
+    assert (f"All {words[len(tested)].lower()} hold under Holm's correction over the "
+            f"{words[len(tested)].lower()} (p at most {max(c['p_value'] for c in tested):.2g})"
+            ) in paragraph
     for link in re.findall(r"\]\((benchmarks/[^)]+)\)", paragraph):  # the files it points to
         assert (REPO_ROOT / link).is_file(), link
     assert_quoted_differences_are_computed(paragraph, results, diversity)
