@@ -6,8 +6,8 @@ into plain numbers, each seed's per-epoch test curves with them; `write` turns t
 Two protocols: the paper's (the best test epoch of each seed, as the authors' code selects it)
 and the honest one (the last epoch). Errors are top-1 in %, mean ± sample std over seeds.
 `comparisons` computes each column's difference from Baseline (and the OKDDip columns' from every
-other column) with a 95% t interval (statistics.py), so that the report claims only what the seeds
-measure.
+other column) with a 95% t interval and its p (statistics.py), and Holm's correction over each
+measure's intervals, so that the report claims only what the seeds measure.
 A cell's seeds missing from the workdir can come from an earlier report's results.json (`prior`).
 """
 

@@ -1,4 +1,5 @@
-"""Means over seeds and the differences between two sets of seeds, with a t interval.
+"""Means over seeds and the differences between two sets of seeds, with a t interval and p;
+Holm's correction over many such differences.
 
 Pure numbers (NumPy and the standard library, no framework): Student's t distribution is computed
 here from the regularised incomplete beta function, as SciPy is not a dependency. The report's
