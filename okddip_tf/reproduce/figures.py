@@ -135,19 +135,21 @@ def interval_entries(results, row, measure):
             if c["row"] == row and c["measure"] == measure and c["interval"]]
 
 
-def differences_figure(plt, results, out_dir, measure="last_error"):
+def differences_figure(plt, results, out_dir):
     """Per row, each difference the report computes with its 95% interval, beside 0: what a
     reader deciding between methods needs, and what `errors.png` cannot show (its bars span
     tens of points; the differences are a point or two). None when no pair of cells has the
     seeds for an interval."""
-    rows = [row for row in results["shown_rows"] if interval_entries(results, row, measure)]
-    if not rows:
+    per_row = {row: interval_entries(results, row, "last_error") for row in results["shown_rows"]}
+    per_row = {row: entries for row, entries in per_row.items() if entries}
+    if not per_row:
         return None
-    heights = [len(interval_entries(results, row, measure)) for row in rows]
-    figure, axes = plt.subplots(len(rows), 1, figsize=(9, max(3.0, 1.2 + 0.32 * sum(heights))),
-                                squeeze=False, gridspec_kw={"height_ratios": heights})
-    for axis, row in zip(axes[:, 0], rows):
-        entries = interval_entries(results, row, measure)[::-1]  # the first at the top
+    heights = [len(entries) for entries in per_row.values()]
+    figure, axes = plt.subplots(len(per_row), 1, squeeze=False,
+                                figsize=(9, max(3.0, 1.2 + 0.32 * sum(heights))),
+                                gridspec_kw={"height_ratios": heights})
+    for axis, (row, entries) in zip(axes[:, 0], per_row.items()):
+        entries = entries[::-1]  # the first at the top
         y = np.arange(len(entries))
         for position, (_, difference, low, high, separated) in zip(y, entries):
             colour = "tab:blue" if separated else "grey"

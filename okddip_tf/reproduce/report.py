@@ -24,7 +24,7 @@ from okddip_tf.reproduce import machine as machine_info
 from okddip_tf.errors import ConfigError
 from okddip_tf.reproduce import manifest, runner
 from okddip_tf.reproduce.budget import counted
-from okddip_tf.reproduce.statistics import difference, holm, summary
+from okddip_tf.reproduce.statistics import CONFIDENCE, difference, holm, summary
 
 EXCLUDED = "not run (excluded by --only)"  # a cell's state when --only left it out
 
@@ -95,11 +95,10 @@ def comparisons(results):
                           for name in (column, versus)]
                 if all(values):
                     found.append({"row": row, "column": column, "versus": versus,
-                                  "measure": measure, **difference(*values)})
+                                  "measure": measure, **difference(*values),
+                                  "holm_separated": None})
     for measure in measures(results["kind"]):  # Holm over the report's intervals per measure
         family = [entry for entry in found if entry["measure"] == measure and entry["interval"]]
-        for entry in found:
-            entry.setdefault("holm_separated", None)
         for entry, rejected in zip(family, holm([entry["p_value"] for entry in family])):
             entry["holm_separated"] = rejected
     return found
@@ -343,13 +342,13 @@ def comparison_text(column, versus, entries, digits):
     parts = []
     for entry in entries:
         low, high = entry["interval"]
-        holm = ("" if not entry["separated"] else
-                "; holds under Holm's correction too" if entry.get("holm_separated") else
-                "; not under Holm's correction")
+        corrected = ("" if not entry["separated"] else
+                     "; holds under Holm's correction too" if entry.get("holm_separated") else
+                     "; not under Holm's correction")
         parts.append(f"{MEASURES[entry['measure']]} {entry['difference']:+.{digits}f} (95% CI "
                      f"{low:+.{digits}f} to {high:+.{digits}f}"
                      + (", separated from 0" if entry["separated"] else "")
-                     + f"; p = {entry['p_value']:.2g}{holm})")
+                     + f"; p = {entry['p_value']:.2g}{corrected})")
     return f"  - {column} − {versus} ({how}): {', '.join(parts)}."
 
 
@@ -373,11 +372,11 @@ def many_intervals(comparisons):
     k = max(counts.values())
     return (f" The report computes {k} such interval{'s' if k > 1 else ''} per measure, each at "
             f"95% with no correction for their number: if no cell truly differed from another, "
-            f"about {0.05 * k:.2f} of them would still exclude 0 by chance, so one interval that "
-            "does is weaker evidence than it would be alone. Each gives its two-sided p; where "
-            "it excludes 0, Holm's step-down correction over the measure's intervals (which "
-            "keeps the chance of any false exclusion among them at 5%) says whether it holds "
-            "there too.")
+            f"about {(1 - CONFIDENCE) * k:.2f} of them would still exclude 0 by chance, so one "
+            "interval that does is weaker evidence than it would be alone. Each gives its "
+            "two-sided p; where it excludes 0, Holm's step-down correction over the measure's "
+            "intervals (which keeps the chance of any false exclusion among them at 5%) says "
+            "whether it holds there too.")
 
 
 def diversity_findings(results):
